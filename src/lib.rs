@@ -1,0 +1,1 @@
+pub use voxreg_framework as framework;
