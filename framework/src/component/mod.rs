@@ -1,0 +1,34 @@
+//! The component traits: what a backbone, loss, optimiser, data loader, file loader or
+//! augmentation must do, and the shapes of what goes in and out.
+//!
+//! Every component comes in two parts:
+//!
+//! * a **config** type (`XConfig` traits): the YAML mapping that selects the component by
+//!   `name` plus its keys, deserialised by the [`Registry`](crate::registry::Registry) and
+//!   serialised back (with `name`) through `typetag`, so a resolved config round-trips;
+//! * a **runtime** object (`X` traits) that the config builds and the engine calls.
+//!
+//! Tensors are channel-first: `(N, C, H, W)` in 2D and `(N, C, D, H, W)` in 3D. A dense
+//! displacement field (DDF) is `(N, ndim, *spatial)` in voxel units, component `i`
+//! displacing along spatial axis `i`.
+
+mod augmentation;
+mod backbone;
+mod batch;
+mod data;
+mod error;
+mod loss;
+mod method;
+mod optimizer;
+
+pub use augmentation::{Augmentation, AugmentationConfig};
+pub use backbone::{Backbone, BackboneConfig, BackboneOutput, BackboneSpec};
+pub use batch::PairBatch;
+pub use data::{
+    DataLoader, DataLoaderConfig, FileLoader, FileLoaderConfig, ImageId, ImageShapes, Sample,
+    SampleRef, Split, SplitSource, Volume,
+};
+pub use error::ComponentError;
+pub use loss::{ImageLoss, ImageLossConfig, LabelLoss, LabelLossConfig, Regularization, RegularizationConfig};
+pub use method::{BackboneIo, MethodConfig};
+pub use optimizer::{Optimizer, OptimizerConfig, OptimizerState};

@@ -1,0 +1,431 @@
+//! Builds a [`Config`] from a merged YAML value, collecting every problem instead of stopping
+//! at the first.
+
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+
+use super::decode::decode;
+use super::path::KeyPath;
+use super::problem::Problem;
+use super::schema::{
+    Config, DatasetConfig, LossConfig, LossTerm, PreprocessConfig, SplitConfig, TrainConfig,
+};
+use super::value::{self, ConfigMapping, ConfigValue};
+use crate::registry::{ComponentKind, DecodeError, Registry};
+use crate::suggest;
+
+const TOP_KEYS: &[&str] = &["plugins", "dataset", "train"];
+const SPLITS: &[&str] = &["train", "valid", "test"];
+const SPLIT_KEYS: &[&str] = &["dir", "format", "labeled"];
+const TRAIN_KEYS: &[&str] = &[
+    "method",
+    "backbone",
+    "loss",
+    "optimizer",
+    "preprocess",
+    "epochs",
+    "save_period",
+    "update_freq",
+];
+const LOSS_KEYS: &[&str] = &["image", "label", "regularization"];
+const PREPROCESS_KEYS: &[&str] = &[
+    "batch_size",
+    "shuffle_buffer_num_batch",
+    "num_parallel_calls",
+    "data_augmentation",
+];
+
+/// Resolves the merged document. Every problem found is returned, with paths (locations
+/// are attached by the caller, who knows the files).
+pub(super) fn resolve(
+    merged: ConfigValue,
+    plugins: Vec<PathBuf>,
+    registry: &Registry,
+) -> Result<Config, Vec<Problem>> {
+    let mut walker = Walker {
+        registry,
+        problems: Vec::new(),
+    };
+    let root_path = KeyPath::root();
+    let mut root = walker.mapping(merged, &root_path).unwrap_or_default();
+    root.remove(value::key("plugins"));
+    walker.check_keys(&root, TOP_KEYS, &root_path);
+    let dataset = walker
+        .required(&mut root, "dataset", &root_path)
+        .and_then(|v| walker.dataset(v, &KeyPath::keys(&["dataset"])));
+    let train = walker
+        .required(&mut root, "train", &root_path)
+        .and_then(|v| walker.train(v, &KeyPath::keys(&["train"])));
+    match (dataset, train) {
+        (Some(dataset), Some(train)) if walker.problems.is_empty() => Ok(Config {
+            plugins,
+            dataset,
+            train,
+        }),
+        _ => Err(walker.problems),
+    }
+}
+
+struct Walker<'r> {
+    registry: &'r Registry,
+    problems: Vec<Problem>,
+}
+
+impl Walker<'_> {
+    fn problem(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn mapping(&mut self, value: ConfigValue, path: &KeyPath) -> Option<ConfigMapping> {
+        match value {
+            ConfigValue::Mapping(mapping) => Some(mapping),
+            other => {
+                self.problem(
+                    path.clone(),
+                    format!("expected a mapping, found {}", value::kind_name(&other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_keys(&mut self, mapping: &ConfigMapping, allowed: &[&str], path: &KeyPath) {
+        for key in mapping.keys() {
+            let Some(key) = key.as_str() else {
+                self.problem(path.clone(), "mapping keys must be strings");
+                continue;
+            };
+            if !allowed.contains(&key) {
+                let mut message = format!(
+                    "unknown key `{key}`; expected one of {}",
+                    suggest::quoted_list(allowed.iter().copied())
+                );
+                if let Some(close) = suggest::closest(key, allowed.iter().copied()) {
+                    message.push_str(&format!(" (did you mean `{close}`?)"));
+                }
+                self.problem(path.key(key), message);
+            }
+        }
+    }
+
+    fn required(
+        &mut self,
+        mapping: &mut ConfigMapping,
+        key: &str,
+        path: &KeyPath,
+    ) -> Option<ConfigValue> {
+        let value = mapping.remove(value::key(key));
+        if value.is_none() {
+            self.problem(path.key(key), "missing required key");
+        }
+        value
+    }
+
+    fn typed<T: DeserializeOwned>(&mut self, value: ConfigValue, path: &KeyPath) -> Option<T> {
+        match decode(value) {
+            Ok(decoded) => Some(decoded),
+            Err(problems) => {
+                self.problems.extend(problems.into_iter().map(|p| p.under(path)));
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, value: ConfigValue, path: &KeyPath) -> Option<usize> {
+        let number: usize = self.typed(value, path)?;
+        if number == 0 {
+            self.problem(path.clone(), "must be at least 1");
+            return None;
+        }
+        Some(number)
+    }
+
+    /// A component given as a bare name (`method: ddf`) or a mapping with `name`.
+    fn component<K: ComponentKind + ?Sized>(
+        &mut self,
+        value: ConfigValue,
+        path: &KeyPath,
+    ) -> Option<Box<K>> {
+        let (name, rest, name_path) = match value {
+            ConfigValue::String(name) => (name, ConfigMapping::new(), path.clone()),
+            ConfigValue::Mapping(mut mapping) => match mapping.remove(value::key("name")) {
+                Some(ConfigValue::String(name)) => (name, mapping, path.key("name")),
+                Some(other) => {
+                    self.problem(
+                        path.key("name"),
+                        format!("expected a component name, found {}", value::kind_name(&other)),
+                    );
+                    return None;
+                }
+                None => {
+                    self.problem(
+                        path.key("name"),
+                        format!(
+                            "missing required key: the {} to use, one of {}",
+                            K::CATEGORY,
+                            suggest::quoted_list(self.registry.names(K::CATEGORY))
+                        ),
+                    );
+                    return None;
+                }
+            },
+            other => {
+                self.problem(
+                    path.clone(),
+                    format!(
+                        "expected a {} name or a mapping with `name`, found {}",
+                        K::CATEGORY,
+                        value::kind_name(&other)
+                    ),
+                );
+                return None;
+            }
+        };
+        self.named_component::<K>(&name, rest, path, &name_path)
+    }
+
+    fn named_component<K: ComponentKind + ?Sized>(
+        &mut self,
+        name: &str,
+        rest: ConfigMapping,
+        path: &KeyPath,
+        name_path: &KeyPath,
+    ) -> Option<Box<K>> {
+        match self.registry.decode::<K>(name, ConfigValue::Mapping(rest)) {
+            Ok(config) => Some(config),
+            Err(DecodeError::Unknown(unknown)) => {
+                self.problem(name_path.clone(), unknown.to_string());
+                None
+            }
+            Err(DecodeError::Invalid(problems)) => {
+                let component = format!("{} `{name}`", K::CATEGORY);
+                self.problems.extend(problems.into_iter().map(|mut p| {
+                    p.message = format!("{} ({component})", p.message);
+                    p.under(path)
+                }));
+                None
+            }
+            Err(other) => {
+                self.problem(path.clone(), other.to_string());
+                None
+            }
+        }
+    }
+
+    fn dataset(&mut self, value: ConfigValue, path: &KeyPath) -> Option<DatasetConfig> {
+        let mut mapping = self.mapping(value, path)?;
+        let mut splits = Vec::new();
+        for split in SPLITS {
+            let config = mapping
+                .remove(value::key(split))
+                .and_then(|v| self.split(v, &path.key(*split)));
+            splits.push(config);
+        }
+        let loader = match mapping.remove(value::key("type")) {
+            Some(ConfigValue::String(name)) => {
+                self.named_component(&name, mapping, path, &path.key("type"))
+            }
+            Some(other) => {
+                self.problem(
+                    path.key("type"),
+                    format!("expected a data loader name, found {}", value::kind_name(&other)),
+                );
+                None
+            }
+            None => {
+                self.problem(
+                    path.key("type"),
+                    format!(
+                        "missing required key: the data loader, one of {}",
+                        suggest::quoted_list(self.registry.names(crate::registry::Category::DataLoader))
+                    ),
+                );
+                None
+            }
+        }?;
+        let mut splits = splits.into_iter();
+        Some(DatasetConfig {
+            train: splits.next().flatten(),
+            valid: splits.next().flatten(),
+            test: splits.next().flatten(),
+            loader,
+        })
+    }
+
+    fn split(&mut self, value: ConfigValue, path: &KeyPath) -> Option<SplitConfig> {
+        if value.is_null() {
+            return None;
+        }
+        let mut mapping = self.mapping(value, path)?;
+        self.check_keys(&mapping, SPLIT_KEYS, path);
+        let dir = match mapping.remove(value::key("dir")) {
+            None | Some(ConfigValue::Null) => return None,
+            Some(ConfigValue::String(dir)) if dir.is_empty() => return None,
+            Some(ConfigValue::String(dir)) => vec![PathBuf::from(dir)],
+            Some(other) => {
+                let dirs: Vec<String> = self.typed(other, &path.key("dir"))?;
+                dirs.into_iter().map(PathBuf::from).collect()
+            }
+        };
+        let format = self
+            .required(&mut mapping, "format", path)
+            .and_then(|v| self.component(v, &path.key("format")));
+        let labeled = self
+            .required(&mut mapping, "labeled", path)
+            .and_then(|v| self.typed::<bool>(v, &path.key("labeled")));
+        Some(SplitConfig {
+            dir,
+            format: format?,
+            labeled: labeled?,
+        })
+    }
+
+    fn train(&mut self, value: ConfigValue, path: &KeyPath) -> Option<TrainConfig> {
+        let mut mapping = self.mapping(value, path)?;
+        self.check_keys(&mapping, TRAIN_KEYS, path);
+        let method = self
+            .required(&mut mapping, "method", path)
+            .and_then(|v| self.component(v, &path.key("method")));
+        let backbone = self
+            .required(&mut mapping, "backbone", path)
+            .and_then(|v| self.component(v, &path.key("backbone")));
+        let loss = self
+            .required(&mut mapping, "loss", path)
+            .and_then(|v| self.loss(v, &path.key("loss")));
+        let optimizer = self
+            .required(&mut mapping, "optimizer", path)
+            .and_then(|v| self.component(v, &path.key("optimizer")));
+        let preprocess = self
+            .required(&mut mapping, "preprocess", path)
+            .and_then(|v| self.preprocess(v, &path.key("preprocess")));
+        let epochs = self
+            .required(&mut mapping, "epochs", path)
+            .and_then(|v| self.positive(v, &path.key("epochs")));
+        let save_period = self
+            .required(&mut mapping, "save_period", path)
+            .and_then(|v| self.positive(v, &path.key("save_period")));
+        let update_freq = mapping.remove(value::key("update_freq"));
+        Some(TrainConfig {
+            method: method?,
+            backbone: backbone?,
+            loss: loss?,
+            optimizer: optimizer?,
+            preprocess: preprocess?,
+            epochs: epochs?,
+            save_period: save_period?,
+            update_freq,
+        })
+    }
+
+    fn loss(&mut self, value: ConfigValue, path: &KeyPath) -> Option<LossConfig> {
+        let mut mapping = self.mapping(value, path)?;
+        self.check_keys(&mapping, LOSS_KEYS, path);
+        let before = self.problems.len();
+        let mut loss = LossConfig::default();
+        if let Some(v) = mapping.remove(value::key("image")) {
+            loss.image = self.terms(v, &path.key("image"));
+        }
+        if let Some(v) = mapping.remove(value::key("label")) {
+            loss.label = self.terms(v, &path.key("label"));
+        }
+        if let Some(v) = mapping.remove(value::key("regularization")) {
+            loss.regularization = self.terms(v, &path.key("regularization"));
+        }
+        (self.problems.len() == before).then_some(loss)
+    }
+
+    fn terms<K: ComponentKind + ?Sized>(
+        &mut self,
+        value: ConfigValue,
+        path: &KeyPath,
+    ) -> Vec<LossTerm<K>> {
+        let items: Vec<(ConfigValue, KeyPath)> = match value {
+            ConfigValue::Null => Vec::new(),
+            ConfigValue::Sequence(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| (item, path.index(i)))
+                .collect(),
+            single => vec![(single, path.clone())],
+        };
+        items
+            .into_iter()
+            .filter_map(|(item, item_path)| self.term(item, &item_path))
+            .collect()
+    }
+
+    fn term<K: ComponentKind + ?Sized>(
+        &mut self,
+        value: ConfigValue,
+        path: &KeyPath,
+    ) -> Option<LossTerm<K>> {
+        let mut mapping = self.mapping(value, path)?;
+        let weight = match mapping.remove(value::key("weight")) {
+            None => Some(1.0),
+            Some(v) => self.typed::<f64>(v, &path.key("weight")),
+        };
+        if let Some(w) = weight {
+            if !w.is_finite() || w < 0.0 {
+                self.problem(path.key("weight"), format!("must be a finite number ≥ 0, got {w}"));
+            }
+        }
+        let config = self.component(ConfigValue::Mapping(mapping), path);
+        Some(LossTerm {
+            weight: weight?,
+            config: config?,
+        })
+    }
+
+    fn preprocess(&mut self, value: ConfigValue, path: &KeyPath) -> Option<PreprocessConfig> {
+        let mut mapping = self.mapping(value, path)?;
+        self.check_keys(&mapping, PREPROCESS_KEYS, path);
+        let batch_size = self
+            .required(&mut mapping, "batch_size", path)
+            .and_then(|v| self.positive(v, &path.key("batch_size")));
+        let shuffle = self
+            .required(&mut mapping, "shuffle_buffer_num_batch", path)
+            .and_then(|v| self.typed::<usize>(v, &path.key("shuffle_buffer_num_batch")));
+        let parallel = match mapping.remove(value::key("num_parallel_calls")) {
+            None => Some(-1),
+            Some(v) => {
+                let calls = self.typed::<i64>(v, &path.key("num_parallel_calls"));
+                if matches!(calls, Some(c) if c == 0 || c < -1) {
+                    self.problem(
+                        path.key("num_parallel_calls"),
+                        "must be a number of threads ≥ 1, or -1 for one per core",
+                    );
+                }
+                calls
+            }
+        };
+        let augmentation_path = path.key("data_augmentation");
+        let augmentations = match mapping.remove(value::key("data_augmentation")) {
+            None => vec![ConfigValue::String("affine".to_owned())],
+            Some(ConfigValue::Null) => Vec::new(),
+            Some(ConfigValue::Sequence(items)) => items,
+            Some(single) => vec![single],
+        };
+        let single = augmentations.len() == 1;
+        let before = self.problems.len();
+        let data_augmentation: Vec<_> = augmentations
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let item_path = if single {
+                    augmentation_path.clone()
+                } else {
+                    augmentation_path.index(i)
+                };
+                self.component(item, &item_path)
+            })
+            .collect();
+        let augmentations_ok = self.problems.len() == before;
+        Some(PreprocessConfig {
+            batch_size: batch_size?,
+            shuffle_buffer_num_batch: shuffle?,
+            num_parallel_calls: parallel?,
+            data_augmentation: augmentations_ok.then_some(data_augmentation)?,
+        })
+    }
+}

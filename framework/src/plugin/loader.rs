@@ -1,0 +1,197 @@
+//! Opening plugin libraries, checking them, and running their registration.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use libloading::Library;
+
+use super::abi::{self, Fingerprint, PluginDeclaration, ABI_VERSION, DECLARATION_SYMBOL};
+use super::{PluginError, PluginRegistrar};
+use crate::registry::{self, Category, ComponentRegistration, Registry, Source};
+
+/// What a loaded plugin is and what it added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// The library path as given.
+    pub path: PathBuf,
+    /// The plugin crate's name.
+    pub name: String,
+    /// The plugin crate's version.
+    pub version: String,
+    /// The components it registered.
+    pub components: Vec<(Category, String)>,
+}
+
+struct LoadedPlugin {
+    name: String,
+    version: String,
+    components: Vec<ComponentRegistration>,
+}
+
+#[derive(Default)]
+struct Loader {
+    /// Successfully loaded plugins by canonical path.
+    plugins: HashMap<PathBuf, LoadedPlugin>,
+    /// Every library opened, kept so none is ever unloaded.
+    libraries: Vec<Library>,
+    /// Addresses of the inventory submissions already attributed (linked ones, and each
+    /// opened library's), so the next library's are told apart.
+    seen_submissions: HashSet<usize>,
+}
+
+fn loader() -> MutexGuard<'static, Loader> {
+    static LOADER: OnceLock<Mutex<Loader>> = OnceLock::new();
+    LOADER
+        .get_or_init(|| {
+            let seen = registry::linked_registrations()
+                .iter()
+                .map(|r| *r as *const ComponentRegistration as usize)
+                .collect();
+            Mutex::new(Loader {
+                seen_submissions: seen,
+                ..Loader::default()
+            })
+        })
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Registry {
+    /// Loads a plugin library and adds its components (see the [module docs](crate::plugin)).
+    pub fn load_plugin(&mut self, path: &Path) -> Result<PluginInfo, PluginError> {
+        let mut loader = loader();
+        let canonical = path.canonicalize().map_err(|_| PluginError::NotFound {
+            path: path.to_owned(),
+        })?;
+        if !loader.plugins.contains_key(&canonical) {
+            let plugin = open_and_register(&mut loader, path)?;
+            loader.plugins.insert(canonical.clone(), plugin);
+        }
+        let plugin = &loader.plugins[&canonical];
+        let components = plugin.components.iter().map(|registration| {
+            (
+                *registration,
+                Source::Plugin {
+                    library: path.to_owned(),
+                    crate_name: registration.crate_name().to_owned(),
+                },
+            )
+        });
+        self.insert_all(components)
+            .map_err(|source| PluginError::Conflict {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(PluginInfo {
+            path: path.to_owned(),
+            name: plugin.name.clone(),
+            version: plugin.version.clone(),
+            components: plugin
+                .components
+                .iter()
+                .map(|r| (r.category, r.name.to_owned()))
+                .collect(),
+        })
+    }
+}
+
+fn open_and_register(loader: &mut Loader, path: &Path) -> Result<LoadedPlugin, PluginError> {
+    // SAFETY: opening a library runs its static constructors. For a voxreg plugin these only
+    // link registrations into the framework's inventory list; arbitrary libraries are the
+    // user's explicit choice (`--plugin`), as with any program that loads plugins.
+    let library = unsafe { Library::new(path) }.map_err(|error| PluginError::NotALibrary {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })?;
+    let submitted: Vec<ComponentRegistration> = inventory::iter::<ComponentRegistration>()
+        .filter(|r| loader.seen_submissions.insert(*r as *const ComponentRegistration as usize))
+        .copied()
+        .collect();
+    type DeclarationFn = unsafe extern "C" fn() -> *const PluginDeclaration;
+    // SAFETY: the symbol, if present, is the function `declare_plugin!` defines with this
+    // exact signature; a foreign symbol of that name is the library author's contract breach.
+    let declaration_fn: Option<DeclarationFn> =
+        unsafe { library.get::<DeclarationFn>(DECLARATION_SYMBOL.as_bytes()) }
+            .ok()
+            .map(|symbol| *symbol);
+    loader.libraries.push(library);
+    let declaration_fn = declaration_fn.ok_or_else(|| PluginError::NotAPlugin {
+        path: path.to_owned(),
+        symbol: DECLARATION_SYMBOL,
+    })?;
+    // SAFETY: calling the declaration function only returns a pointer to a static record.
+    let declaration = unsafe { declaration_fn() };
+    if declaration.is_null() {
+        return Err(PluginError::NotAPlugin {
+            path: path.to_owned(),
+            symbol: DECLARATION_SYMBOL,
+        });
+    }
+    // SAFETY: non-null, and every ABI version starts the record with a `u32` version.
+    let abi_version = unsafe { std::ptr::addr_of!((*declaration).abi_version).read() };
+    if abi_version != ABI_VERSION {
+        return Err(PluginError::Incompatible {
+            path: path.to_owned(),
+            mismatches: vec![format!(
+                "plugin ABI version: plugin {abi_version}, host {ABI_VERSION}"
+            )],
+        });
+    }
+    // SAFETY: same ABI version, so the record has this layout and lives in the loaded library.
+    let declaration = unsafe { &*declaration };
+    let mismatches = compare(&declaration.fingerprint, &Fingerprint::current());
+    if !mismatches.is_empty() {
+        return Err(PluginError::Incompatible {
+            path: path.to_owned(),
+            mismatches,
+        });
+    }
+    let mut registrar = PluginRegistrar::new(submitted);
+    // SAFETY: fingerprints match, so `register` takes this very `PluginRegistrar` type; it
+    // catches its own panics (see `PluginRegistrar::run`).
+    unsafe { (declaration.register)(&mut registrar) };
+    let components = registrar
+        .finish()
+        .map_err(|message| PluginError::RegisterFailed {
+            path: path.to_owned(),
+            message,
+        })?;
+    // SAFETY: the strings are static data of the (never unloaded) library.
+    let (name, version) = unsafe {
+        (
+            declaration.name.to_string_lossy(),
+            declaration.version.to_string_lossy(),
+        )
+    };
+    Ok(LoadedPlugin {
+        name,
+        version,
+        components,
+    })
+}
+
+/// The fields that differ, each as "field: plugin X, host Y".
+fn compare(plugin: &Fingerprint, host: &Fingerprint) -> Vec<String> {
+    let mut mismatches = Vec::new();
+    let fields: [(&str, abi::AbiStr, abi::AbiStr); 4] = [
+        ("voxreg", plugin.voxreg_version, host.voxreg_version),
+        ("rustc", plugin.rustc_version, host.rustc_version),
+        ("candle", plugin.candle_version, host.candle_version),
+        ("features", plugin.features, host.features),
+    ];
+    for (field, theirs, ours) in fields {
+        // SAFETY: both are static strings (the plugin's live in its never-unloaded library).
+        let (theirs, ours) = unsafe { (theirs.to_string_lossy(), ours.to_string_lossy()) };
+        if theirs != ours {
+            mismatches.push(format!("{field}: plugin `{theirs}`, host `{ours}`"));
+        }
+    }
+    if mismatches.is_empty() && plugin.build_id != host.build_id {
+        mismatches.push(format!(
+            "framework build: plugin {:016x}, host {:016x} (same versions, but different dependency versions or features: build the plugin in the same workspace or with the same Cargo.lock)",
+            plugin.build_id, host.build_id
+        ));
+    }
+    mismatches
+}

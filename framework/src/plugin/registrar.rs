@@ -1,0 +1,69 @@
+//! What a plugin's register function receives.
+
+use std::panic::{self, AssertUnwindSafe};
+
+use super::abi::{RegisterStatus, REGISTER_FAILED, REGISTER_OK};
+use crate::registry::ComponentRegistration;
+
+/// Collects the components a plugin registers. Passed to the plugin's register function by
+/// the host; see [`declare_plugin!`](crate::declare_plugin).
+#[derive(Debug, Default)]
+pub struct PluginRegistrar {
+    submitted: Vec<ComponentRegistration>,
+    added: Vec<ComponentRegistration>,
+    error: Option<String>,
+}
+
+impl PluginRegistrar {
+    pub(super) fn new(submitted: Vec<ComponentRegistration>) -> Self {
+        PluginRegistrar {
+            submitted,
+            added: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Adds every component the library's code submitted with
+    /// [`register_component!`](crate::register_component).
+    pub fn add_submitted(&mut self) {
+        let submitted = std::mem::take(&mut self.submitted);
+        self.added.extend(submitted);
+    }
+
+    /// Adds one component by hand (build it with
+    /// [`component_registration!`](crate::component_registration)).
+    pub fn add(&mut self, registration: ComponentRegistration) {
+        self.added.push(registration);
+    }
+
+    /// Reports a failure; registration is abandoned and the host reports `message`.
+    pub fn fail(&mut self, message: impl Into<String>) {
+        self.error = Some(message.into());
+    }
+
+    /// Runs a plugin's register closure, turning a panic into a failure. Used by
+    /// [`declare_plugin!`](crate::declare_plugin); the closure runs in the plugin's code.
+    pub fn run<F: FnOnce(&mut PluginRegistrar)>(&mut self, register: F) -> RegisterStatus {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| register(self)));
+        if let Err(payload) = outcome {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".to_owned());
+            self.error = Some(format!("the register function panicked: {message}"));
+        }
+        if self.error.is_some() {
+            REGISTER_FAILED
+        } else {
+            REGISTER_OK
+        }
+    }
+
+    pub(super) fn finish(self) -> Result<Vec<ComponentRegistration>, String> {
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok(self.added),
+        }
+    }
+}
