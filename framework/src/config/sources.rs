@@ -102,13 +102,19 @@ impl ConfigSources {
             tracing::warn!("upgraded an older DeepReg config layout: {note}");
         }
         resolve::resolve(merged, self.plugins.clone(), registry).map_err(|problems| {
-            let located = problems
+            let mut located: Vec<Problem> = problems
                 .into_iter()
                 .map(|mut problem| {
                     problem.location = self.location_of(&problem.path);
                     problem
                 })
                 .collect();
+            located.sort_by_key(|p| {
+                let file_order = p.location.as_ref().and_then(|l| {
+                    self.documents.iter().position(|d| d.origin == l.file)
+                });
+                (file_order, p.location.as_ref().map(|l| (l.line, l.column)))
+            });
             ConfigError::Invalid(Problems(located))
         })
     }

@@ -102,9 +102,16 @@ pub fn kind_name(value: &ConfigValue) -> &'static str {
 }
 
 /// Merges `overlay` into `base` as DeepReg does: mappings merge key by key, recursively; any
-/// other value (lists included) replaces what was there.
+/// other value (lists included) replaces what was there. One refinement: a component mapping
+/// whose `name` changes is replaced whole, since the keys of the old component mean nothing
+/// to the new one (DeepReg would pass them on and fail, or silently ignore them).
 pub fn merge(base: &mut ConfigValue, overlay: ConfigValue) {
     match (base, overlay) {
+        (ConfigValue::Mapping(base), ConfigValue::Mapping(overlay))
+            if selects_another_component(base, &overlay) =>
+        {
+            *base = overlay;
+        }
         (ConfigValue::Mapping(base), ConfigValue::Mapping(overlay)) => {
             for (key, value) in overlay {
                 match base.get_mut(&key) {
@@ -118,6 +125,13 @@ pub fn merge(base: &mut ConfigValue, overlay: ConfigValue) {
             }
         }
         (base, overlay) => *base = overlay,
+    }
+}
+
+fn selects_another_component(base: &ConfigMapping, overlay: &ConfigMapping) -> bool {
+    match (base.get(key("name")), overlay.get(key("name"))) {
+        (Some(old), Some(new)) => old != new,
+        _ => false,
     }
 }
 
@@ -172,7 +186,7 @@ impl PositionRecorder {
             Some(Frame::Sequence { path, next }) => {
                 let item = path.index(*next);
                 *next += 1;
-                self.positions.insert(item.clone(), (mark.line(), mark.col()));
+                self.positions.insert(item.clone(), (mark.line(), mark.col() + 1));
                 Some(item)
             }
             Some(Frame::Mapping { path, pending_key }) => {
@@ -189,7 +203,7 @@ impl MarkedEventReceiver for PositionRecorder {
                 if self.next_value_path(mark).is_none() {
                     if let Some(Frame::Mapping { path, pending_key }) = self.stack.last_mut() {
                         self.positions
-                            .insert(path.key(text.clone()), (mark.line(), mark.col()));
+                            .insert(path.key(text.clone()), (mark.line(), mark.col() + 1));
                         *pending_key = Some(text);
                     }
                 }
@@ -259,5 +273,15 @@ mod tests {
         let overlay = doc("a: {c: [3], e: 2}\nd: {x: 1}\n").value;
         merge(&mut base, overlay);
         assert_eq!(base, doc("a: {b: 1, c: [3], e: 2}\nd: {x: 1}\n").value);
+    }
+
+    #[test]
+    fn a_component_with_another_name_replaces_the_old_one() {
+        let mut base = doc("backbone: {name: local, depth: 3, extract_levels: [0, 1]}\n").value;
+        merge(&mut base, doc("backbone: {name: unet, depth: 4}\n").value);
+        assert_eq!(base, doc("backbone: {name: unet, depth: 4}\n").value);
+        let mut same = doc("backbone: {name: local, depth: 3, extract_levels: [0, 1]}\n").value;
+        merge(&mut same, doc("backbone: {name: local, depth: 4}\n").value);
+        assert_eq!(same, doc("backbone: {name: local, depth: 4, extract_levels: [0, 1]}\n").value);
     }
 }

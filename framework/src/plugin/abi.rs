@@ -41,6 +41,12 @@ pub struct AbiStr {
     len: usize,
 }
 
+// SAFETY: an `AbiStr` is only made from a `&'static str` (immutable, static data), so
+// sending or sharing it between threads is as sound as for the `&'static str` itself.
+unsafe impl Send for AbiStr {}
+// SAFETY: as above.
+unsafe impl Sync for AbiStr {}
+
 impl AbiStr {
     /// Wraps a static string.
     pub const fn new(text: &'static str) -> Self {
@@ -133,9 +139,6 @@ pub struct PluginDeclaration {
     pub register: unsafe extern "C" fn(*mut super::PluginRegistrar) -> RegisterStatus,
 }
 
-// SAFETY: the declaration only holds pointers to static, immutable data and a function
-// pointer; sharing it between threads is sound.
-unsafe impl Sync for PluginDeclaration {}
 
 /// Exports the plugin declaration of a dynamic plugin library. Put it once in the crate root
 /// of a crate built with `crate-type = ["dylib"]`.
@@ -181,4 +184,39 @@ macro_rules! declare_plugin {
             })
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pinned candle version recorded in the fingerprint is the one the lockfile holds.
+    #[test]
+    fn candle_version_matches_the_lockfile() {
+        let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+        let lock = std::fs::read_to_string(&lock).expect("the workspace Cargo.lock");
+        let entry = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"candle-core\""))
+            .expect("candle-core is locked");
+        assert!(
+            entry.contains(&format!("version = \"{CANDLE_VERSION}\"")),
+            "CANDLE_VERSION {CANDLE_VERSION} differs from the lockfile: {entry}"
+        );
+    }
+
+    #[test]
+    fn the_current_fingerprint_describes_this_build() {
+        let fingerprint = Fingerprint::current();
+        // SAFETY: made from static strings just above.
+        let (voxreg, rustc) = unsafe {
+            (
+                fingerprint.voxreg_version.to_string_lossy(),
+                fingerprint.rustc_version.to_string_lossy(),
+            )
+        };
+        assert_eq!(voxreg, env!("CARGO_PKG_VERSION"));
+        assert!(rustc.starts_with("rustc "), "{rustc}");
+        assert_eq!(fingerprint.build_id, framework_build_id());
+    }
 }

@@ -102,7 +102,7 @@ fn open_and_register(loader: &mut Loader, path: &Path) -> Result<LoadedPlugin, P
     // user's explicit choice (`--plugin`), as with any program that loads plugins.
     let library = unsafe { Library::new(path) }.map_err(|error| PluginError::NotALibrary {
         path: path.to_owned(),
-        message: error.to_string(),
+        message: open_error_message(&error),
     })?;
     let submitted: Vec<ComponentRegistration> = inventory::iter::<ComponentRegistration>()
         .filter(|r| loader.seen_submissions.insert(*r as *const ComponentRegistration as usize))
@@ -169,6 +169,23 @@ fn open_and_register(loader: &mut Loader, path: &Path) -> Result<LoadedPlugin, P
         version,
         components,
     })
+}
+
+/// The loader's message with its causes, and a hint when the library was linked against
+/// another build of the framework (its symbols then do not resolve in this process).
+fn open_error_message(error: &libloading::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    if message.contains("undefined symbol") && message.contains("voxreg_framework") {
+        message.push_str(
+            ". The plugin was built against a different build of voxreg-framework: rebuild it with the same toolchain, Cargo.lock and workspace as this voxreg",
+        );
+    }
+    message
 }
 
 /// The fields that differ, each as "field: plugin X, host Y".

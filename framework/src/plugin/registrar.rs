@@ -1,6 +1,7 @@
 //! What a plugin's register function receives.
 
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Mutex;
 
 use super::abi::{RegisterStatus, REGISTER_FAILED, REGISTER_OK};
 use crate::registry::ComponentRegistration;
@@ -43,15 +44,32 @@ impl PluginRegistrar {
 
     /// Runs a plugin's register closure, turning a panic into a failure. Used by
     /// [`declare_plugin!`](crate::declare_plugin); the closure runs in the plugin's code.
+    ///
+    /// While it runs, the process's panic hook is replaced by one that only records where a
+    /// panic happened, so a failing plugin yields one error message rather than a panic
+    /// report and backtrace on stderr.
     pub fn run<F: FnOnce(&mut PluginRegistrar)>(&mut self, register: F) -> RegisterStatus {
+        static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
+        let previous_hook = panic::take_hook();
+        panic::set_hook(Box::new(|info| {
+            let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+            *PANIC_LOCATION.lock().unwrap_or_else(|e| e.into_inner()) = location;
+        }));
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| register(self)));
+        panic::set_hook(previous_hook);
         if let Err(payload) = outcome {
             let message = payload
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic payload".to_owned());
-            self.error = Some(format!("the register function panicked: {message}"));
+            let location = PANIC_LOCATION
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .map(|l| format!(" (at {l})"))
+                .unwrap_or_default();
+            self.error = Some(format!("the register function panicked: {message}{location}"));
         }
         if self.error.is_some() {
             REGISTER_FAILED

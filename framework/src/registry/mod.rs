@@ -9,6 +9,8 @@
 mod category;
 mod error;
 mod kind;
+#[cfg(test)]
+mod tests;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -43,6 +45,8 @@ pub struct ComponentRegistration {
     pub module_path: &'static str,
     /// Decodes the config mapping.
     pub decode: DecodeFn,
+    /// The keys the config type declares (for help output), if it is a plain struct.
+    pub keys: fn() -> Option<&'static [&'static str]>,
 }
 
 impl ComponentRegistration {
@@ -297,6 +301,7 @@ macro_rules! component_registration {
                     ::std::boxed::Box::new(config);
                 ::std::result::Result::Ok(::std::boxed::Box::new(boxed))
             },
+            keys: $crate::config::declared_fields::<$config>,
         }
     };
 }

@@ -1,0 +1,10 @@
+//! Built-in data components with DeepReg's names and keys: data loaders (`paired`,
+//! `unpaired`, `grouped`), file formats (`nifti`, `h5`) and augmentations (`affine`, `ddf`).
+
+mod augmentations;
+mod file_loaders;
+mod loaders;
+
+pub use augmentations::{AffineAugmentation, DdfAugmentation};
+pub use file_loaders::{H5Format, NiftiFormat};
+pub use loaders::{GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, UnpairedLoader};

@@ -1,0 +1,266 @@
+//! Loss configs.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use voxreg_framework::prelude::*;
+
+const EPS: f64 = 1.0e-5;
+
+fn eps() -> f64 {
+    EPS
+}
+
+/// The window of the local normalised cross-correlation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LnccKernel {
+    /// Box window.
+    Rectangular,
+    /// Triangular window (odd size ≥ 3).
+    Triangular,
+    /// Gaussian window, σ = size / 3.
+    Gaussian,
+}
+
+/// The smoothing kernel of multi-scale label losses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleKernel {
+    /// Gaussian, tail 3σ.
+    #[default]
+    Gaussian,
+    /// Cauchy `1 / (1 + (x/σ)²)`, tail 5σ.
+    Cauchy,
+}
+
+/// DeepReg accepts one scale or a list; both become a list.
+fn scales<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scales {
+        One(f64),
+        Many(Vec<f64>),
+    }
+    Ok(match Option::<Scales>::deserialize(deserializer)? {
+        None => None,
+        Some(Scales::One(scale)) => Some(vec![scale]),
+        Some(Scales::Many(scales)) => Some(scales),
+    })
+}
+
+fn not_implemented(component: &str) -> ComponentError {
+    ComponentError::not_implemented(component)
+}
+
+/// `lncc`: local normalised cross-correlation, negated:
+/// `-mean_x (Σ_w (f-f̄)(m-m̄))² / (Σ_w (f-f̄)² Σ_w (m-m̄)²)` over windows `w` of `kernel_size`,
+/// with `smooth_nr` / `smooth_dr` added to numerator and denominator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LnccConfig {
+    /// Window size.
+    #[serde(default = "default_lncc_size")]
+    pub kernel_size: usize,
+    /// Window shape.
+    #[serde(default = "default_lncc_kernel")]
+    pub kernel_type: LnccKernel,
+    /// Added to the numerator.
+    #[serde(default = "eps")]
+    pub smooth_nr: f64,
+    /// Added to the denominator.
+    #[serde(default = "eps")]
+    pub smooth_dr: f64,
+}
+
+fn default_lncc_size() -> usize {
+    9
+}
+fn default_lncc_kernel() -> LnccKernel {
+    LnccKernel::Rectangular
+}
+
+#[typetag::serialize(name = "lncc")]
+impl ImageLossConfig for LnccConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        Err(not_implemented("image_loss `lncc`"))
+    }
+}
+
+register_component!(image_loss, "lncc", LnccConfig, "Local normalised cross-correlation (negated)");
+
+/// `gmi`: global mutual information with Parzen windowing, negated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GmiConfig {
+    /// Histogram bins.
+    #[serde(default = "default_bins")]
+    pub num_bins: usize,
+    /// Parzen window width relative to the bin spacing.
+    #[serde(default = "default_sigma_ratio")]
+    pub sigma_ratio: f64,
+}
+
+fn default_bins() -> usize {
+    23
+}
+fn default_sigma_ratio() -> f64 {
+    0.5
+}
+
+#[typetag::serialize(name = "gmi")]
+impl ImageLossConfig for GmiConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        Err(not_implemented("image_loss `gmi`"))
+    }
+}
+
+register_component!(image_loss, "gmi", GmiConfig, "Global mutual information (negated)");
+
+/// `gncc`: global normalised cross-correlation, negated.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GnccConfig {}
+
+#[typetag::serialize(name = "gncc")]
+impl ImageLossConfig for GnccConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        Err(not_implemented("image_loss `gncc`"))
+    }
+}
+
+register_component!(image_loss, "gncc", GnccConfig, "Global normalised cross-correlation (negated)");
+
+/// `ssd`: mean squared difference `mean((a - b)²)`, optionally averaged over smoothing
+/// scales.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SsdConfig {
+    /// Smoothing scales (σ in voxels; 0 = none); absent for a single unsmoothed scale.
+    #[serde(default, deserialize_with = "scales")]
+    pub scales: Option<Vec<f64>>,
+    /// Smoothing kernel for `scales`.
+    #[serde(default)]
+    pub kernel: ScaleKernel,
+}
+
+#[typetag::serialize(name = "ssd")]
+impl ImageLossConfig for SsdConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        Err(not_implemented("image_loss `ssd`"))
+    }
+}
+
+#[typetag::serialize(name = "ssd")]
+impl LabelLossConfig for SsdConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        Err(not_implemented("label_loss `ssd`"))
+    }
+}
+
+register_component!(image_loss, "ssd", SsdConfig, "Mean squared intensity difference");
+register_component!(label_loss, "ssd", SsdConfig, "Mean squared label difference, optionally multi-scale");
+
+/// Keys shared by `dice` and `jaccard`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OverlapConfig {
+    /// Threshold both labels at 0.5 first.
+    #[serde(default)]
+    pub binary: bool,
+    /// Weight of the background class in [0, 1]; > 0 gives the generalised form.
+    #[serde(default)]
+    pub background_weight: f64,
+    /// Added to the numerator.
+    #[serde(default = "eps")]
+    pub smooth_nr: f64,
+    /// Added to the denominator.
+    #[serde(default = "eps")]
+    pub smooth_dr: f64,
+    /// Smoothing scales; absent for a single scale.
+    #[serde(default, deserialize_with = "scales")]
+    pub scales: Option<Vec<f64>>,
+    /// Smoothing kernel for `scales`.
+    #[serde(default)]
+    pub kernel: ScaleKernel,
+}
+
+/// `dice`: Dice score `2|A∩B| / (|A|+|B|)`, negated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DiceConfig(pub OverlapConfig);
+
+#[typetag::serialize(name = "dice")]
+impl LabelLossConfig for DiceConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        Err(not_implemented("label_loss `dice`"))
+    }
+}
+
+register_component!(label_loss, "dice", DiceConfig, "Dice score (negated), optionally multi-scale");
+
+/// `jaccard`: Jaccard index `|A∩B| / |A∪B|`, negated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JaccardConfig(pub OverlapConfig);
+
+#[typetag::serialize(name = "jaccard")]
+impl LabelLossConfig for JaccardConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        Err(not_implemented("label_loss `jaccard`"))
+    }
+}
+
+register_component!(label_loss, "jaccard", JaccardConfig, "Jaccard index (negated), optionally multi-scale");
+
+/// `cross-entropy`: binary cross-entropy of the labels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CrossEntropyConfig {
+    /// Threshold both labels at 0.5 first.
+    #[serde(default)]
+    pub binary: bool,
+    /// Weight of the background class in [0, 1].
+    #[serde(default)]
+    pub background_weight: f64,
+    /// Added inside the logarithms.
+    #[serde(default = "eps")]
+    pub smooth: f64,
+    /// Smoothing scales; absent for a single scale.
+    #[serde(default, deserialize_with = "scales")]
+    pub scales: Option<Vec<f64>>,
+    /// Smoothing kernel for `scales`.
+    #[serde(default)]
+    pub kernel: ScaleKernel,
+}
+
+#[typetag::serialize(name = "cross-entropy")]
+impl LabelLossConfig for CrossEntropyConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        Err(not_implemented("label_loss `cross-entropy`"))
+    }
+}
+
+register_component!(label_loss, "cross-entropy", CrossEntropyConfig, "Binary cross-entropy, optionally multi-scale");
+
+/// `bending`: bending energy, the mean of squared second derivatives of the DDF.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BendingConfig {}
+
+#[typetag::serialize(name = "bending")]
+impl RegularizationConfig for BendingConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
+        Err(not_implemented("regularization `bending`"))
+    }
+}
+
+register_component!(regularization, "bending", BendingConfig, "Bending energy of the DDF");
+
+/// `gradient`: mean L2 (or L1) norm of the DDF's first derivatives.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GradientConfig {
+    /// L1 instead of squared L2.
+    #[serde(default)]
+    pub l1: bool,
+}
+
+#[typetag::serialize(name = "gradient")]
+impl RegularizationConfig for GradientConfig {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
+        Err(not_implemented("regularization `gradient`"))
+    }
+}
+
+register_component!(regularization, "gradient", GradientConfig, "Gradient norm (L2, or L1) of the DDF");

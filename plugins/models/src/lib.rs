@@ -1,0 +1,10 @@
+//! Built-in registration methods and backbones, registered under DeepReg's names.
+//!
+//! Methods (`train.method`): `ddf`, `dvf`, `conditional`. Backbones (`train.backbone.name`):
+//! `unet`, `local`, `global`, with DeepReg's keys and defaults.
+
+mod backbones;
+mod methods;
+
+pub use backbones::{ControlPoints, GlobalNetConfig, KernelSizes, LocalNetConfig, UNetConfig};
+pub use methods::{ConditionalMethod, DdfMethod, DvfMethod};

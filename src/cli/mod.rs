@@ -1,0 +1,219 @@
+//! Command-line definitions and dispatch. Flags are kebab-case; DeepReg's underscore
+//! spellings (`--config_path`, …) are accepted as aliases so DeepReg users' scripts run.
+
+mod config;
+mod host;
+mod plugins;
+mod workflow;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// voxreg: deep-learning image registration (DeepReg-compatible configs, plugins).
+#[derive(Debug, Parser)]
+#[command(name = "voxreg", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Dynamic plugin library to load before anything else (repeatable). Also read from the
+    /// VOXREG_PLUGINS environment variable (a `:`-separated list).
+    #[arg(long = "plugin", global = true, value_name = "PATH")]
+    plugins: Vec<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List registered components, or show one component's keys and defaults.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Check configuration files: parse, merge, validate, print the resolved YAML.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Train a registration network (DeepReg's deepreg_train).
+    Train(TrainArgs),
+    /// Predict with a trained network on a data split (DeepReg's deepreg_predict).
+    Predict(PredictArgs),
+    /// Warp an image with a saved displacement field (DeepReg's deepreg_warp).
+    Warp(WarpArgs),
+    /// Register a pair of images by iterative optimisation, without training.
+    Register(RegisterArgs),
+    /// Visualise images and fields as PNG tiles or animated GIFs (DeepReg's deepreg_vis).
+    Vis(VisArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// List every registered component: category, name, source and description.
+    List {
+        /// Only this category (backbone, method, image_loss, label_loss, regularization,
+        /// optimizer, data_loader, file_loader, augmentation).
+        #[arg(long)]
+        category: Option<String>,
+    },
+    /// Print a component's config with every default filled in.
+    Show {
+        /// The category (e.g. backbone).
+        category: String,
+        /// The component name (e.g. unet).
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Parse and merge the files (later ones win), resolve every component, and print the
+    /// resolved configuration, or every problem found.
+    Check {
+        /// Config files, merged in order.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Flags shared by the commands that run models.
+#[derive(Debug, Args)]
+struct DeviceArgs {
+    /// GPU ids to use (e.g. "0"); empty or absent runs on the CPU.
+    #[arg(short = 'g', long)]
+    gpu: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long = "num-workers", alias = "num_workers")]
+    num_workers: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    /// Config files, merged in order (later ones win).
+    #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1.., required = true)]
+    config_path: Vec<PathBuf>,
+    /// Run name: the folder under --log-dir (default: a timestamp).
+    #[arg(short = 'l', long = "exp-name", alias = "exp_name")]
+    exp_name: Option<String>,
+    /// Root folder of runs.
+    #[arg(long = "log-dir", alias = "log_dir", default_value = "logs")]
+    log_dir: PathBuf,
+    /// Checkpoint to resume from.
+    #[arg(short = 'k', long = "ckpt-path", alias = "ckpt_path")]
+    ckpt_path: Option<PathBuf>,
+    /// Override train.epochs (and cap save_period).
+    #[arg(long = "max-epochs", alias = "max_epochs")]
+    max_epochs: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Debug, Args)]
+struct PredictArgs {
+    /// Checkpoint to predict with.
+    #[arg(short = 'k', long = "ckpt-path", alias = "ckpt_path", required = true)]
+    ckpt_path: PathBuf,
+    /// Data split: train, valid or test.
+    #[arg(long, value_parser = ["train", "valid", "test"], required = true)]
+    split: String,
+    /// Config files (default: the run's config.yaml beside the checkpoint).
+    #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1..)]
+    config_path: Vec<PathBuf>,
+    /// Pairs per batch.
+    #[arg(short = 'b', long = "batch-size", alias = "batch_size", default_value_t = 1)]
+    batch_size: usize,
+    /// Write NIfTI outputs (default).
+    #[arg(long = "save-nifti", alias = "save_nifti", overrides_with = "no_nifti")]
+    save_nifti: bool,
+    /// Do not write NIfTI outputs.
+    #[arg(long = "no-nifti", alias = "no_nifti")]
+    no_nifti: bool,
+    /// Write PNG slices.
+    #[arg(long = "save-png", alias = "save_png", overrides_with = "no_png")]
+    save_png: bool,
+    /// Do not write PNG slices (default).
+    #[arg(long = "no-png", alias = "no_png")]
+    no_png: bool,
+    /// Output folder name under --log-dir (default: a timestamp).
+    #[arg(short = 'n', long = "exp-name", alias = "exp_name")]
+    exp_name: Option<String>,
+    /// Root folder of outputs.
+    #[arg(long = "log-dir", alias = "log_dir", default_value = "logs")]
+    log_dir: PathBuf,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Debug, Args)]
+struct WarpArgs {
+    /// NIfTI image or label to warp.
+    #[arg(short = 'i', long, required = true)]
+    image: PathBuf,
+    /// NIfTI DDF, shape (d1, d2, d3, 3) as DeepReg saves it.
+    #[arg(short = 'd', long, required = true)]
+    ddf: PathBuf,
+    /// Output file (.nii or .nii.gz; default warped.nii.gz).
+    #[arg(short = 'o', long, default_value = "warped.nii.gz")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RegisterArgs {
+    /// Moving image (NIfTI).
+    #[arg(long, required = true)]
+    moving: PathBuf,
+    /// Fixed image (NIfTI).
+    #[arg(long, required = true)]
+    fixed: PathBuf,
+    /// Config files selecting losses and transform (optional).
+    #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1..)]
+    config_path: Vec<PathBuf>,
+    /// Output folder.
+    #[arg(short = 'o', long, default_value = "registered")]
+    out: PathBuf,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Debug, Args)]
+struct VisArgs {
+    /// 0: GIF through slices; 1: GIF of a DDF applied from 0 to 1; 2: tiled PNG of slices;
+    /// 3: tiled GIF.
+    #[arg(short = 'm', long, value_parser = clap::value_parser!(u8).range(0..=3), required = true)]
+    mode: u8,
+    /// Comma-separated image paths.
+    #[arg(short = 'i', long = "image-paths", alias = "image_paths", required = true)]
+    image_paths: String,
+    /// Output folder.
+    #[arg(short = 's', long = "save-path", alias = "save_path", default_value = ".")]
+    save_path: PathBuf,
+    /// DDF for mode 1.
+    #[arg(long = "ddf-path", alias = "ddf_path")]
+    ddf_path: Option<PathBuf>,
+    /// Comma-separated slice indices (modes 1, 2).
+    #[arg(long = "slice-inds", alias = "slice_inds")]
+    slice_inds: Option<String>,
+    /// Milliseconds between frames.
+    #[arg(long, default_value_t = 50)]
+    interval: u32,
+    /// Output file name.
+    #[arg(long)]
+    fname: Option<String>,
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub fn run(self) -> anyhow::Result<()> {
+        let plugins = host::plugin_paths(&self.plugins);
+        match self.command {
+            Command::Plugins(PluginsCommand::List { category }) => {
+                plugins::list(&plugins, category.as_deref())
+            }
+            Command::Plugins(PluginsCommand::Show { category, name }) => {
+                plugins::show(&plugins, &category, &name)
+            }
+            Command::Config(ConfigCommand::Check { files }) => config::check(&plugins, &files),
+            Command::Train(args) => workflow::train(&plugins, &args),
+            Command::Predict(args) => workflow::predict(&plugins, &args),
+            Command::Warp(args) => workflow::warp(&args),
+            Command::Register(args) => workflow::register(&plugins, &args),
+            Command::Vis(args) => workflow::vis(&args),
+        }
+    }
+}

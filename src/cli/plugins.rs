@@ -1,0 +1,74 @@
+//! `voxreg plugins list|show`.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use voxreg::framework::registry::Category;
+
+use super::host;
+
+/// Prints every registered component (optionally one category) as a table.
+pub fn list(plugins: &[PathBuf], category: Option<&str>) -> anyhow::Result<()> {
+    let registry = host::registry(plugins)?;
+    let only = category.map(parse_category).transpose()?;
+    let rows: Vec<[String; 4]> = registry
+        .iter()
+        .filter(|c| only.is_none_or(|only| c.registration.category == only))
+        .map(|c| {
+            [
+                c.registration.category.to_string(),
+                c.registration.name.to_owned(),
+                c.source.to_string(),
+                c.registration.description.to_owned(),
+            ]
+        })
+        .collect();
+    let header = ["CATEGORY", "NAME", "SOURCE", "DESCRIPTION"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+    Ok(())
+}
+
+/// Prints one component's config with defaults, or what it requires.
+pub fn show(plugins: &[PathBuf], category: &str, name: &str) -> anyhow::Result<()> {
+    let registry = host::registry(plugins)?;
+    let category = parse_category(category)?;
+    let entry = registry.get(category, name)?;
+    println!("# {} `{}` from {}", category, entry.registration.name, entry.source);
+    println!("# {}", entry.registration.description);
+    match registry.defaults_yaml(category, name) {
+        Ok(yaml) => print!("{yaml}"),
+        Err(error) => {
+            println!("# cannot be built from defaults alone: {error}");
+            if let Some(keys) = (entry.registration.keys)() {
+                println!("# keys: {}", keys.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_category(text: &str) -> anyhow::Result<Category> {
+    Category::parse(text).ok_or_else(|| {
+        anyhow!(
+            "unknown category `{text}`; one of: {}",
+            Category::ALL.map(|c| c.as_str()).join(", ")
+        )
+    })
+}

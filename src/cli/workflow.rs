@@ -1,0 +1,70 @@
+//! train / predict / warp / register / vis. Each checks its inputs (config, files) as far as
+//! this version can, then reports that the engine behind it is not built yet.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+
+use super::{host, PredictArgs, RegisterArgs, TrainArgs, VisArgs, WarpArgs};
+
+fn not_built(command: &str) -> anyhow::Result<()> {
+    bail!("`voxreg {command}`: the engine behind this command is not built in this version of voxreg (inputs were checked and are valid)")
+}
+
+/// `voxreg train`: resolves the config and checks the resume checkpoint exists.
+pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
+    host::load_config(plugins, &args.config_path)?;
+    if let Some(ckpt) = &args.ckpt_path {
+        host::require_file(ckpt, "checkpoint")?;
+    }
+    if args.max_epochs == Some(0) {
+        bail!("--max-epochs must be at least 1");
+    }
+    not_built("train")
+}
+
+/// `voxreg predict`: checks the checkpoint and config exist.
+pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
+    host::require_file(&args.ckpt_path, "checkpoint")?;
+    if !args.config_path.is_empty() {
+        host::load_config(plugins, &args.config_path)?;
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    not_built("predict")
+}
+
+/// `voxreg warp`: checks the image and DDF exist and the output is a NIfTI name.
+pub fn warp(args: &WarpArgs) -> anyhow::Result<()> {
+    host::require_file(&args.image, "image")?;
+    host::require_file(&args.ddf, "DDF")?;
+    let out = args.out.to_string_lossy();
+    if !(out.ends_with(".nii") || out.ends_with(".nii.gz")) {
+        bail!("--out {out}: must end in .nii or .nii.gz");
+    }
+    not_built("warp")
+}
+
+/// `voxreg register`: checks the images (and config, if given) exist.
+pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> {
+    host::require_file(&args.moving, "moving image")?;
+    host::require_file(&args.fixed, "fixed image")?;
+    if !args.config_path.is_empty() {
+        host::load_config(plugins, &args.config_path)?;
+    }
+    not_built("register")
+}
+
+/// `voxreg vis`: checks the images (and DDF for mode 1) exist.
+pub fn vis(args: &VisArgs) -> anyhow::Result<()> {
+    for path in args.image_paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        host::require_file(std::path::Path::new(path), "image")?;
+    }
+    match (&args.ddf_path, args.mode) {
+        (None, 1) => bail!("--mode 1 animates a DDF: give --ddf-path"),
+        (Some(ddf), _) => host::require_file(ddf, "DDF")?,
+        _ => {}
+    }
+    not_built("vis")
+}

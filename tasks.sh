@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Developer tasks for voxreg on Debian/Ubuntu. Installs what is missing, then runs the task.
+#
+#   ./tasks.sh demo   build voxreg and run it on the bundled demo config
+#   ./tasks.sh test   run the whole test suite (what CI runs)
+#   ./tasks.sh lint   rustfmt and clippy checks
+#   ./tasks.sh deps   only install the system packages and the Rust toolchain
+set -euo pipefail
+cd "$(dirname "$0")"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_system_packages() {
+    local missing=()
+    for package in libhdf5-dev pkg-config gcc libc6-dev; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$package")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing ${missing[*]}" >&2
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+install_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "installing the Rust toolchain with rustup" >&2
+        command -v curl >/dev/null 2>&1 || as_root apt-get install -y -qq curl ca-certificates
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+    fi
+}
+
+task="${1:-}"
+case "$task" in
+    deps)
+        install_system_packages
+        install_rust
+        ;;
+    demo)
+        install_system_packages
+        install_rust
+        cargo build --release --bin voxreg
+        echo "== components voxreg knows (built-in, linked)"
+        ./target/release/voxreg plugins list
+        echo "== the quick-start config, resolved with every default"
+        ./target/release/voxreg config check configs/quickstart.yaml
+        echo "== a DeepReg v0.1.1 config, upgraded and resolved"
+        ./target/release/voxreg config check configs/deepreg/grouped_mr_heart_v011.yaml >/dev/null
+        echo "resolved configs/deepreg/grouped_mr_heart_v011.yaml"
+        echo "(training, prediction and the bundled demo data arrive with the engine; see README.md)"
+        ;;
+    test)
+        install_system_packages
+        install_rust
+        cargo test --workspace
+        ;;
+    lint)
+        install_system_packages
+        install_rust
+        cargo fmt --all -- --check
+        cargo clippy --workspace --all-targets -- -D warnings
+        ;;
+    *)
+        echo "usage: $0 demo|test|lint|deps" >&2
+        exit 2
+        ;;
+esac

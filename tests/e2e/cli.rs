@@ -1,0 +1,143 @@
+//! The command line: listing, showing, checking, and clean errors.
+
+use std::fs;
+
+use crate::util::{assert_clean_failure, repo_root, run, stderr, stdout, voxreg};
+
+#[test]
+fn plugins_list_shows_every_builtin_category() {
+    let output = run(&["plugins", "list"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for (category, name) in [
+        ("backbone", "unet"),
+        ("backbone", "local"),
+        ("backbone", "global"),
+        ("method", "ddf"),
+        ("image_loss", "lncc"),
+        ("label_loss", "dice"),
+        ("regularization", "bending"),
+        ("optimizer", "adam"),
+        ("data_loader", "grouped"),
+        ("file_loader", "nifti"),
+        ("augmentation", "affine"),
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(category) && l.split_whitespace().nth(1) == Some(name));
+        let row = row.unwrap_or_else(|| panic!("no {category} {name} in:\n{text}"));
+        assert!(row.contains("(linked)"), "{row}");
+    }
+}
+
+#[test]
+fn plugins_list_filters_by_category_and_rejects_unknown_ones() {
+    let output = run(&["plugins", "list", "--category", "optimizer"]);
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    let output = run(&["plugins", "list", "--category", "losses"]);
+    assert_clean_failure(&output, &["unknown category `losses`", "image_loss"]);
+}
+
+#[test]
+fn plugins_show_prints_defaults_or_required_keys() {
+    let output = run(&["plugins", "show", "image_loss", "lncc"]);
+    let text = stdout(&output);
+    assert!(text.contains("kernel_size: 9"), "{text}");
+    assert!(text.contains("kernel_type: rectangular"), "{text}");
+    let output = run(&["plugins", "show", "backbone", "unet"]);
+    let text = stdout(&output);
+    assert!(text.contains("missing field `num_channel_initial`"), "{text}");
+    assert!(text.contains("keys: num_channel_initial, depth"), "{text}");
+    let output = run(&["plugins", "show", "backbone", "unte"]);
+    assert_clean_failure(&output, &["unknown backbone `unte`", "did you mean `unet`"]);
+}
+
+#[test]
+fn config_check_prints_the_resolved_config() {
+    let config = repo_root().join("configs/quickstart.yaml");
+    let output = run(&["config", "check", config.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("name: local"), "{text}");
+    assert!(text.contains("use_additive_upsampling: true"), "{text}");
+    assert!(text.contains("type: paired"), "{text}");
+}
+
+#[test]
+fn config_check_lists_every_problem_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    let text = fs::read_to_string(repo_root().join("configs/quickstart.yaml"))
+        .unwrap()
+        .replace("name: local", "name: lokal")
+        .replace("kernel_size: 7", "kernel_sise: 7")
+        .replace("batch_size: 2", "batch_size: two")
+        .replace("epochs: 20", "epochs: 20\n  warmup: 3");
+    fs::write(&path, text).unwrap();
+    let output = run(&["config", "check", path.to_str().unwrap()]);
+    let file = path.display().to_string();
+    assert_clean_failure(
+        &output,
+        &[
+            "4 problems",
+            &format!("{file}:23:5"),
+            "`train.backbone.name`: unknown backbone `lokal`",
+            "did you mean `local`",
+            "`train.loss.image.kernel_sise`: unknown key",
+            "did you mean `kernel_size`",
+            "`train.preprocess.batch_size`: invalid type: string \"two\"",
+            "`train.warmup`: unknown key",
+        ],
+    );
+}
+
+#[test]
+fn config_check_reports_syntax_errors_and_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    fs::write(&path, "train:\n  epochs: [1, 2\n").unwrap();
+    let output = run(&["config", "check", path.to_str().unwrap()]);
+    assert_clean_failure(&output, &["broken.yaml:", "YAML syntax error"]);
+    let output = run(&["config", "check", "/nonexistent/config.yaml"]);
+    assert_clean_failure(&output, &["cannot read config file /nonexistent/config.yaml"]);
+}
+
+#[test]
+fn config_check_reports_missing_required_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("partial.yaml");
+    fs::write(&path, "dataset:\n  type: unpaired\ntrain:\n  method: ddf\n").unwrap();
+    let output = run(&["config", "check", path.to_str().unwrap()]);
+    assert_clean_failure(
+        &output,
+        &[
+            "`dataset`: missing field `image_shape` (data_loader `unpaired`)",
+            "`train.backbone`: missing required key",
+            "`train.epochs`: missing required key",
+        ],
+    );
+}
+
+#[test]
+fn deepreg_underscore_flags_are_accepted() {
+    let config = repo_root().join("configs/quickstart.yaml");
+    let output = voxreg()
+        .args(["train", "--config_path", config.to_str().unwrap(), "--exp_name", "x"])
+        .args(["--log_dir", "/tmp/voxreg-test-logs", "--max_epochs", "1"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&output, &["`voxreg train`: the engine behind this command is not built"]);
+}
+
+#[test]
+fn workflow_commands_check_their_inputs() {
+    let output = run(&["predict", "--ckpt-path", "/nonexistent/ckpt", "--split", "test"]);
+    assert_clean_failure(&output, &["checkpoint /nonexistent/ckpt: no such file"]);
+    let output = run(&["predict", "--ckpt-path", "x", "--split", "training"]);
+    assert_eq!(output.status.code(), Some(2), "clap rejects unknown splits");
+    let output = run(&["warp", "--image", "/nonexistent/a.nii.gz", "--ddf", "b.nii.gz"]);
+    assert_clean_failure(&output, &["image /nonexistent/a.nii.gz: no such file"]);
+    let output = run(&["vis", "-m", "1", "-i", ""]);
+    assert_clean_failure(&output, &["--mode 1 animates a DDF"]);
+}

@@ -1,0 +1,130 @@
+//! The shipped configs: every one resolves, merges as DeepReg merges, and round-trips.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use voxreg::config::{Config, ConfigDocument, ConfigSources};
+use voxreg::registry::Registry;
+
+use crate::util::repo_root;
+
+fn resolve(files: &[PathBuf]) -> Config {
+    let registry = Registry::linked().expect("built-ins register without clashes");
+    ConfigSources::read(files)
+        .and_then(|sources| sources.resolve(&registry))
+        .unwrap_or_else(|error| panic!("{files:?}: {error}"))
+}
+
+fn configs(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(repo_root().join(dir))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Full configs resolve alone; overlays (files without a `dataset` section) resolve on top
+/// of DeepReg's reference config, as DeepReg's tests combine them.
+#[test]
+fn every_shipped_config_resolves() {
+    let base = repo_root().join("configs/deepreg/unpaired_labeled_ddf.yaml");
+    let mut checked = 0;
+    for dir in ["configs", "configs/deepreg"] {
+        for file in configs(dir) {
+            let text = fs::read_to_string(&file).unwrap();
+            let files = if text.contains("\ndataset:") || text.starts_with("dataset:") {
+                vec![file]
+            } else {
+                vec![base.clone(), file]
+            };
+            resolve(&files);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} configs found");
+}
+
+/// The resolved config, written out and read back, resolves to the same config.
+#[test]
+fn resolved_configs_round_trip() {
+    for file in configs("configs/deepreg").into_iter().chain(configs("configs")) {
+        let text = fs::read_to_string(&file).unwrap();
+        if !text.contains("dataset:") {
+            continue;
+        }
+        let first = resolve(&[file.clone()]).to_yaml().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let written = dir.path().join("resolved.yaml");
+        fs::write(&written, &first).unwrap();
+        let second = resolve(&[written]).to_yaml().unwrap();
+        assert_eq!(first, second, "{} does not round-trip", file.display());
+    }
+}
+
+/// DeepReg v0.1.1's layout is upgraded to exactly the current one.
+#[test]
+fn deepreg_v011_layout_upgrades_to_the_current_one() {
+    let dir = repo_root().join("configs/deepreg");
+    let old = resolve(&[dir.join("grouped_mr_heart_v011.yaml")]);
+    let new = resolve(&[dir.join("grouped_mr_heart.yaml")]);
+    let (old, new) = (old.to_yaml().unwrap(), new.to_yaml().unwrap());
+    // v0.1.1 had no data_augmentation key; DeepReg inserts `affine`, as the new file spells out.
+    assert_eq!(old, new);
+}
+
+/// Later files win; mappings merge deeply; lists are replaced; a component whose name
+/// changes is replaced whole.
+#[test]
+fn later_files_override_earlier_ones_deeply() {
+    let dir = repo_root().join("configs/deepreg");
+    let merged = resolve(&[dir.join("unpaired_labeled_ddf.yaml"), dir.join("affine.yaml")]);
+    let yaml = merged.to_yaml().unwrap();
+    // The overlay switches local → global: LocalNet's extract_levels do not carry over.
+    assert!(yaml.contains("name: global\n    num_channel_initial: 1\n    depth: 4\n    extract_levels: null"), "{yaml}");
+    // Kept from the base file: the dataset and the augmentation.
+    assert_eq!(merged.dataset.loader.image_shapes().moving, vec![16, 16, 16]);
+    assert_eq!(merged.train.preprocess.data_augmentation.len(), 1);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let overlay = tmp.path().join("lr.yaml");
+    fs::write(&overlay, "train:\n  optimizer: {learning_rate: 0.5}\n  loss: {label: {scales: [1]}}\n").unwrap();
+    let merged = resolve(&[dir.join("unpaired_labeled_ddf.yaml"), overlay]);
+    assert_eq!(merged.train.optimizer.learning_rate(), 0.5);
+    let yaml = merged.to_yaml().unwrap();
+    // Same component: keys merge; the scales list is replaced, not appended to.
+    assert!(yaml.contains("name: dice"), "{yaml}");
+    assert!(yaml.contains("scales:\n      - 1.0\n"), "{yaml}");
+}
+
+/// Problems point at the file (of several) that wrote the key.
+#[test]
+fn problems_name_the_file_that_wrote_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("overlay.yaml");
+    fs::write(&overlay, "train:\n  backbone:\n    name: local\n    num_channel_initial: -3\n").unwrap();
+    let base = repo_root().join("configs/deepreg/unpaired_labeled_ddf.yaml");
+    let registry = Registry::linked().unwrap();
+    let error = ConfigSources::read(&[base.as_path(), overlay.as_path()])
+        .unwrap()
+        .resolve(&registry)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(&format!("{}:4:5", overlay.display())), "{error}");
+    assert!(error.contains("train.backbone.num_channel_initial"), "{error}");
+}
+
+/// The same document parsed from text and from a file resolves the same way.
+#[test]
+fn in_memory_documents_resolve_like_files() {
+    let path = repo_root().join("configs/quickstart.yaml");
+    let text = fs::read_to_string(&path).unwrap();
+    let document = ConfigDocument::parse(&text, Path::new("inline.yaml")).unwrap();
+    let registry = Registry::linked().unwrap();
+    let inline = ConfigSources::from_documents(vec![document])
+        .unwrap()
+        .resolve(&registry)
+        .unwrap();
+    assert_eq!(inline.to_yaml().unwrap(), resolve(&[path]).to_yaml().unwrap());
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the `voxreg` binary, plugin loading (static and dynamic), and the
+//! shipped configs. One test binary with a module per area.
+
+mod cli;
+mod configs;
+mod docs;
+mod dynamic_plugins;
+mod static_plugins;
+mod util;

@@ -1,0 +1,62 @@
+//! Helpers: running the binary, finding the plugin libraries `cargo test` built.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The voxreg binary under test.
+pub fn voxreg() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_voxreg"));
+    command.env_remove("VOXREG_PLUGINS").env("VOXREG_LOG", "warn");
+    command
+}
+
+/// Runs the binary with `args` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    voxreg().args(args).output().expect("the voxreg binary runs")
+}
+
+/// Standard output as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A dynamic library built from an example target (`cargo test` builds every example first):
+/// `target/<profile>/examples/lib<name>.so`.
+pub fn example_library(name: &str) -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_voxreg"));
+    let examples = bin.parent().expect("the binary has a folder").join("examples");
+    let path = examples.join(format!("lib{name}.so"));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds the plugin examples",
+        path.display()
+    );
+    path
+}
+
+/// The example plugin (`examples/custom_backbone`) as a dynamic library.
+pub fn custom_backbone_plugin() -> PathBuf {
+    example_library("custom_backbone_plugin")
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Asserts the command failed cleanly: exit code 1, a message containing every `needle`,
+/// and no panic or backtrace.
+pub fn assert_clean_failure(output: &Output, needles: &[&str]) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "stderr: {err}");
+    assert!(!err.contains("panicked at"), "panic report in: {err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "backtrace hint in: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    }
+}
