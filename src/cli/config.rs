@@ -9,7 +9,9 @@ use super::host;
 /// Resolves the files and prints the resolved YAML (every default written out).
 pub fn check(plugins: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<()> {
     let (_, config) = host::load_config(plugins, files)?;
-    let yaml = config.to_yaml().context("writing the resolved configuration")?;
+    let yaml = config
+        .to_yaml()
+        .context("writing the resolved configuration")?;
     print!("{yaml}");
     Ok(())
 }

@@ -12,7 +12,11 @@ pub const PLUGINS_ENV: &str = "VOXREG_PLUGINS";
 /// Plugin paths from VOXREG_PLUGINS, then from `--plugin` flags.
 pub fn plugin_paths(flags: &[PathBuf]) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = std::env::var_os(PLUGINS_ENV)
-        .map(|list| std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect())
+        .map(|list| {
+            std::env::split_paths(&list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     paths.extend(flags.iter().cloned());
     paths

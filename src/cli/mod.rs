@@ -116,7 +116,12 @@ struct PredictArgs {
     #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1..)]
     config_path: Vec<PathBuf>,
     /// Pairs per batch.
-    #[arg(short = 'b', long = "batch-size", alias = "batch_size", default_value_t = 1)]
+    #[arg(
+        short = 'b',
+        long = "batch-size",
+        alias = "batch_size",
+        default_value_t = 1
+    )]
     batch_size: usize,
     /// Write NIfTI outputs (default).
     #[arg(long = "save-nifti", alias = "save_nifti", overrides_with = "no_nifti")]
@@ -178,10 +183,20 @@ struct VisArgs {
     #[arg(short = 'm', long, value_parser = clap::value_parser!(u8).range(0..=3), required = true)]
     mode: u8,
     /// Comma-separated image paths.
-    #[arg(short = 'i', long = "image-paths", alias = "image_paths", required = true)]
+    #[arg(
+        short = 'i',
+        long = "image-paths",
+        alias = "image_paths",
+        required = true
+    )]
     image_paths: String,
     /// Output folder.
-    #[arg(short = 's', long = "save-path", alias = "save_path", default_value = ".")]
+    #[arg(
+        short = 's',
+        long = "save-path",
+        alias = "save_path",
+        default_value = "."
+    )]
     save_path: PathBuf,
     /// DDF for mode 1.
     #[arg(long = "ddf-path", alias = "ddf_path")]

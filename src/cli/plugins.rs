@@ -50,7 +50,10 @@ pub fn show(plugins: &[PathBuf], category: &str, name: &str) -> anyhow::Result<(
     let registry = host::registry(plugins)?;
     let category = parse_category(category)?;
     let entry = registry.get(category, name)?;
-    println!("# {} `{}` from {}", category, entry.registration.name, entry.source);
+    println!(
+        "# {} `{}` from {}",
+        category, entry.registration.name, entry.source
+    );
     println!("# {}", entry.registration.description);
     match registry.defaults_yaml(category, name) {
         Ok(yaml) => print!("{yaml}"),

@@ -58,7 +58,12 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
 
 /// `voxreg vis`: checks the images (and DDF for mode 1) exist.
 pub fn vis(args: &VisArgs) -> anyhow::Result<()> {
-    for path in args.image_paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for path in args
+        .image_paths
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         host::require_file(std::path::Path::new(path), "image")?;
     }
     match (&args.ddf_path, args.mode) {

@@ -47,7 +47,10 @@ fn plugins_show_prints_defaults_or_required_keys() {
     assert!(text.contains("kernel_type: rectangular"), "{text}");
     let output = run(&["plugins", "show", "backbone", "unet"]);
     let text = stdout(&output);
-    assert!(text.contains("missing field `num_channel_initial`"), "{text}");
+    assert!(
+        text.contains("missing field `num_channel_initial`"),
+        "{text}"
+    );
     assert!(text.contains("keys: num_channel_initial, depth"), "{text}");
     let output = run(&["plugins", "show", "backbone", "unte"]);
     assert_clean_failure(&output, &["unknown backbone `unte`", "did you mean `unet`"]);
@@ -100,7 +103,10 @@ fn config_check_reports_syntax_errors_and_missing_files() {
     let output = run(&["config", "check", path.to_str().unwrap()]);
     assert_clean_failure(&output, &["broken.yaml:", "YAML syntax error"]);
     let output = run(&["config", "check", "/nonexistent/config.yaml"]);
-    assert_clean_failure(&output, &["cannot read config file /nonexistent/config.yaml"]);
+    assert_clean_failure(
+        &output,
+        &["cannot read config file /nonexistent/config.yaml"],
+    );
 }
 
 #[test]
@@ -123,20 +129,41 @@ fn config_check_reports_missing_required_keys() {
 fn deepreg_underscore_flags_are_accepted() {
     let config = repo_root().join("configs/quickstart.yaml");
     let output = voxreg()
-        .args(["train", "--config_path", config.to_str().unwrap(), "--exp_name", "x"])
+        .args([
+            "train",
+            "--config_path",
+            config.to_str().unwrap(),
+            "--exp_name",
+            "x",
+        ])
         .args(["--log_dir", "/tmp/voxreg-test-logs", "--max_epochs", "1"])
         .output()
         .unwrap();
-    assert_clean_failure(&output, &["`voxreg train`: the engine behind this command is not built"]);
+    assert_clean_failure(
+        &output,
+        &["`voxreg train`: the engine behind this command is not built"],
+    );
 }
 
 #[test]
 fn workflow_commands_check_their_inputs() {
-    let output = run(&["predict", "--ckpt-path", "/nonexistent/ckpt", "--split", "test"]);
+    let output = run(&[
+        "predict",
+        "--ckpt-path",
+        "/nonexistent/ckpt",
+        "--split",
+        "test",
+    ]);
     assert_clean_failure(&output, &["checkpoint /nonexistent/ckpt: no such file"]);
     let output = run(&["predict", "--ckpt-path", "x", "--split", "training"]);
     assert_eq!(output.status.code(), Some(2), "clap rejects unknown splits");
-    let output = run(&["warp", "--image", "/nonexistent/a.nii.gz", "--ddf", "b.nii.gz"]);
+    let output = run(&[
+        "warp",
+        "--image",
+        "/nonexistent/a.nii.gz",
+        "--ddf",
+        "b.nii.gz",
+    ]);
     assert_clean_failure(&output, &["image /nonexistent/a.nii.gz: no such file"]);
     let output = run(&["vis", "-m", "1", "-i", ""]);
     assert_clean_failure(&output, &["--mode 1 animates a DDF"]);

@@ -49,12 +49,15 @@ fn every_shipped_config_resolves() {
 /// The resolved config, written out and read back, resolves to the same config.
 #[test]
 fn resolved_configs_round_trip() {
-    for file in configs("configs/deepreg").into_iter().chain(configs("configs")) {
+    for file in configs("configs/deepreg")
+        .into_iter()
+        .chain(configs("configs"))
+    {
         let text = fs::read_to_string(&file).unwrap();
         if !text.contains("dataset:") {
             continue;
         }
-        let first = resolve(&[file.clone()]).to_yaml().unwrap();
+        let first = resolve(std::slice::from_ref(&file)).to_yaml().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let written = dir.path().join("resolved.yaml");
         fs::write(&written, &first).unwrap();
@@ -79,17 +82,32 @@ fn deepreg_v011_layout_upgrades_to_the_current_one() {
 #[test]
 fn later_files_override_earlier_ones_deeply() {
     let dir = repo_root().join("configs/deepreg");
-    let merged = resolve(&[dir.join("unpaired_labeled_ddf.yaml"), dir.join("affine.yaml")]);
+    let merged = resolve(&[
+        dir.join("unpaired_labeled_ddf.yaml"),
+        dir.join("affine.yaml"),
+    ]);
     let yaml = merged.to_yaml().unwrap();
     // The overlay switches local → global: LocalNet's extract_levels do not carry over.
-    assert!(yaml.contains("name: global\n    num_channel_initial: 1\n    depth: 4\n    extract_levels: null"), "{yaml}");
+    assert!(
+        yaml.contains(
+            "name: global\n    num_channel_initial: 1\n    depth: 4\n    extract_levels: null"
+        ),
+        "{yaml}"
+    );
     // Kept from the base file: the dataset and the augmentation.
-    assert_eq!(merged.dataset.loader.image_shapes().moving, vec![16, 16, 16]);
+    assert_eq!(
+        merged.dataset.loader.image_shapes().moving,
+        vec![16, 16, 16]
+    );
     assert_eq!(merged.train.preprocess.data_augmentation.len(), 1);
 
     let tmp = tempfile::tempdir().unwrap();
     let overlay = tmp.path().join("lr.yaml");
-    fs::write(&overlay, "train:\n  optimizer: {learning_rate: 0.5}\n  loss: {label: {scales: [1]}}\n").unwrap();
+    fs::write(
+        &overlay,
+        "train:\n  optimizer: {learning_rate: 0.5}\n  loss: {label: {scales: [1]}}\n",
+    )
+    .unwrap();
     let merged = resolve(&[dir.join("unpaired_labeled_ddf.yaml"), overlay]);
     assert_eq!(merged.train.optimizer.learning_rate(), 0.5);
     let yaml = merged.to_yaml().unwrap();
@@ -103,7 +121,11 @@ fn later_files_override_earlier_ones_deeply() {
 fn problems_name_the_file_that_wrote_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let overlay = dir.path().join("overlay.yaml");
-    fs::write(&overlay, "train:\n  backbone:\n    name: local\n    num_channel_initial: -3\n").unwrap();
+    fs::write(
+        &overlay,
+        "train:\n  backbone:\n    name: local\n    num_channel_initial: -3\n",
+    )
+    .unwrap();
     let base = repo_root().join("configs/deepreg/unpaired_labeled_ddf.yaml");
     let registry = Registry::linked().unwrap();
     let error = ConfigSources::read(&[base.as_path(), overlay.as_path()])
@@ -111,8 +133,14 @@ fn problems_name_the_file_that_wrote_the_key() {
         .resolve(&registry)
         .unwrap_err()
         .to_string();
-    assert!(error.contains(&format!("{}:4:5", overlay.display())), "{error}");
-    assert!(error.contains("train.backbone.num_channel_initial"), "{error}");
+    assert!(
+        error.contains(&format!("{}:4:5", overlay.display())),
+        "{error}"
+    );
+    assert!(
+        error.contains("train.backbone.num_channel_initial"),
+        "{error}"
+    );
 }
 
 /// The same document parsed from text and from a file resolves the same way.
@@ -126,5 +154,8 @@ fn in_memory_documents_resolve_like_files() {
         .unwrap()
         .resolve(&registry)
         .unwrap();
-    assert_eq!(inline.to_yaml().unwrap(), resolve(&[path]).to_yaml().unwrap());
+    assert_eq!(
+        inline.to_yaml().unwrap(),
+        resolve(&[path]).to_yaml().unwrap()
+    );
 }

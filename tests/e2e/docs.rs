@@ -23,7 +23,10 @@ fn every_builtin_component_is_documented() {
             "### {} `{}`",
             component.registration.category, component.registration.name
         );
-        assert!(docs.contains(&heading), "docs/src/components.md lacks `{heading}`");
+        assert!(
+            docs.contains(&heading),
+            "docs/src/components.md lacks `{heading}`"
+        );
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} built-ins found");
@@ -36,7 +39,10 @@ fn the_table_of_contents_points_at_existing_pages() {
     let mut pages = 0;
     for link in summary.split("](").skip(1) {
         let page = &link[..link.find(')').unwrap()];
-        assert!(src.join(page).exists(), "SUMMARY.md links to missing {page}");
+        assert!(
+            src.join(page).exists(),
+            "SUMMARY.md links to missing {page}"
+        );
         pages += 1;
     }
     assert!(pages >= 6);

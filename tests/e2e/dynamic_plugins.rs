@@ -29,7 +29,10 @@ fn plugins_list_loads_a_library_given_with_plugin() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     for name in ["tiny_net", "charbonnier"] {
-        let row = text.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{text}"));
+        let row = text
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{text}"));
         assert!(row.contains("custom_backbone (plugin "), "{row}");
         assert!(row.contains("libcustom_backbone_plugin.so"), "{row}");
     }
@@ -40,9 +43,20 @@ fn plugins_list_loads_a_library_given_with_plugin() {
 #[test]
 fn plugins_show_describes_a_plugin_component() {
     let plugin = custom_backbone_plugin();
-    let output = run(&["plugins", "show", "backbone", "tiny_net", "--plugin", path_str(&plugin)]);
+    let output = run(&[
+        "plugins",
+        "show",
+        "backbone",
+        "tiny_net",
+        "--plugin",
+        path_str(&plugin),
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).contains("name: tiny_net\nhidden_channels: 8"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("name: tiny_net\nhidden_channels: 8"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]
@@ -72,14 +86,23 @@ fn a_yaml_plugins_entry_loads_the_library_before_components_resolve() {
     let output = run(&["config", "check", path_str(&base), path_str(&overlay)]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.contains("name: tiny_net\n    hidden_channels: 3"), "{text}");
-    assert!(text.contains("libcustom.so"), "the resolved config lists the plugin: {text}");
+    assert!(
+        text.contains("name: tiny_net\n    hidden_channels: 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("libcustom.so"),
+        "the resolved config lists the plugin: {text}"
+    );
 }
 
 #[test]
 fn a_missing_plugin_file_is_a_clear_error() {
     let output = run(&["plugins", "list", "--plugin", "/nonexistent/libnothing.so"]);
-    assert_clean_failure(&output, &["plugin /nonexistent/libnothing.so: no such file"]);
+    assert_clean_failure(
+        &output,
+        &["plugin /nonexistent/libnothing.so: no such file"],
+    );
 }
 
 #[test]
@@ -93,17 +116,33 @@ fn a_file_that_is_not_a_library_is_a_clear_error() {
 
 #[test]
 fn a_library_that_is_not_a_plugin_is_a_clear_error() {
-    let bin = Path::new(env!("CARGO_BIN_EXE_voxreg")).parent().unwrap().to_owned();
+    let bin = Path::new(env!("CARGO_BIN_EXE_voxreg"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let framework = bin.join("deps/libvoxreg_framework.so");
     let output = run(&["plugins", "list", "--plugin", path_str(&framework)]);
-    assert_clean_failure(&output, &["not a voxreg plugin", "voxreg_plugin_declaration", "declare_plugin!"]);
+    assert_clean_failure(
+        &output,
+        &[
+            "not a voxreg plugin",
+            "voxreg_plugin_declaration",
+            "declare_plugin!",
+        ],
+    );
 }
 
 #[test]
 fn a_plugin_with_another_abi_version_is_refused() {
     let plugin = example_library("fixture_wrong_abi");
     let output = run(&["plugins", "list", "--plugin", path_str(&plugin)]);
-    assert_clean_failure(&output, &["built for a different voxreg", "plugin ABI version: plugin 999, host 1"]);
+    assert_clean_failure(
+        &output,
+        &[
+            "built for a different voxreg",
+            "plugin ABI version: plugin 999, host 1",
+        ],
+    );
 }
 
 #[test]
@@ -112,7 +151,11 @@ fn a_plugin_for_another_voxreg_version_is_refused() {
     let output = run(&["plugins", "list", "--plugin", path_str(&plugin)]);
     assert_clean_failure(
         &output,
-        &["built for a different voxreg", "voxreg: plugin `0.0.0-elsewhere`", "Rebuild the plugin"],
+        &[
+            "built for a different voxreg",
+            "voxreg: plugin `0.0.0-elsewhere`",
+            "Rebuild the plugin",
+        ],
     );
 }
 
@@ -122,7 +165,10 @@ fn a_panicking_register_function_is_an_error_not_a_crash() {
     let output = run(&["plugins", "list", "--plugin", path_str(&plugin)]);
     assert_clean_failure(
         &output,
-        &["registration failed", "panicked: fixture plugin refuses to register"],
+        &[
+            "registration failed",
+            "panicked: fixture plugin refuses to register",
+        ],
     );
 }
 
@@ -130,7 +176,14 @@ fn a_panicking_register_function_is_an_error_not_a_crash() {
 fn a_duplicate_name_names_both_sources() {
     let first = custom_backbone_plugin();
     let second = example_library("fixture_duplicate");
-    let output = run(&["plugins", "list", "--plugin", path_str(&first), "--plugin", path_str(&second)]);
+    let output = run(&[
+        "plugins",
+        "list",
+        "--plugin",
+        path_str(&first),
+        "--plugin",
+        path_str(&second),
+    ]);
     assert_clean_failure(
         &output,
         &[
@@ -162,7 +215,9 @@ fn tiny_net(registry: &Registry) -> Box<dyn BackboneConfig> {
     let value = ConfigDocument::parse("hidden_channels: 5\n", Path::new("inline.yaml"))
         .unwrap()
         .value;
-    registry.decode::<dyn BackboneConfig>("tiny_net", value).unwrap()
+    registry
+        .decode::<dyn BackboneConfig>("tiny_net", value)
+        .unwrap()
 }
 
 fn dense(net: &dyn Backbone, input: &Tensor) -> Tensor {
@@ -177,7 +232,14 @@ fn vars_by_name(varmap: &VarMap) -> BTreeMap<String, Var> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// The same backbone, once linked into this test binary and once loaded from the plugin
@@ -203,10 +265,16 @@ fn a_dynamically_loaded_backbone_trains_exactly_like_the_linked_one() {
     };
     let (linked_vars, dynamic_vars) = (VarMap::new(), VarMap::new());
     let linked_net = tiny_net(&linked)
-        .build(&spec, VarBuilder::from_varmap(&linked_vars, DType::F32, &device))
+        .build(
+            &spec,
+            VarBuilder::from_varmap(&linked_vars, DType::F32, &device),
+        )
         .unwrap();
     let dynamic_net = tiny_net(&dynamic)
-        .build(&spec, VarBuilder::from_varmap(&dynamic_vars, DType::F32, &device))
+        .build(
+            &spec,
+            VarBuilder::from_varmap(&dynamic_vars, DType::F32, &device),
+        )
         .unwrap();
     let linked_by_name = vars_by_name(&linked_vars);
     let dynamic_by_name = vars_by_name(&dynamic_vars);
@@ -217,7 +285,15 @@ fn a_dynamically_loaded_backbone_trains_exactly_like_the_linked_one() {
 
     let input = Tensor::randn(0f32, 1.0, (2, 2, 3, 4, 5), &device).unwrap();
     let target = Tensor::randn(0f32, 1.0, (2, 3, 3, 4, 5), &device).unwrap();
-    let loss = |net: &dyn Backbone| dense(net, &input).sub(&target).unwrap().sqr().unwrap().mean_all().unwrap();
+    let loss = |net: &dyn Backbone| {
+        dense(net, &input)
+            .sub(&target)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+    };
     let mut linked_sgd = SGD::new(linked_vars.all_vars(), 0.5).unwrap();
     let mut dynamic_sgd = SGD::new(dynamic_vars.all_vars(), 0.5).unwrap();
     let mut losses = Vec::new();
@@ -235,14 +311,26 @@ fn a_dynamically_loaded_backbone_trains_exactly_like_the_linked_one() {
             assert!(max_abs_diff(from_linked, from_dynamic) < 1e-6, "{name}");
             let joint_linked = joint.get(linked_var.as_tensor()).unwrap();
             let joint_dynamic = joint.get(dynamic_var.as_tensor()).unwrap();
-            assert!(max_abs_diff(joint_linked, from_linked) < 1e-6, "{name} (joint graph)");
-            assert!(max_abs_diff(joint_dynamic, from_dynamic) < 1e-6, "{name} (joint graph)");
+            assert!(
+                max_abs_diff(joint_linked, from_linked) < 1e-6,
+                "{name} (joint graph)"
+            );
+            assert!(
+                max_abs_diff(joint_dynamic, from_dynamic) < 1e-6,
+                "{name} (joint graph)"
+            );
         }
         linked_sgd.step(&linked_grads).unwrap();
         dynamic_sgd.step(&dynamic_grads).unwrap();
     }
-    assert!(losses[3] < losses[0], "training reduces the loss: {losses:?}");
+    assert!(
+        losses[3] < losses[0],
+        "training reduces the loss: {losses:?}"
+    );
     for (name, var) in &linked_by_name {
-        assert!(max_abs_diff(var.as_tensor(), dynamic_by_name[name].as_tensor()) < 1e-6, "{name}");
+        assert!(
+            max_abs_diff(var.as_tensor(), dynamic_by_name[name].as_tensor()) < 1e-6,
+            "{name}"
+        );
     }
 }

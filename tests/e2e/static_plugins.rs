@@ -16,7 +16,10 @@ use crate::util::repo_root;
 #[test]
 fn linked_plugin_components_are_registered_with_their_crate() {
     let registry = Registry::linked().unwrap();
-    for (category, name) in [(Category::Backbone, "tiny_net"), (Category::ImageLoss, "charbonnier")] {
+    for (category, name) in [
+        (Category::Backbone, "tiny_net"),
+        (Category::ImageLoss, "charbonnier"),
+    ] {
         let entry = registry.get(category, name).unwrap();
         assert_eq!(
             entry.source,
@@ -43,7 +46,10 @@ fn yaml_selects_the_linked_plugin_by_name_and_it_runs() {
         .resolve(&registry)
         .unwrap();
     let yaml = config.to_yaml().unwrap();
-    assert!(yaml.contains("name: tiny_net\n    hidden_channels: 6"), "{yaml}");
+    assert!(
+        yaml.contains("name: tiny_net\n    hidden_channels: 6"),
+        "{yaml}"
+    );
 
     let device = Device::Cpu;
     let varmap = VarMap::new();
@@ -87,8 +93,16 @@ fn a_bad_plugin_config_is_an_error_not_a_panic() {
     };
     let varmap = VarMap::new();
     let error = config
-        .build(&spec, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))
+        .build(
+            &spec,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
         .err()
         .expect("zero hidden channels is rejected");
-    assert!(error.to_string().contains("hidden_channels must be at least 1"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("hidden_channels must be at least 1"),
+        "{error}"
+    );
 }

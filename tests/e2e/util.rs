@@ -6,13 +6,18 @@ use std::process::{Command, Output};
 /// The voxreg binary under test.
 pub fn voxreg() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_voxreg"));
-    command.env_remove("VOXREG_PLUGINS").env("VOXREG_LOG", "warn");
+    command
+        .env_remove("VOXREG_PLUGINS")
+        .env("VOXREG_LOG", "warn");
     command
 }
 
 /// Runs the binary with `args` and returns its output.
 pub fn run(args: &[&str]) -> Output {
-    voxreg().args(args).output().expect("the voxreg binary runs")
+    voxreg()
+        .args(args)
+        .output()
+        .expect("the voxreg binary runs")
 }
 
 /// Standard output as text.
@@ -29,7 +34,10 @@ pub fn stderr(output: &Output) -> String {
 /// `target/<profile>/examples/lib<name>.so`.
 pub fn example_library(name: &str) -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_voxreg"));
-    let examples = bin.parent().expect("the binary has a folder").join("examples");
+    let examples = bin
+        .parent()
+        .expect("the binary has a folder")
+        .join("examples");
     let path = examples.join(format!("lib{name}.so"));
     assert!(
         path.exists(),

@@ -178,7 +178,10 @@ mod tests {
         let BackboneOutput::Dense(out_alone) = net.forward(&alone)? else {
             panic!("tiny_net is dense");
         };
-        let diff = (voxel(&out)? - out_alone)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (voxel(&out)? - out_alone)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
         assert!(diff < 1e-6);
         let input_2d = Tensor::randn(0f32, 1.0, (1, 2, 6, 7), &device)?;
         let BackboneOutput::Dense(out_2d) = net.forward(&input_2d)? else {
@@ -197,7 +200,10 @@ mod tests {
         // Voxels: 0, 0, 2, 0 differences → (0.5 + 0.5 + √4.25 + 0.5) / 4.
         let expected = (1.5 + 4.25f32.sqrt()) / 4.0;
         let value = loss.loss(&fixed, &warped)?.to_vec1::<f32>()?;
-        assert!((value[0] - expected).abs() < 1e-6, "{value:?} vs {expected}");
+        assert!(
+            (value[0] - expected).abs() < 1e-6,
+            "{value:?} vs {expected}"
+        );
         assert!(loss.loss(&fixed, &warped.narrow(3, 0, 1)?).is_err());
         Ok(())
     }

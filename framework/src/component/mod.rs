@@ -29,6 +29,8 @@ pub use data::{
     SampleRef, Split, SplitSource, Volume,
 };
 pub use error::ComponentError;
-pub use loss::{ImageLoss, ImageLossConfig, LabelLoss, LabelLossConfig, Regularization, RegularizationConfig};
+pub use loss::{
+    ImageLoss, ImageLossConfig, LabelLoss, LabelLossConfig, Regularization, RegularizationConfig,
+};
 pub use method::{BackboneIo, MethodConfig};
 pub use optimizer::{Optimizer, OptimizerConfig, OptimizerState};

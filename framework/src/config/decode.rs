@@ -171,14 +171,21 @@ mod tests {
 
     #[test]
     fn reports_every_unknown_key_with_suggestions() {
-        let problems =
-            decode::<Outer>(value("kernel_sise: 3\nkernel_size: 1\ninner: {size: 2, extra: 1}"))
-                .unwrap_err();
+        let problems = decode::<Outer>(value(
+            "kernel_sise: 3\nkernel_size: 1\ninner: {size: 2, extra: 1}",
+        ))
+        .unwrap_err();
         let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(problems.len(), 2, "{text:?}");
-        assert!(text[0].contains("`kernel_sise`: unknown key `kernel_sise`"), "{text:?}");
+        assert!(
+            text[0].contains("`kernel_sise`: unknown key `kernel_sise`"),
+            "{text:?}"
+        );
         assert!(text[0].contains("did you mean `kernel_size`"), "{text:?}");
-        assert!(text[1].contains("`inner.extra`: unknown key `extra`"), "{text:?}");
+        assert!(
+            text[1].contains("`inner.extra`: unknown key `extra`"),
+            "{text:?}"
+        );
     }
 
     #[test]
@@ -186,7 +193,11 @@ mod tests {
         let problems = decode::<Outer>(value("kernel_size: 3\ninner: {size: big}")).unwrap_err();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path.to_string(), "inner.size");
-        assert!(problems[0].message.contains("invalid type"), "{}", problems[0]);
+        assert!(
+            problems[0].message.contains("invalid type"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]
@@ -197,7 +208,10 @@ mod tests {
 
     #[test]
     fn probes_declared_fields() {
-        assert_eq!(declared_fields::<Outer>(), Some(&["kernel_size", "inner"][..]));
+        assert_eq!(
+            declared_fields::<Outer>(),
+            Some(&["kernel_size", "inner"][..])
+        );
         assert_eq!(declared_fields::<usize>(), None);
     }
 }

@@ -25,7 +25,9 @@ pub use schema::{
     Config, DatasetConfig, LossConfig, LossTerm, PreprocessConfig, SplitConfig, TrainConfig,
 };
 pub use sources::ConfigSources;
-pub use value::{key, kind_name, merge, to_value, to_yaml_string, ConfigDocument, ConfigMapping, ConfigValue};
+pub use value::{
+    key, kind_name, merge, to_value, to_yaml_string, ConfigDocument, ConfigMapping, ConfigValue,
+};
 
 #[allow(unused_imports)]
 pub(crate) use crate::registry::Registry;

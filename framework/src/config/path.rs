@@ -100,9 +100,6 @@ mod tests {
             .key("kernel_size");
         assert_eq!(path.to_string(), "train.loss.image[1].kernel_size");
         assert_eq!(KeyPath::root().to_string(), "(top level)");
-        assert_eq!(
-            path.parent().unwrap().to_string(),
-            "train.loss.image[1]"
-        );
+        assert_eq!(path.parent().unwrap().to_string(), "train.loss.image[1]");
     }
 }

@@ -126,7 +126,8 @@ impl Walker<'_> {
         match decode(value) {
             Ok(decoded) => Some(decoded),
             Err(problems) => {
-                self.problems.extend(problems.into_iter().map(|p| p.under(path)));
+                self.problems
+                    .extend(problems.into_iter().map(|p| p.under(path)));
                 None
             }
         }
@@ -154,7 +155,10 @@ impl Walker<'_> {
                 Some(other) => {
                     self.problem(
                         path.key("name"),
-                        format!("expected a component name, found {}", value::kind_name(&other)),
+                        format!(
+                            "expected a component name, found {}",
+                            value::kind_name(&other)
+                        ),
                     );
                     return None;
                 }
@@ -229,7 +233,10 @@ impl Walker<'_> {
             Some(other) => {
                 self.problem(
                     path.key("type"),
-                    format!("expected a data loader name, found {}", value::kind_name(&other)),
+                    format!(
+                        "expected a data loader name, found {}",
+                        value::kind_name(&other)
+                    ),
                 );
                 None
             }
@@ -238,7 +245,9 @@ impl Walker<'_> {
                     path.key("type"),
                     format!(
                         "missing required key: the data loader, one of {}",
-                        suggest::quoted_list(self.registry.names(crate::registry::Category::DataLoader))
+                        suggest::quoted_list(
+                            self.registry.names(crate::registry::Category::DataLoader)
+                        )
                     ),
                 );
                 None
@@ -367,7 +376,10 @@ impl Walker<'_> {
         };
         if let Some(w) = weight {
             if !w.is_finite() || w < 0.0 {
-                self.problem(path.key("weight"), format!("must be a finite number ≥ 0, got {w}"));
+                self.problem(
+                    path.key("weight"),
+                    format!("must be a finite number ≥ 0, got {w}"),
+                );
             }
         }
         let config = self.component(ConfigValue::Mapping(mapping), path);

@@ -130,14 +130,22 @@ impl Config {
 impl DatasetConfig {
     fn to_value(&self) -> Result<ConfigValue, ConfigError> {
         let mut mapping = ConfigMapping::new();
-        for (name, split) in [("train", &self.train), ("valid", &self.valid), ("test", &self.test)] {
+        for (name, split) in [
+            ("train", &self.train),
+            ("valid", &self.valid),
+            ("test", &self.test),
+        ] {
             if let Some(split) = split {
                 mapping.insert(value::key(name), split.to_value()?);
             }
         }
         let loader = component_mapping(&*self.loader)?;
         for (key, value) in loader {
-            let key = if key == value::key("name") { value::key("type") } else { key };
+            let key = if key == value::key("name") {
+                value::key("type")
+            } else {
+                key
+            };
             mapping.insert(key, value);
         }
         Ok(ConfigValue::Mapping(mapping))
@@ -183,7 +191,10 @@ impl TrainConfig {
         );
         mapping.insert(value::key("preprocess"), self.preprocess.to_value()?);
         mapping.insert(value::key("epochs"), ConfigValue::from(self.epochs as u64));
-        mapping.insert(value::key("save_period"), ConfigValue::from(self.save_period as u64));
+        mapping.insert(
+            value::key("save_period"),
+            ConfigValue::from(self.save_period as u64),
+        );
         if let Some(update_freq) = &self.update_freq {
             mapping.insert(value::key("update_freq"), update_freq.clone());
         }
@@ -199,8 +210,14 @@ impl PreprocessConfig {
             .iter()
             .map(|a| component_mapping(&**a).map(ConfigValue::Mapping))
             .collect::<Result<Vec<_>, _>>()?;
-        mapping.insert(value::key("data_augmentation"), ConfigValue::Sequence(augmentations));
-        mapping.insert(value::key("batch_size"), ConfigValue::from(self.batch_size as u64));
+        mapping.insert(
+            value::key("data_augmentation"),
+            ConfigValue::Sequence(augmentations),
+        );
+        mapping.insert(
+            value::key("batch_size"),
+            ConfigValue::from(self.batch_size as u64),
+        );
         mapping.insert(
             value::key("shuffle_buffer_num_batch"),
             ConfigValue::from(self.shuffle_buffer_num_batch as u64),

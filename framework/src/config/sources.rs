@@ -110,9 +110,10 @@ impl ConfigSources {
                 })
                 .collect();
             located.sort_by_key(|p| {
-                let file_order = p.location.as_ref().and_then(|l| {
-                    self.documents.iter().position(|d| d.origin == l.file)
-                });
+                let file_order = p
+                    .location
+                    .as_ref()
+                    .and_then(|l| self.documents.iter().position(|d| d.origin == l.file));
                 (file_order, p.location.as_ref().map(|l| (l.line, l.column)))
             });
             ConfigError::Invalid(Problems(located))

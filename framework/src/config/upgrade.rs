@@ -20,7 +20,10 @@ pub(super) fn upgrade_deepreg_layout(config: &mut ConfigValue) -> Vec<String> {
     let Some(root) = config.as_mapping_mut() else {
         return notes;
     };
-    if let Some(dataset) = root.get_mut(key("dataset")).and_then(|d| d.as_mapping_mut()) {
+    if let Some(dataset) = root
+        .get_mut(key("dataset"))
+        .and_then(|d| d.as_mapping_mut())
+    {
         upgrade_dataset(dataset, &mut notes);
     }
     if let Some(train) = root.get_mut(key("train")).and_then(|t| t.as_mapping_mut()) {
@@ -28,7 +31,10 @@ pub(super) fn upgrade_deepreg_layout(config: &mut ConfigValue) -> Vec<String> {
         if let Some(loss) = train.get_mut(key("loss")).and_then(|l| l.as_mapping_mut()) {
             upgrade_loss(loss, &mut notes);
         }
-        if let Some(optimizer) = train.get_mut(key("optimizer")).and_then(|o| o.as_mapping_mut()) {
+        if let Some(optimizer) = train
+            .get_mut(key("optimizer"))
+            .and_then(|o| o.as_mapping_mut())
+        {
             upgrade_optimizer(optimizer, &mut notes);
         }
     }
@@ -74,7 +80,8 @@ fn upgrade_model(train: &mut ConfigMapping, notes: &mut Vec<String>) {
                 backbone.extend(keys);
             }
             if name == "global" {
-                if let Some(ConfigValue::Sequence(levels)) = backbone.remove(key("extract_levels")) {
+                if let Some(ConfigValue::Sequence(levels)) = backbone.remove(key("extract_levels"))
+                {
                     if let Some(depth) = levels.iter().filter_map(ConfigValue::as_u64).max() {
                         backbone.insert(key("depth"), ConfigValue::from(depth));
                     }
@@ -96,7 +103,10 @@ fn upgrade_loss(loss: &mut ConfigMapping, notes: &mut Vec<String>) {
         notes.push("loss: moved `dissimilarity.image/label` up".to_owned());
     }
     if let Some(ConfigValue::Mapping(image)) = loss.get_mut(key("image")) {
-        let name = image.get(key("name")).and_then(|n| n.as_str()).map(str::to_owned);
+        let name = image
+            .get(key("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
         if let Some(name) = name {
             if let Some(ConfigValue::Mapping(keys)) = image.remove(key(&name)) {
                 image.extend(keys);
@@ -124,10 +134,15 @@ fn upgrade_loss(loss: &mut ConfigMapping, notes: &mut Vec<String>) {
 }
 
 fn upgrade_label_loss(label: &mut ConfigMapping, notes: &mut Vec<String>) {
-    let name = label.get(key("name")).and_then(|n| n.as_str()).map(str::to_owned);
+    let name = label
+        .get(key("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned);
     if let Some(scale @ ("single_scale" | "multi_scale")) = name.as_deref() {
         let nested = label.remove(key(scale));
-        let weight = label.remove(key("weight")).unwrap_or(ConfigValue::from(1.0));
+        let weight = label
+            .remove(key("weight"))
+            .unwrap_or(ConfigValue::from(1.0));
         let extra: Vec<(ConfigValue, ConfigValue)> = ["neg_weight", "background_weight"]
             .iter()
             .filter_map(|k| label.remove(key(k)).map(|v| (key(k), v)))
@@ -162,7 +177,11 @@ fn upgrade_label_loss(label: &mut ConfigMapping, notes: &mut Vec<String>) {
 }
 
 fn upgrade_optimizer(optimizer: &mut ConfigMapping, notes: &mut Vec<String>) {
-    let Some(name) = optimizer.get(key("name")).and_then(|n| n.as_str()).map(str::to_owned) else {
+    let Some(name) = optimizer
+        .get(key("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+    else {
         return;
     };
     let Some(ConfigValue::Mapping(keys)) = optimizer.get(key(&name)).cloned() else {

@@ -186,7 +186,8 @@ impl PositionRecorder {
             Some(Frame::Sequence { path, next }) => {
                 let item = path.index(*next);
                 *next += 1;
-                self.positions.insert(item.clone(), (mark.line(), mark.col() + 1));
+                self.positions
+                    .insert(item.clone(), (mark.line(), mark.col() + 1));
                 Some(item)
             }
             Some(Frame::Mapping { path, pending_key }) => {
@@ -200,12 +201,13 @@ impl MarkedEventReceiver for PositionRecorder {
     fn on_event(&mut self, event: Event, mark: Marker) {
         match event {
             Event::Scalar(text, ..) => {
-                if self.next_value_path(mark).is_none() {
-                    if let Some(Frame::Mapping { path, pending_key }) = self.stack.last_mut() {
-                        self.positions
-                            .insert(path.key(text.clone()), (mark.line(), mark.col() + 1));
-                        *pending_key = Some(text);
-                    }
+                let is_key = self.next_value_path(mark).is_none();
+                if let (true, Some(Frame::Mapping { path, pending_key })) =
+                    (is_key, self.stack.last_mut())
+                {
+                    self.positions
+                        .insert(path.key(text.clone()), (mark.line(), mark.col() + 1));
+                    *pending_key = Some(text);
                 }
             }
             Event::MappingStart(..) => {
@@ -244,11 +246,15 @@ mod tests {
 
     #[test]
     fn records_key_positions() {
-        let document = doc("train:\n  loss:\n    image:\n      - name: lncc\n        weight: 1\n  epochs: 3\n");
+        let document = doc(
+            "train:\n  loss:\n    image:\n      - name: lncc\n        weight: 1\n  epochs: 3\n",
+        );
         let at = |keys: &[&str]| document.location_of(&KeyPath::keys(keys)).map(|l| l.line);
         assert_eq!(at(&["train"]), Some(1));
         assert_eq!(at(&["train", "epochs"]), Some(6));
-        let weight = KeyPath::keys(&["train", "loss", "image"]).index(0).key("weight");
+        let weight = KeyPath::keys(&["train", "loss", "image"])
+            .index(0)
+            .key("weight");
         assert_eq!(document.location_of(&weight).map(|l| l.line), Some(5));
     }
 
@@ -282,6 +288,9 @@ mod tests {
         assert_eq!(base, doc("backbone: {name: unet, depth: 4}\n").value);
         let mut same = doc("backbone: {name: local, depth: 3, extract_levels: [0, 1]}\n").value;
         merge(&mut same, doc("backbone: {name: local, depth: 4}\n").value);
-        assert_eq!(same, doc("backbone: {name: local, depth: 4, extract_levels: [0, 1]}\n").value);
+        assert_eq!(
+            same,
+            doc("backbone: {name: local, depth: 4, extract_levels: [0, 1]}\n").value
+        );
     }
 }

@@ -139,7 +139,6 @@ pub struct PluginDeclaration {
     pub register: unsafe extern "C" fn(*mut super::PluginRegistrar) -> RegisterStatus,
 }
 
-
 /// Exports the plugin declaration of a dynamic plugin library. Put it once in the crate root
 /// of a crate built with `crate-type = ["dylib"]`.
 ///
@@ -169,12 +168,14 @@ macro_rules! declare_plugin {
         }
 
         #[doc(hidden)]
-        static __VOXREG_PLUGIN_DECLARATION: ::std::sync::OnceLock<$crate::plugin::abi::PluginDeclaration> =
-            ::std::sync::OnceLock::new();
+        static __VOXREG_PLUGIN_DECLARATION: ::std::sync::OnceLock<
+            $crate::plugin::abi::PluginDeclaration,
+        > = ::std::sync::OnceLock::new();
 
         /// The voxreg plugin declaration (see `voxreg_framework::declare_plugin!`).
         #[no_mangle]
-        pub extern "C" fn voxreg_plugin_declaration() -> *const $crate::plugin::abi::PluginDeclaration {
+        pub extern "C" fn voxreg_plugin_declaration(
+        ) -> *const $crate::plugin::abi::PluginDeclaration {
             __VOXREG_PLUGIN_DECLARATION.get_or_init(|| $crate::plugin::abi::PluginDeclaration {
                 abi_version: $crate::plugin::abi::ABI_VERSION,
                 fingerprint: $crate::plugin::abi::Fingerprint::current(),

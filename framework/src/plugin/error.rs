@@ -53,6 +53,6 @@ pub enum PluginError {
         path: PathBuf,
         /// The clash.
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
 }

@@ -81,7 +81,7 @@ impl Registry {
         self.insert_all(components)
             .map_err(|source| PluginError::Conflict {
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(PluginInfo {
             path: path.to_owned(),
@@ -105,7 +105,11 @@ fn open_and_register(loader: &mut Loader, path: &Path) -> Result<LoadedPlugin, P
         message: open_error_message(&error),
     })?;
     let submitted: Vec<ComponentRegistration> = inventory::iter::<ComponentRegistration>()
-        .filter(|r| loader.seen_submissions.insert(*r as *const ComponentRegistration as usize))
+        .filter(|r| {
+            loader
+                .seen_submissions
+                .insert(*r as *const ComponentRegistration as usize)
+        })
         .copied()
         .collect();
     type DeclarationFn = unsafe extern "C" fn() -> *const PluginDeclaration;

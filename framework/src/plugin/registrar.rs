@@ -52,7 +52,9 @@ impl PluginRegistrar {
         static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
         let previous_hook = panic::take_hook();
         panic::set_hook(Box::new(|info| {
-            let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
             *PANIC_LOCATION.lock().unwrap_or_else(|e| e.into_inner()) = location;
         }));
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| register(self)));
@@ -69,7 +71,9 @@ impl PluginRegistrar {
                 .take()
                 .map(|l| format!(" (at {l})"))
                 .unwrap_or_default();
-            self.error = Some(format!("the register function panicked: {message}{location}"));
+            self.error = Some(format!(
+                "the register function panicked: {message}{location}"
+            ));
         }
         if self.error.is_some() {
             REGISTER_FAILED

@@ -52,7 +52,10 @@ pub struct ComponentRegistration {
 impl ComponentRegistration {
     /// The crate that registered the component.
     pub fn crate_name(&self) -> &'static str {
-        self.module_path.split("::").next().unwrap_or(self.module_path)
+        self.module_path
+            .split("::")
+            .next()
+            .unwrap_or(self.module_path)
     }
 }
 
@@ -89,7 +92,10 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Linked { crate_name } => write!(f, "{crate_name} (linked)"),
-            Source::Plugin { library, crate_name } => {
+            Source::Plugin {
+                library,
+                crate_name,
+            } => {
                 write!(f, "{crate_name} (plugin {})", library.display())
             }
         }
@@ -184,7 +190,11 @@ impl Registry {
 
     /// Looks a component up. An unknown name gives an error listing what the category holds
     /// and the closest match.
-    pub fn get(&self, category: Category, name: &str) -> Result<&RegisteredComponent, UnknownComponent> {
+    pub fn get(
+        &self,
+        category: Category,
+        name: &str,
+    ) -> Result<&RegisteredComponent, UnknownComponent> {
         self.entries
             .get(&(category, category.normalize(name)))
             .ok_or_else(|| {
@@ -258,9 +268,8 @@ impl Registry {
     pub fn defaults_yaml(&self, category: Category, name: &str) -> Result<String, DecodeError> {
         let empty = ConfigValue::Mapping(Default::default());
         let value = kind::decode_to_value(self, category, name, empty)?;
-        config::to_yaml_string(&value).map_err(|message| {
-            DecodeError::Invalid(vec![Problem::new(KeyPath::root(), message)])
-        })
+        config::to_yaml_string(&value)
+            .map_err(|message| DecodeError::Invalid(vec![Problem::new(KeyPath::root(), message)]))
     }
 }
 
@@ -309,15 +318,33 @@ macro_rules! component_registration {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __category {
-    (backbone) => { $crate::registry::Category::Backbone };
-    (method) => { $crate::registry::Category::Method };
-    (image_loss) => { $crate::registry::Category::ImageLoss };
-    (label_loss) => { $crate::registry::Category::LabelLoss };
-    (regularization) => { $crate::registry::Category::Regularization };
-    (optimizer) => { $crate::registry::Category::Optimizer };
-    (data_loader) => { $crate::registry::Category::DataLoader };
-    (file_loader) => { $crate::registry::Category::FileLoader };
-    (augmentation) => { $crate::registry::Category::Augmentation };
+    (backbone) => {
+        $crate::registry::Category::Backbone
+    };
+    (method) => {
+        $crate::registry::Category::Method
+    };
+    (image_loss) => {
+        $crate::registry::Category::ImageLoss
+    };
+    (label_loss) => {
+        $crate::registry::Category::LabelLoss
+    };
+    (regularization) => {
+        $crate::registry::Category::Regularization
+    };
+    (optimizer) => {
+        $crate::registry::Category::Optimizer
+    };
+    (data_loader) => {
+        $crate::registry::Category::DataLoader
+    };
+    (file_loader) => {
+        $crate::registry::Category::FileLoader
+    };
+    (augmentation) => {
+        $crate::registry::Category::Augmentation
+    };
 }
 
 #[doc(hidden)]

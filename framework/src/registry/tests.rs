@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::component::{
-    ComponentError, ImageLoss, ImageLossConfig, LabelLoss, LabelLossConfig,
-};
+use crate::component::{ComponentError, ImageLoss, ImageLossConfig, LabelLoss, LabelLossConfig};
 use crate::config::ConfigDocument;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -17,14 +15,20 @@ struct Mse {
 #[typetag::serialize(name = "mse")]
 impl ImageLossConfig for Mse {
     fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        Err(ComponentError::invalid("image_loss `mse`", "test component"))
+        Err(ComponentError::invalid(
+            "image_loss `mse`",
+            "test component",
+        ))
     }
 }
 
 #[typetag::serialize(name = "mse")]
 impl LabelLossConfig for Mse {
     fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
-        Err(ComponentError::invalid("label_loss `mse`", "test component"))
+        Err(ComponentError::invalid(
+            "label_loss `mse`",
+            "test component",
+        ))
     }
 }
 
@@ -68,7 +72,9 @@ fn decodes_a_registered_component_with_defaults() {
         .decode::<dyn ImageLossConfig>("mse", value("{}"))
         .unwrap();
     assert_eq!(format!("{config:?}"), "Mse { scale: 0.0 }");
-    let yaml = registry().defaults_yaml(Category::ImageLoss, "mse").unwrap();
+    let yaml = registry()
+        .defaults_yaml(Category::ImageLoss, "mse")
+        .unwrap();
     assert_eq!(yaml, "name: mse\nscale: 0.0\n");
 }
 
@@ -96,7 +102,10 @@ fn the_same_name_may_live_in_two_categories() {
             source("b"),
         )
         .unwrap();
-    assert_eq!(registry.names(Category::LabelLoss).collect::<Vec<_>>(), ["mse"]);
+    assert_eq!(
+        registry.names(Category::LabelLoss).collect::<Vec<_>>(),
+        ["mse"]
+    );
     assert!(registry
         .decode::<dyn LabelLossConfig>("mse", value("{}"))
         .is_ok());
@@ -127,7 +136,10 @@ fn unknown_names_list_the_category_and_suggest() {
         "unknown image_loss `mes`; registered: `mse` (did you mean `mse`?)"
     );
     let error = registry().get(Category::Backbone, "unet").unwrap_err();
-    assert_eq!(error.to_string(), "unknown backbone `unet`; registered: (none)");
+    assert_eq!(
+        error.to_string(),
+        "unknown backbone `unet`; registered: (none)"
+    );
 }
 
 #[test]
@@ -178,7 +190,9 @@ fn a_typetag_name_that_disagrees_is_an_error() {
         .decode::<dyn ImageLossConfig>("misnamed", value("{}"))
         .unwrap_err();
     assert!(
-        error.to_string().contains("serialises as `not_what_was_registered`"),
+        error
+            .to_string()
+            .contains("serialises as `not_what_was_registered`"),
         "{error}"
     );
 }

@@ -22,7 +22,12 @@ impl AugmentationConfig for AffineAugmentation {
     }
 }
 
-register_component!(augmentation, "affine", AffineAugmentation, "Random affine transform of each image and its labels");
+register_component!(
+    augmentation,
+    "affine",
+    AffineAugmentation,
+    "Random affine transform of each image and its labels"
+);
 
 /// `ddf`: a random smooth displacement field per image, drawn at `low_res_size` and
 /// up-sampled.
@@ -50,4 +55,9 @@ impl AugmentationConfig for DdfAugmentation {
     }
 }
 
-register_component!(augmentation, "ddf", DdfAugmentation, "Random smooth displacement field applied to each image and its labels");
+register_component!(
+    augmentation,
+    "ddf",
+    DdfAugmentation,
+    "Random smooth displacement field applied to each image and its labels"
+);

@@ -11,12 +11,22 @@ pub struct NiftiFormat {}
 
 #[typetag::serialize(name = "nifti")]
 impl FileLoaderConfig for NiftiFormat {
-    fn open(&self, _dir: &Path, _kind: &str, _grouped: bool) -> Result<Box<dyn FileLoader>, ComponentError> {
+    fn open(
+        &self,
+        _dir: &Path,
+        _kind: &str,
+        _grouped: bool,
+    ) -> Result<Box<dyn FileLoader>, ComponentError> {
         Err(ComponentError::not_implemented("file_loader `nifti`"))
     }
 }
 
-register_component!(file_loader, "nifti", NiftiFormat, "NIfTI-1 volumes (.nii, .nii.gz), one file per image");
+register_component!(
+    file_loader,
+    "nifti",
+    NiftiFormat,
+    "NIfTI-1 volumes (.nii, .nii.gz), one file per image"
+);
 
 /// `h5`: one HDF5 file per kind, one dataset per image.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -24,9 +34,19 @@ pub struct H5Format {}
 
 #[typetag::serialize(name = "h5")]
 impl FileLoaderConfig for H5Format {
-    fn open(&self, _dir: &Path, _kind: &str, _grouped: bool) -> Result<Box<dyn FileLoader>, ComponentError> {
+    fn open(
+        &self,
+        _dir: &Path,
+        _kind: &str,
+        _grouped: bool,
+    ) -> Result<Box<dyn FileLoader>, ComponentError> {
         Err(ComponentError::not_implemented("file_loader `h5`"))
     }
 }
 
-register_component!(file_loader, "h5", H5Format, "HDF5 files (moving_images.h5, …), one dataset per image");
+register_component!(
+    file_loader,
+    "h5",
+    H5Format,
+    "HDF5 files (moving_images.h5, …), one dataset per image"
+);

@@ -54,7 +54,12 @@ impl DataLoaderConfig for PairedLoader {
     }
 }
 
-register_component!(data_loader, "paired", PairedLoader, "Moving/fixed images paired by file name");
+register_component!(
+    data_loader,
+    "paired",
+    PairedLoader,
+    "Moving/fixed images paired by file name"
+);
 
 /// `unpaired`: pairs drawn from one pool of images.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,7 +88,12 @@ impl DataLoaderConfig for UnpairedLoader {
     }
 }
 
-register_component!(data_loader, "unpaired", UnpairedLoader, "Random pairs from one pool of images (floor(N/2) per epoch)");
+register_component!(
+    data_loader,
+    "unpaired",
+    UnpairedLoader,
+    "Random pairs from one pool of images (floor(N/2) per epoch)"
+);
 
 /// `grouped`: images in groups; pairs within or across groups.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,4 +128,9 @@ impl DataLoaderConfig for GroupedLoader {
     }
 }
 
-register_component!(data_loader, "grouped", GroupedLoader, "Images in groups: intra-/inter-group pairs");
+register_component!(
+    data_loader,
+    "grouped",
+    GroupedLoader,
+    "Images in groups: intra-/inter-group pairs"
+);

@@ -84,7 +84,12 @@ impl ImageLossConfig for LnccConfig {
     }
 }
 
-register_component!(image_loss, "lncc", LnccConfig, "Local normalised cross-correlation (negated)");
+register_component!(
+    image_loss,
+    "lncc",
+    LnccConfig,
+    "Local normalised cross-correlation (negated)"
+);
 
 /// `gmi`: global mutual information with Parzen windowing, negated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,7 +116,12 @@ impl ImageLossConfig for GmiConfig {
     }
 }
 
-register_component!(image_loss, "gmi", GmiConfig, "Global mutual information (negated)");
+register_component!(
+    image_loss,
+    "gmi",
+    GmiConfig,
+    "Global mutual information (negated)"
+);
 
 /// `gncc`: global normalised cross-correlation, negated.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -124,7 +134,12 @@ impl ImageLossConfig for GnccConfig {
     }
 }
 
-register_component!(image_loss, "gncc", GnccConfig, "Global normalised cross-correlation (negated)");
+register_component!(
+    image_loss,
+    "gncc",
+    GnccConfig,
+    "Global normalised cross-correlation (negated)"
+);
 
 /// `ssd`: mean squared difference `mean((a - b)²)`, optionally averaged over smoothing
 /// scales.
@@ -152,8 +167,18 @@ impl LabelLossConfig for SsdConfig {
     }
 }
 
-register_component!(image_loss, "ssd", SsdConfig, "Mean squared intensity difference");
-register_component!(label_loss, "ssd", SsdConfig, "Mean squared label difference, optionally multi-scale");
+register_component!(
+    image_loss,
+    "ssd",
+    SsdConfig,
+    "Mean squared intensity difference"
+);
+register_component!(
+    label_loss,
+    "ssd",
+    SsdConfig,
+    "Mean squared label difference, optionally multi-scale"
+);
 
 /// Keys shared by `dice` and `jaccard`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -190,7 +215,12 @@ impl LabelLossConfig for DiceConfig {
     }
 }
 
-register_component!(label_loss, "dice", DiceConfig, "Dice score (negated), optionally multi-scale");
+register_component!(
+    label_loss,
+    "dice",
+    DiceConfig,
+    "Dice score (negated), optionally multi-scale"
+);
 
 /// `jaccard`: Jaccard index `|A∩B| / |A∪B|`, negated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -204,7 +234,12 @@ impl LabelLossConfig for JaccardConfig {
     }
 }
 
-register_component!(label_loss, "jaccard", JaccardConfig, "Jaccard index (negated), optionally multi-scale");
+register_component!(
+    label_loss,
+    "jaccard",
+    JaccardConfig,
+    "Jaccard index (negated), optionally multi-scale"
+);
 
 /// `cross-entropy`: binary cross-entropy of the labels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -233,7 +268,12 @@ impl LabelLossConfig for CrossEntropyConfig {
     }
 }
 
-register_component!(label_loss, "cross-entropy", CrossEntropyConfig, "Binary cross-entropy, optionally multi-scale");
+register_component!(
+    label_loss,
+    "cross-entropy",
+    CrossEntropyConfig,
+    "Binary cross-entropy, optionally multi-scale"
+);
 
 /// `bending`: bending energy, the mean of squared second derivatives of the DDF.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -246,7 +286,12 @@ impl RegularizationConfig for BendingConfig {
     }
 }
 
-register_component!(regularization, "bending", BendingConfig, "Bending energy of the DDF");
+register_component!(
+    regularization,
+    "bending",
+    BendingConfig,
+    "Bending energy of the DDF"
+);
 
 /// `gradient`: mean L2 (or L1) norm of the DDF's first derivatives.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -263,4 +308,9 @@ impl RegularizationConfig for GradientConfig {
     }
 }
 
-register_component!(regularization, "gradient", GradientConfig, "Gradient norm (L2, or L1) of the DDF");
+register_component!(
+    regularization,
+    "gradient",
+    GradientConfig,
+    "Gradient norm (L2, or L1) of the DDF"
+);

@@ -6,6 +6,6 @@
 mod config;
 
 pub use config::{
-    BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig, JaccardConfig, LnccConfig,
-    LnccKernel, OverlapConfig, ScaleKernel, SsdConfig,
+    BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig,
+    JaccardConfig, LnccConfig, LnccKernel, OverlapConfig, ScaleKernel, SsdConfig,
 };

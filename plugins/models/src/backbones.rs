@@ -101,7 +101,12 @@ impl BackboneConfig for UNetConfig {
     }
 }
 
-register_component!(backbone, "unet", UNetConfig, "U-Net encoder-decoder with skip connections (DeepReg UNet)");
+register_component!(
+    backbone,
+    "unet",
+    UNetConfig,
+    "U-Net encoder-decoder with skip connections (DeepReg UNet)"
+);
 
 /// `local`: DeepReg's LocalNet, a U-Net whose output sums several decoder levels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -162,7 +167,12 @@ impl BackboneConfig for LocalNetConfig {
     }
 }
 
-register_component!(backbone, "local", LocalNetConfig, "LocalNet: multi-level dense field from summed decoder levels (DeepReg LocalNet)");
+register_component!(
+    backbone,
+    "local",
+    LocalNetConfig,
+    "LocalNet: multi-level dense field from summed decoder levels (DeepReg LocalNet)"
+);
 
 /// `global`: DeepReg's GlobalNet, an encoder and a dense head predicting an affine transform
 /// (initialised to identity).
@@ -204,4 +214,9 @@ impl BackboneConfig for GlobalNetConfig {
     }
 }
 
-register_component!(backbone, "global", GlobalNetConfig, "GlobalNet: encoder + dense head predicting an affine transform (DeepReg GlobalNet)");
+register_component!(
+    backbone,
+    "global",
+    GlobalNetConfig,
+    "GlobalNet: encoder + dense head predicting an affine transform (DeepReg GlobalNet)"
+);

@@ -18,7 +18,12 @@ impl MethodConfig for DdfMethod {
     }
 }
 
-register_component!(method, "ddf", DdfMethod, "Predict a dense displacement field (DDF) from the moving and fixed images");
+register_component!(
+    method,
+    "ddf",
+    DdfMethod,
+    "Predict a dense displacement field (DDF) from the moving and fixed images"
+);
 
 /// `dvf`: the backbone predicts a stationary velocity field, integrated into a
 /// diffeomorphic DDF by scaling and squaring in `int_steps` steps.
@@ -43,7 +48,12 @@ impl MethodConfig for DvfMethod {
     }
 }
 
-register_component!(method, "dvf", DvfMethod, "Predict a velocity field, integrated by scaling and squaring into a diffeomorphic DDF");
+register_component!(
+    method,
+    "dvf",
+    DvfMethod,
+    "Predict a velocity field, integrated by scaling and squaring into a diffeomorphic DDF"
+);
 
 /// `conditional`: the backbone predicts the fixed label directly from the moving image,
 /// the fixed image and the moving label (no transform). Needs labelled data.
@@ -64,4 +74,9 @@ impl MethodConfig for ConditionalMethod {
     }
 }
 
-register_component!(method, "conditional", ConditionalMethod, "Predict the fixed label from moving image, fixed image and moving label");
+register_component!(
+    method,
+    "conditional",
+    ConditionalMethod,
+    "Predict the fixed label from moving image, fixed image and moving label"
+);

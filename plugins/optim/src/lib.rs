@@ -55,7 +55,12 @@ impl OptimizerConfig for AdamConfig {
     }
 }
 
-register_component!(optimizer, "adam", AdamConfig, "Adam (Keras keys: learning_rate, beta_1, beta_2, epsilon, amsgrad)");
+register_component!(
+    optimizer,
+    "adam",
+    AdamConfig,
+    "Adam (Keras keys: learning_rate, beta_1, beta_2, epsilon, amsgrad)"
+);
 
 /// `SGD` with optional (Nesterov) momentum: `v ← μv - lr·g`, `θ ← θ + v` (Nesterov:
 /// `θ ← θ + μv - lr·g`).
@@ -83,7 +88,12 @@ impl OptimizerConfig for SgdConfig {
     }
 }
 
-register_component!(optimizer, "sgd", SgdConfig, "Stochastic gradient descent with optional (Nesterov) momentum");
+register_component!(
+    optimizer,
+    "sgd",
+    SgdConfig,
+    "Stochastic gradient descent with optional (Nesterov) momentum"
+);
 
 /// `RMSprop`: `s ← ρs + (1-ρ)g²`, `θ ← θ - lr·g / (√s + ε)` (with optional momentum).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,4 +126,9 @@ impl OptimizerConfig for RmspropConfig {
     }
 }
 
-register_component!(optimizer, "rmsprop", RmspropConfig, "RMSprop (Keras keys: learning_rate, rho, momentum, epsilon, centered)");
+register_component!(
+    optimizer,
+    "rmsprop",
+    RmspropConfig,
+    "RMSprop (Keras keys: learning_rate, rho, momentum, epsilon, centered)"
+);
