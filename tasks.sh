@@ -62,7 +62,14 @@ case "$task" in
     test)
         install_system_packages
         install_rust
-        cargo test --workspace
+        log="$(mktemp)"
+        trap 'rm -f "$log"' EXIT
+        status=0
+        cargo test --workspace 2>&1 | tee "$log" || status=$?
+        # One closing line over every test binary (cargo prints one result line per binary).
+        awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+             END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"
+        exit "$status"
         ;;
     lint)
         install_system_packages
