@@ -68,7 +68,7 @@ case "$task" in
         cargo test --workspace 2>&1 | tee "$log" || status=$?
         # One closing line over every test binary (cargo prints one result line per binary).
         awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-             END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"
+             END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
         exit "$status"
         ;;
     lint)
