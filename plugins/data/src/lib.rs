@@ -6,5 +6,5 @@ mod file_loaders;
 mod loaders;
 
 pub use augmentations::{AffineAugmentation, DdfAugmentation};
-pub use file_loaders::{H5Format, NiftiFormat};
+pub use file_loaders::{read_nifti, write_h5, write_nifti, H5Format, NiftiFormat};
 pub use loaders::{GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, UnpairedLoader};

@@ -181,10 +181,10 @@ fn state_for_other_variables_is_refused() {
         epsilon: 1e-7,
         amsgrad: false,
     };
-    let mut optimizer = config.build(fresh_vars()).unwrap();
+    let optimizer = config.build(fresh_vars()).unwrap();
     let state = optimizer.state();
     let mut other = config.build(vec![scalar(1.0), scalar(2.0)]).unwrap();
-    let error = other.load_state(state).err().expect("shapes differ");
+    let error = other.load_state(state).expect_err("shapes differ");
     assert!(
         error
             .to_string()
@@ -194,8 +194,7 @@ fn state_for_other_variables_is_refused() {
     let mut empty = config.build(fresh_vars()).unwrap();
     let error = empty
         .load_state(OptimizerState::default())
-        .err()
-        .expect("state is empty");
+        .expect_err("state is empty");
     assert!(
         error.to_string().contains("saved state lacks `m.0`"),
         "{error}"
