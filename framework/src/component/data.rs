@@ -56,6 +56,12 @@ pub trait FileLoader: Send + Sync {
 
     /// Reads volume `index`. Errors name the file (and key) that failed.
     fn load(&self, index: usize) -> Result<Volume, ComponentError>;
+
+    /// The array shape of volume `index`, without reading its voxels where the format
+    /// allows (loaders use it to count labels up front). Defaults to loading the volume.
+    fn shape(&self, index: usize) -> Result<Vec<usize>, ComponentError> {
+        Ok(self.load(index)?.shape)
+    }
 }
 
 /// Moving and fixed image shapes after preprocessing.

@@ -82,6 +82,16 @@ impl FileLoader for H5Datasets {
         check_volume(&self.path, &what, &volume)?;
         Ok(volume)
     }
+
+    fn shape(&self, index: usize) -> Result<Vec<usize>, ComponentError> {
+        let key = self.keys.get(index).ok_or_else(|| {
+            ComponentError::invalid("file_loader `h5`", format!("no image {index}"))
+        })?;
+        hdf5::File::open(&self.path)
+            .and_then(|file| file.dataset(key))
+            .map(|dataset| dataset.shape())
+            .map_err(|e| data_error(&self.path, format!("cannot read dataset `{key}`: {e}")))
+    }
 }
 
 /// The id of a key; grouped keys must read `group-<g>-<i>`.

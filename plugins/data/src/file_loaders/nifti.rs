@@ -68,6 +68,20 @@ impl FileLoader for NiftiFiles {
         })?;
         read_nifti(path)
     }
+
+    fn shape(&self, index: usize) -> Result<Vec<usize>, ComponentError> {
+        let path = self.files.get(index).ok_or_else(|| {
+            ComponentError::invalid("file_loader `nifti`", format!("no image {index}"))
+        })?;
+        let header = NiftiHeader::from_file(path)
+            .map_err(|e| data_error(path, format!("cannot read NIfTI header: {e}")))?;
+        check_dims(path, &header)?;
+        let rank = usize::from(header.dim[0]);
+        Ok(header.dim[1..=rank]
+            .iter()
+            .map(|&d| usize::from(d))
+            .collect())
+    }
 }
 
 fn collect_nifti_files(folder: &Path, out: &mut Vec<PathBuf>) -> Result<(), ComponentError> {

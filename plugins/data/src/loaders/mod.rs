@@ -1,0 +1,14 @@
+//! Data loaders (`dataset.type`): which moving/fixed pairs an epoch holds, and loading them.
+
+mod config;
+mod grouped;
+mod images;
+mod paired;
+mod pairs;
+mod sampling;
+mod unpaired;
+
+pub use config::{GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, UnpairedLoader};
+
+#[cfg(test)]
+mod tests;
