@@ -3,7 +3,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use voxreg_framework::prelude::*;
 
-const EPS: f64 = 1.0e-5;
+use crate::deform::{BendingEnergy, GradientNorm};
+use crate::util::{check_spatial_dims, EPS};
 
 fn eps() -> f64 {
     EPS
@@ -48,7 +49,9 @@ fn scales<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>
 }
 
 fn not_implemented(component: &str) -> ComponentError {
-    ComponentError::not_implemented(component)
+    ComponentError::not_implemented(format!(
+        "{component} (it needs the separable filters of the ops module)"
+    ))
 }
 
 /// `lncc`: local normalised cross-correlation, negated:
@@ -92,6 +95,12 @@ register_component!(
 );
 
 /// `gmi`: global mutual information with Parzen windowing, negated.
+///
+/// Intensities clipped to `[0, 1]`, `B = num_bins` bin centres `c_k = k / (B − 1)`, window
+/// `σ = sigma_ratio / (B − 1)`; per voxel weights `a_k ∝ exp(−(x − c_k)² / 2σ²)` normalised
+/// over `k`; `p_f = mean_v a`, `p_w = mean_v b`, `p_fw = mean_v a bᵀ`;
+/// loss `−Σ_{k,l} p_fw ln((p_fw + ε) / (p_f p_wᵀ + ε) + ε)`, `ε = 1e-5`, per batch element.
+/// Requires `num_bins ≥ 2` and `sigma_ratio > 0`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GmiConfig {
     /// Histogram bins.
@@ -123,7 +132,9 @@ register_component!(
     "Global mutual information (negated)"
 );
 
-/// `gncc`: global normalised cross-correlation, negated.
+/// `gncc`: global normalised cross-correlation, squared and negated:
+/// `−(cov(f, w)² + ε) / (var(f) var(w) + ε)`, `ε = 1e-5`, moments (population variance) over
+/// every non-batch axis.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GnccConfig {}
 
@@ -141,8 +152,9 @@ register_component!(
     "Global normalised cross-correlation (negated)"
 );
 
-/// `ssd`: mean squared difference `mean((a - b)²)`, optionally averaged over smoothing
-/// scales.
+/// `ssd`: mean squared difference `mean((f − w)²)` over every non-batch axis (for labels
+/// `(N, L, *spatial)` that is also the mean over labels), optionally averaged over smoothing
+/// scales. Only `scales` null or all 0 (a single unsmoothed scale) can be built yet.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SsdConfig {
     /// Smoothing scales (σ in voxels; 0 = none); absent for a single unsmoothed scale.
@@ -180,10 +192,12 @@ register_component!(
     "Mean squared label difference, optionally multi-scale"
 );
 
-/// Keys shared by `dice` and `jaccard`.
+/// Keys shared by `dice` and `jaccard`. Only `scales` null or all 0 (a single unsmoothed
+/// scale) can be built yet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OverlapConfig {
-    /// Threshold both labels at 0.5 first.
+    /// Threshold both labels at 0.5 first (`≥ 0.5` → 1, else 0); the loss then has no
+    /// gradient.
     #[serde(default)]
     pub binary: bool,
     /// Weight of the background class in [0, 1]; > 0 gives the generalised form.
@@ -203,7 +217,10 @@ pub struct OverlapConfig {
     pub kernel: ScaleKernel,
 }
 
-/// `dice`: Dice score `2|A∩B| / (|A|+|B|)`, negated.
+/// `dice`: Dice score, negated, per label channel and averaged over the channels. With
+/// `P = Σ t p`, `S = Σ (t + p)` over a channel's `V` voxels and `w = background_weight`:
+/// `−(2P + smooth_nr) / (S + smooth_dr)`; for `w > 0` the generalised
+/// `−(2(P − wS + wV) + smooth_nr) / ((1 − 2w) S + 2wV + smooth_dr)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DiceConfig(pub OverlapConfig);
@@ -222,7 +239,9 @@ register_component!(
     "Dice score (negated), optionally multi-scale"
 );
 
-/// `jaccard`: Jaccard index `|A∩B| / |A∪B|`, negated.
+/// `jaccard`: Jaccard index, negated, per label channel and averaged over the channels. With
+/// `P`, `S`, `V`, `w` as for `dice`: `−(P + smooth_nr) / (S − P + smooth_dr)`; for `w > 0`
+/// the generalised `−(P − wS + wV + smooth_nr) / ((1 − w) S − P + wV + smooth_dr)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JaccardConfig(pub OverlapConfig);
@@ -241,10 +260,14 @@ register_component!(
     "Jaccard index (negated), optionally multi-scale"
 );
 
-/// `cross-entropy`: binary cross-entropy of the labels.
+/// `cross-entropy`: binary cross-entropy per label channel, averaged over the channels:
+/// `(1 − w) · (−mean(t ln(p + smooth))) + w · (−mean((1 − t) ln(1 − p + smooth)))`, means
+/// over the channel's voxels, `w = background_weight` (`w = 0`: the foreground term only).
+/// Only `scales` null or all 0 can be built yet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CrossEntropyConfig {
-    /// Threshold both labels at 0.5 first.
+    /// Threshold both labels at 0.5 first (`≥ 0.5` → 1, else 0); the loss then has no
+    /// gradient.
     #[serde(default)]
     pub binary: bool,
     /// Weight of the background class in [0, 1].
@@ -275,14 +298,19 @@ register_component!(
     "Binary cross-entropy, optionally multi-scale"
 );
 
-/// `bending`: bending energy, the mean of squared second derivatives of the DDF.
+/// `bending`: bending energy of the DDF `u = (N, ndim, *spatial)` from DeepReg's central
+/// differences `D_a u[i] = (u[i+1] − u[i−1]) / 2` (other axes cropped by 1):
+/// `mean_{i, x} [Σ_a (D_a D_a u_i)² + 2 Σ_{a<b} (D_b D_a u_i)²]` over the components `i` and
+/// the voxels `x` of the grid cropped by 2 on each side (3D: `u_xx² + u_yy² + u_zz² + 2u_xy²
+/// + 2u_xz² + 2u_yz²`). Needs every spatial size ≥ 5.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BendingConfig {}
 
 #[typetag::serialize(name = "bending")]
 impl RegularizationConfig for BendingConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
-        Err(not_implemented("regularization `bending`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
+        check_spatial_dims("regularization `bending`", spatial_dims)?;
+        Ok(Box::new(BendingEnergy { spatial_dims }))
     }
 }
 
@@ -293,7 +321,11 @@ register_component!(
     "Bending energy of the DDF"
 );
 
-/// `gradient`: mean L2 (or L1) norm of the DDF's first derivatives.
+/// `gradient`: gradient norm of the DDF `u = (N, ndim, *spatial)` from DeepReg's central
+/// differences `D_a u[i] = (u[i+1] − u[i−1]) / 2` (other axes cropped by 1):
+/// `mean_{i, x} Σ_a (D_a u_i)²`, or with `l1` `mean_{i, x} Σ_a |D_a u_i|`, over the
+/// components `i` and the voxels `x` of the grid cropped by 1 on each side. Needs every
+/// spatial size ≥ 3.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GradientConfig {
     /// L1 instead of squared L2.
@@ -303,8 +335,12 @@ pub struct GradientConfig {
 
 #[typetag::serialize(name = "gradient")]
 impl RegularizationConfig for GradientConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
-        Err(not_implemented("regularization `gradient`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
+        check_spatial_dims("regularization `gradient`", spatial_dims)?;
+        Ok(Box::new(GradientNorm {
+            spatial_dims,
+            l1: self.l1,
+        }))
     }
 }
 
