@@ -4,7 +4,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use voxreg_framework::prelude::*;
 
 use crate::deform::{BendingEnergy, GradientNorm};
-use crate::util::{check_spatial_dims, EPS};
+use crate::image::{Gmi, Gncc, Ssd};
+use crate::util::{check_single_scale, check_spatial_dims, EPS};
 
 fn eps() -> f64 {
     EPS
@@ -120,8 +121,29 @@ fn default_sigma_ratio() -> f64 {
 
 #[typetag::serialize(name = "gmi")]
 impl ImageLossConfig for GmiConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        Err(not_implemented("image_loss `gmi`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        let component = "image_loss `gmi`";
+        check_spatial_dims(component, spatial_dims)?;
+        if self.num_bins < 2 {
+            return Err(ComponentError::invalid(
+                component,
+                format!("num_bins must be at least 2, got {}", self.num_bins),
+            ));
+        }
+        if !(self.sigma_ratio.is_finite() && self.sigma_ratio > 0.0) {
+            return Err(ComponentError::invalid(
+                component,
+                format!(
+                    "sigma_ratio must be a positive number, got {}",
+                    self.sigma_ratio
+                ),
+            ));
+        }
+        Ok(Box::new(Gmi {
+            spatial_dims,
+            num_bins: self.num_bins,
+            sigma_ratio: self.sigma_ratio,
+        }))
     }
 }
 
@@ -140,8 +162,9 @@ pub struct GnccConfig {}
 
 #[typetag::serialize(name = "gncc")]
 impl ImageLossConfig for GnccConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        Err(not_implemented("image_loss `gncc`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        check_spatial_dims("image_loss `gncc`", spatial_dims)?;
+        Ok(Box::new(Gncc { spatial_dims }))
     }
 }
 
@@ -167,8 +190,14 @@ pub struct SsdConfig {
 
 #[typetag::serialize(name = "ssd")]
 impl ImageLossConfig for SsdConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        Err(not_implemented("image_loss `ssd`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        let component = "image_loss `ssd`";
+        check_spatial_dims(component, spatial_dims)?;
+        check_single_scale(component, self.scales.as_deref())?;
+        Ok(Box::new(Ssd {
+            component,
+            spatial_dims,
+        }))
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod config;
 mod deform;
+mod image;
 #[cfg(test)]
 mod testing;
 mod util;

@@ -21,6 +21,64 @@ pub(crate) fn check_spatial_dims(
     }
 }
 
+/// Accepts `scales` that mean a single unsmoothed scale: absent (`null`) or only zeros.
+///
+/// An empty list, a negative or a non-finite scale is invalid. Positive scales need the
+/// separable Gaussian / Cauchy smoothing of the ops module, which this build lacks: they are
+/// reported as not implemented.
+pub(crate) fn check_single_scale(
+    component: &str,
+    scales: Option<&[f64]>,
+) -> Result<(), ComponentError> {
+    let Some(scales) = scales else {
+        return Ok(());
+    };
+    if scales.is_empty() {
+        return Err(ComponentError::invalid(
+            component,
+            "scales must be null, one number or a non-empty list of numbers ≥ 0",
+        ));
+    }
+    if let Some(bad) = scales.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+        return Err(ComponentError::invalid(
+            component,
+            format!("scales must be finite numbers ≥ 0 (0 = no smoothing), got {bad}"),
+        ));
+    }
+    if scales.iter().any(|s| *s != 0.0) {
+        return Err(ComponentError::not_implemented(format!(
+            "{component} with smoothing scales {scales:?} (multi-scale; only null or [0] run)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a pair of loss inputs: floating point, the same shape, `(N, C, *spatial)` with
+/// `spatial_dims` spatial axes, nothing empty.
+pub(crate) fn check_pair(
+    component: &str,
+    spatial_dims: usize,
+    fixed: &Tensor,
+    warped: &Tensor,
+) -> candle::Result<()> {
+    if fixed.dims() != warped.dims() {
+        candle::bail!(
+            "{component}: fixed {:?} and warped {:?} differ in shape",
+            fixed.dims(),
+            warped.dims()
+        );
+    }
+    check_input(component, "inputs", spatial_dims, fixed)?;
+    if fixed.dtype() != warped.dtype() {
+        candle::bail!(
+            "{component}: fixed ({:?}) and warped ({:?}) differ in dtype",
+            fixed.dtype(),
+            warped.dtype()
+        );
+    }
+    Ok(())
+}
+
 /// Checks one input: floating point, `(N, C, *spatial)` with `spatial_dims` spatial axes,
 /// nothing empty.
 pub(crate) fn check_input(
@@ -46,4 +104,26 @@ pub(crate) fn check_input(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_scale_accepts_null_and_zeros_only() {
+        assert!(check_single_scale("c", None).is_ok());
+        assert!(check_single_scale("c", Some(&[0.0])).is_ok());
+        assert!(check_single_scale("c", Some(&[0.0, 0.0])).is_ok());
+        assert!(matches!(
+            check_single_scale("c", Some(&[0.0, 1.0])),
+            Err(ComponentError::NotImplemented { .. })
+        ));
+        for bad in [&[][..], &[-1.0], &[f64::NAN], &[f64::INFINITY]] {
+            assert!(matches!(
+                check_single_scale("c", Some(bad)),
+                Err(ComponentError::InvalidConfig { .. })
+            ));
+        }
+    }
 }
