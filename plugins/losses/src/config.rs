@@ -5,7 +5,10 @@ use voxreg_framework::prelude::*;
 
 use crate::deform::{BendingEnergy, GradientNorm};
 use crate::image::{Gmi, Gncc, Ssd};
-use crate::util::{check_single_scale, check_spatial_dims, EPS};
+use crate::label::{CrossEntropy, Overlap, OverlapKind};
+use crate::util::{
+    check_background_weight, check_single_scale, check_smoothing, check_spatial_dims, EPS,
+};
 
 fn eps() -> f64 {
     EPS
@@ -203,8 +206,14 @@ impl ImageLossConfig for SsdConfig {
 
 #[typetag::serialize(name = "ssd")]
 impl LabelLossConfig for SsdConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
-        Err(not_implemented("label_loss `ssd`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        let component = "label_loss `ssd`";
+        check_spatial_dims(component, spatial_dims)?;
+        check_single_scale(component, self.scales.as_deref())?;
+        Ok(Box::new(Ssd {
+            component,
+            spatial_dims,
+        }))
     }
 }
 
@@ -246,6 +255,32 @@ pub struct OverlapConfig {
     pub kernel: ScaleKernel,
 }
 
+impl OverlapConfig {
+    fn build(
+        &self,
+        kind: OverlapKind,
+        spatial_dims: usize,
+    ) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        let component = match kind {
+            OverlapKind::Dice => "label_loss `dice`",
+            OverlapKind::Jaccard => "label_loss `jaccard`",
+        };
+        check_spatial_dims(component, spatial_dims)?;
+        check_background_weight(component, self.background_weight)?;
+        check_smoothing(component, "smooth_nr", self.smooth_nr)?;
+        check_smoothing(component, "smooth_dr", self.smooth_dr)?;
+        check_single_scale(component, self.scales.as_deref())?;
+        Ok(Box::new(Overlap {
+            kind,
+            spatial_dims,
+            binary: self.binary,
+            background_weight: self.background_weight,
+            smooth_nr: self.smooth_nr,
+            smooth_dr: self.smooth_dr,
+        }))
+    }
+}
+
 /// `dice`: Dice score, negated, per label channel and averaged over the channels. With
 /// `P = Σ t p`, `S = Σ (t + p)` over a channel's `V` voxels and `w = background_weight`:
 /// `−(2P + smooth_nr) / (S + smooth_dr)`; for `w > 0` the generalised
@@ -256,8 +291,8 @@ pub struct DiceConfig(pub OverlapConfig);
 
 #[typetag::serialize(name = "dice")]
 impl LabelLossConfig for DiceConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
-        Err(not_implemented("label_loss `dice`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        self.0.build(OverlapKind::Dice, spatial_dims)
     }
 }
 
@@ -277,8 +312,8 @@ pub struct JaccardConfig(pub OverlapConfig);
 
 #[typetag::serialize(name = "jaccard")]
 impl LabelLossConfig for JaccardConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
-        Err(not_implemented("label_loss `jaccard`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        self.0.build(OverlapKind::Jaccard, spatial_dims)
     }
 }
 
@@ -315,8 +350,18 @@ pub struct CrossEntropyConfig {
 
 #[typetag::serialize(name = "cross-entropy")]
 impl LabelLossConfig for CrossEntropyConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
-        Err(not_implemented("label_loss `cross-entropy`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        let component = "label_loss `cross-entropy`";
+        check_spatial_dims(component, spatial_dims)?;
+        check_background_weight(component, self.background_weight)?;
+        check_smoothing(component, "smooth", self.smooth)?;
+        check_single_scale(component, self.scales.as_deref())?;
+        Ok(Box::new(CrossEntropy {
+            spatial_dims,
+            binary: self.binary,
+            background_weight: self.background_weight,
+            smooth: self.smooth,
+        }))
     }
 }
 
@@ -379,3 +424,171 @@ register_component!(
     GradientConfig,
     "Gradient norm (L2, or L1) of the DDF"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlap() -> OverlapConfig {
+        OverlapConfig {
+            binary: false,
+            background_weight: 0.0,
+            smooth_nr: EPS,
+            smooth_dr: EPS,
+            scales: None,
+            kernel: ScaleKernel::Gaussian,
+        }
+    }
+
+    fn cross_entropy() -> CrossEntropyConfig {
+        CrossEntropyConfig {
+            binary: false,
+            background_weight: 0.0,
+            smooth: EPS,
+            scales: None,
+            kernel: ScaleKernel::Gaussian,
+        }
+    }
+
+    fn invalid<T>(result: Result<T, ComponentError>) -> String {
+        match result {
+            Err(error @ ComponentError::InvalidConfig { .. }) => error.to_string(),
+            Err(other) => panic!("expected an invalid-config error, got {other}"),
+            Ok(_) => panic!("expected an invalid-config error, got a built component"),
+        }
+    }
+
+    fn not_implemented<T>(result: Result<T, ComponentError>) -> String {
+        match result {
+            Err(error @ ComponentError::NotImplemented { .. }) => error.to_string(),
+            Err(other) => panic!("expected a not-implemented error, got {other}"),
+            Ok(_) => panic!("expected a not-implemented error, got a built component"),
+        }
+    }
+
+    #[test]
+    fn every_implemented_loss_builds_in_2d_and_3d_only() {
+        for dims in [2, 3] {
+            assert!(ImageLossConfig::build(&SsdConfig::default(), dims).is_ok());
+            assert!(GnccConfig::default().build(dims).is_ok());
+            assert!(GmiConfig {
+                num_bins: 23,
+                sigma_ratio: 0.5
+            }
+            .build(dims)
+            .is_ok());
+            assert!(LabelLossConfig::build(&SsdConfig::default(), dims).is_ok());
+            assert!(DiceConfig(overlap()).build(dims).is_ok());
+            assert!(JaccardConfig(overlap()).build(dims).is_ok());
+            assert!(cross_entropy().build(dims).is_ok());
+            assert!(BendingConfig::default().build(dims).is_ok());
+            assert!(GradientConfig { l1: true }.build(dims).is_ok());
+        }
+        assert!(invalid(GnccConfig::default().build(1)).contains("spatial_dims"));
+        assert!(invalid(DiceConfig(overlap()).build(4)).contains("spatial_dims"));
+        assert!(invalid(BendingConfig::default().build(1)).contains("spatial_dims"));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_at_build_time() {
+        let message = invalid(
+            GmiConfig {
+                num_bins: 1,
+                sigma_ratio: 0.5,
+            }
+            .build(3),
+        );
+        assert!(
+            message.contains("gmi") && message.contains("num_bins"),
+            "{message}"
+        );
+        for sigma_ratio in [0.0, -1.0, f64::NAN] {
+            let message = invalid(
+                GmiConfig {
+                    num_bins: 23,
+                    sigma_ratio,
+                }
+                .build(3),
+            );
+            assert!(message.contains("sigma_ratio"), "{message}");
+        }
+        for weight in [-0.1, 1.5, f64::NAN] {
+            let config = OverlapConfig {
+                background_weight: weight,
+                ..overlap()
+            };
+            let message = invalid(DiceConfig(config.clone()).build(3));
+            assert!(message.contains("background_weight"), "{message}");
+            assert!(invalid(JaccardConfig(config).build(3)).contains("jaccard"));
+            let message = invalid(
+                CrossEntropyConfig {
+                    background_weight: weight,
+                    ..cross_entropy()
+                }
+                .build(3),
+            );
+            assert!(message.contains("background_weight"), "{message}");
+        }
+        let message = invalid(
+            DiceConfig(OverlapConfig {
+                smooth_dr: -1.0,
+                ..overlap()
+            })
+            .build(2),
+        );
+        assert!(message.contains("smooth_dr"), "{message}");
+        let message = invalid(
+            CrossEntropyConfig {
+                smooth: f64::INFINITY,
+                ..cross_entropy()
+            }
+            .build(2),
+        );
+        assert!(message.contains("smooth"), "{message}");
+        let empty = SsdConfig {
+            scales: Some(vec![]),
+            ..SsdConfig::default()
+        };
+        let message = invalid(ImageLossConfig::build(&empty, 2));
+        assert!(message.contains("scales"), "{message}");
+    }
+
+    #[test]
+    fn multi_scale_and_lncc_are_not_implemented_yet() {
+        let zero = Some(vec![0.0]);
+        let smoothed = Some(vec![0.0, 1.0, 2.0]);
+        let ssd = |scales: &Option<Vec<f64>>| SsdConfig {
+            scales: scales.clone(),
+            kernel: ScaleKernel::Cauchy,
+        };
+        assert!(ImageLossConfig::build(&ssd(&zero), 3).is_ok());
+        assert!(LabelLossConfig::build(&ssd(&zero), 3).is_ok());
+        let with_scales = |scales: &Option<Vec<f64>>| OverlapConfig {
+            scales: scales.clone(),
+            ..overlap()
+        };
+        assert!(DiceConfig(with_scales(&zero)).build(3).is_ok());
+        assert!(JaccardConfig(with_scales(&zero)).build(3).is_ok());
+        let ce = |scales: &Option<Vec<f64>>| CrossEntropyConfig {
+            scales: scales.clone(),
+            ..cross_entropy()
+        };
+        assert!(ce(&zero).build(3).is_ok());
+        let message = not_implemented(ImageLossConfig::build(&ssd(&smoothed), 3));
+        assert!(
+            message.contains("ssd") && message.contains("scales"),
+            "{message}"
+        );
+        not_implemented(LabelLossConfig::build(&ssd(&smoothed), 3));
+        not_implemented(DiceConfig(with_scales(&smoothed)).build(3));
+        not_implemented(JaccardConfig(with_scales(&smoothed)).build(2));
+        not_implemented(ce(&smoothed).build(2));
+        let lncc = LnccConfig {
+            kernel_size: 9,
+            kernel_type: LnccKernel::Rectangular,
+            smooth_nr: EPS,
+            smooth_dr: EPS,
+        };
+        assert!(not_implemented(lncc.build(3)).contains("lncc"));
+    }
+}

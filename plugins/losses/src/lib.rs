@@ -12,6 +12,7 @@
 mod config;
 mod deform;
 mod image;
+mod label;
 #[cfg(test)]
 mod testing;
 mod util;

@@ -76,3 +76,20 @@ pub(crate) fn check_gradient(f: impl Fn(&Tensor) -> candle::Result<Tensor>, x: &
         );
     }
 }
+
+/// Asserts that no gradient flows from `f(x)` to `x` (a thresholded, non-differentiable loss).
+pub(crate) fn assert_no_gradient(f: impl Fn(&Tensor) -> candle::Result<Tensor>, x: &Tensor) {
+    let var = Var::from_tensor(x).unwrap();
+    let total = weighted_total(&f(var.as_tensor()).unwrap()).unwrap();
+    let grads = total.backward().unwrap();
+    if let Some(grad) = grads.get(var.as_tensor()) {
+        let largest = grad
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert_eq!(largest, 0.0);
+    }
+}

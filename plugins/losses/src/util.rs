@@ -53,6 +53,34 @@ pub(crate) fn check_single_scale(
     Ok(())
 }
 
+/// Rejects a smoothing constant that is negative or not finite.
+pub(crate) fn check_smoothing(
+    component: &str,
+    key: &str,
+    value: f64,
+) -> Result<(), ComponentError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(ComponentError::invalid(
+            component,
+            format!("{key} must be a finite number ≥ 0, got {value}"),
+        ))
+    }
+}
+
+/// Rejects a `background_weight` outside `[0, 1]`, as DeepReg does.
+pub(crate) fn check_background_weight(component: &str, weight: f64) -> Result<(), ComponentError> {
+    if (0.0..=1.0).contains(&weight) {
+        Ok(())
+    } else {
+        Err(ComponentError::invalid(
+            component,
+            format!("background_weight must be within [0, 1], got {weight}"),
+        ))
+    }
+}
+
 /// Checks a pair of loss inputs: floating point, the same shape, `(N, C, *spatial)` with
 /// `spatial_dims` spatial axes, nothing empty.
 pub(crate) fn check_pair(
@@ -106,6 +134,12 @@ pub(crate) fn check_input(
     Ok(())
 }
 
+/// DeepReg's `binary` option: `1` where `x ≥ 0.5`, else `0`, in `x`'s dtype. It has no
+/// gradient.
+pub(crate) fn binarise(x: &Tensor) -> candle::Result<Tensor> {
+    x.ge(0.5)?.to_dtype(x.dtype())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +159,12 @@ mod tests {
                 Err(ComponentError::InvalidConfig { .. })
             ));
         }
+    }
+
+    #[test]
+    fn binarise_thresholds_at_one_half() -> candle::Result<()> {
+        let x = Tensor::new(&[0.0f32, 0.49, 0.5, 0.51, 1.0], &Device::Cpu)?;
+        assert_eq!(binarise(&x)?.to_vec1::<f32>()?, [0.0, 0.0, 1.0, 1.0, 1.0]);
+        Ok(())
     }
 }
