@@ -428,6 +428,8 @@ register_component!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use voxreg_framework::candle;
+    use voxreg_framework::config::ConfigDocument;
 
     fn overlap() -> OverlapConfig {
         OverlapConfig {
@@ -551,6 +553,42 @@ mod tests {
         };
         let message = invalid(ImageLossConfig::build(&empty, 2));
         assert!(message.contains("scales"), "{message}");
+    }
+
+    /// Decodes `yaml` as DeepReg writes it (keys of the component's mapping, `name` apart)
+    /// through the registry, as a config file would reach the loss.
+    fn decoded<K: voxreg_framework::registry::ComponentKind + ?Sized>(
+        name: &str,
+        yaml: &str,
+    ) -> Box<K> {
+        let registry = Registry::linked().unwrap();
+        let value = ConfigDocument::parse(yaml, "loss.yaml".as_ref())
+            .unwrap()
+            .value;
+        registry.decode::<K>(name, value).unwrap()
+    }
+
+    #[test]
+    fn deepreg_yaml_reaches_runnable_losses_through_the_registry() -> candle::Result<()> {
+        let t = Tensor::new(&[[[[1.0f32, 1.0], [1.0, 0.0]]]], &Device::Cpu)?;
+        let p = Tensor::new(&[[[[0.9f32, 0.2], [0.6, 0.1]]]], &Device::Cpu)?;
+        let dice = decoded::<dyn LabelLossConfig>("dice", "binary: true\nsmooth_nr: 0\n");
+        // Thresholded p = (1, 0, 1, 0): 2·2 / (3 + 2).
+        let value = dice.build(2).unwrap().loss(&t, &p)?.to_vec1::<f32>()?;
+        assert!((value[0] + 0.8).abs() < 1e-5, "{value:?}");
+        let gmi = decoded::<dyn ImageLossConfig>("gmi", "num_bins: 8\nsigma_ratio: 1.0\n");
+        assert!(gmi.build(2).unwrap().loss(&t, &p).is_ok());
+        let ce = decoded::<dyn LabelLossConfig>("cross-entropy", "scales: 0\n");
+        assert!(ce.build(2).is_ok());
+        let ssd = decoded::<dyn LabelLossConfig>("ssd", "scales: [0, 1]\nkernel: cauchy\n");
+        not_implemented(ssd.build(2));
+        let bending = decoded::<dyn RegularizationConfig>("bending", "{}\n");
+        let ddf = Tensor::zeros((1, 2, 5, 5), DType::F32, &Device::Cpu)?;
+        assert_eq!(
+            bending.build(2).unwrap().loss(&ddf)?.to_vec1::<f32>()?,
+            [0.0]
+        );
+        Ok(())
     }
 
     #[test]
