@@ -3,7 +3,12 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use voxreg_framework::prelude::*;
 
-const EPS: f64 = 1.0e-5;
+use crate::deform::{BendingEnergy, GradientNorm};
+use crate::image::{Gmi, Gncc, Ssd};
+use crate::label::{CrossEntropy, Overlap, OverlapKind};
+use crate::util::{
+    check_background_weight, check_single_scale, check_smoothing, check_spatial_dims, EPS,
+};
 
 fn eps() -> f64 {
     EPS
@@ -48,7 +53,9 @@ fn scales<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>
 }
 
 fn not_implemented(component: &str) -> ComponentError {
-    ComponentError::not_implemented(component)
+    ComponentError::not_implemented(format!(
+        "{component} (it needs the separable filters of the ops module)"
+    ))
 }
 
 /// `lncc`: local normalised cross-correlation, negated:
@@ -92,6 +99,12 @@ register_component!(
 );
 
 /// `gmi`: global mutual information with Parzen windowing, negated.
+///
+/// Intensities clipped to `[0, 1]`, `B = num_bins` bin centres `c_k = k / (B − 1)`, window
+/// `σ = sigma_ratio / (B − 1)`; per voxel weights `a_k ∝ exp(−(x − c_k)² / 2σ²)` normalised
+/// over `k`; `p_f = mean_v a`, `p_w = mean_v b`, `p_fw = mean_v a bᵀ`;
+/// loss `−Σ_{k,l} p_fw ln((p_fw + ε) / (p_f p_wᵀ + ε) + ε)`, `ε = 1e-5`, per batch element.
+/// Requires `num_bins ≥ 2` and `sigma_ratio > 0`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GmiConfig {
     /// Histogram bins.
@@ -111,8 +124,29 @@ fn default_sigma_ratio() -> f64 {
 
 #[typetag::serialize(name = "gmi")]
 impl ImageLossConfig for GmiConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        Err(not_implemented("image_loss `gmi`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        let component = "image_loss `gmi`";
+        check_spatial_dims(component, spatial_dims)?;
+        if self.num_bins < 2 {
+            return Err(ComponentError::invalid(
+                component,
+                format!("num_bins must be at least 2, got {}", self.num_bins),
+            ));
+        }
+        if !(self.sigma_ratio.is_finite() && self.sigma_ratio > 0.0) {
+            return Err(ComponentError::invalid(
+                component,
+                format!(
+                    "sigma_ratio must be a positive number, got {}",
+                    self.sigma_ratio
+                ),
+            ));
+        }
+        Ok(Box::new(Gmi {
+            spatial_dims,
+            num_bins: self.num_bins,
+            sigma_ratio: self.sigma_ratio,
+        }))
     }
 }
 
@@ -123,14 +157,17 @@ register_component!(
     "Global mutual information (negated)"
 );
 
-/// `gncc`: global normalised cross-correlation, negated.
+/// `gncc`: global normalised cross-correlation, squared and negated:
+/// `−(cov(f, w)² + ε) / (var(f) var(w) + ε)`, `ε = 1e-5`, moments (population variance) over
+/// every non-batch axis.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GnccConfig {}
 
 #[typetag::serialize(name = "gncc")]
 impl ImageLossConfig for GnccConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        Err(not_implemented("image_loss `gncc`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        check_spatial_dims("image_loss `gncc`", spatial_dims)?;
+        Ok(Box::new(Gncc { spatial_dims }))
     }
 }
 
@@ -141,8 +178,9 @@ register_component!(
     "Global normalised cross-correlation (negated)"
 );
 
-/// `ssd`: mean squared difference `mean((a - b)²)`, optionally averaged over smoothing
-/// scales.
+/// `ssd`: mean squared difference `mean((f − w)²)` over every non-batch axis (for labels
+/// `(N, L, *spatial)` that is also the mean over labels), optionally averaged over smoothing
+/// scales. Only `scales` null or all 0 (a single unsmoothed scale) can be built yet.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SsdConfig {
     /// Smoothing scales (σ in voxels; 0 = none); absent for a single unsmoothed scale.
@@ -155,15 +193,27 @@ pub struct SsdConfig {
 
 #[typetag::serialize(name = "ssd")]
 impl ImageLossConfig for SsdConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        Err(not_implemented("image_loss `ssd`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        let component = "image_loss `ssd`";
+        check_spatial_dims(component, spatial_dims)?;
+        check_single_scale(component, self.scales.as_deref())?;
+        Ok(Box::new(Ssd {
+            component,
+            spatial_dims,
+        }))
     }
 }
 
 #[typetag::serialize(name = "ssd")]
 impl LabelLossConfig for SsdConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
-        Err(not_implemented("label_loss `ssd`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        let component = "label_loss `ssd`";
+        check_spatial_dims(component, spatial_dims)?;
+        check_single_scale(component, self.scales.as_deref())?;
+        Ok(Box::new(Ssd {
+            component,
+            spatial_dims,
+        }))
     }
 }
 
@@ -180,10 +230,12 @@ register_component!(
     "Mean squared label difference, optionally multi-scale"
 );
 
-/// Keys shared by `dice` and `jaccard`.
+/// Keys shared by `dice` and `jaccard`. Only `scales` null or all 0 (a single unsmoothed
+/// scale) can be built yet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OverlapConfig {
-    /// Threshold both labels at 0.5 first.
+    /// Threshold both labels at 0.5 first (`≥ 0.5` → 1, else 0); the loss then has no
+    /// gradient.
     #[serde(default)]
     pub binary: bool,
     /// Weight of the background class in [0, 1]; > 0 gives the generalised form.
@@ -203,15 +255,44 @@ pub struct OverlapConfig {
     pub kernel: ScaleKernel,
 }
 
-/// `dice`: Dice score `2|A∩B| / (|A|+|B|)`, negated.
+impl OverlapConfig {
+    fn build(
+        &self,
+        kind: OverlapKind,
+        spatial_dims: usize,
+    ) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        let component = match kind {
+            OverlapKind::Dice => "label_loss `dice`",
+            OverlapKind::Jaccard => "label_loss `jaccard`",
+        };
+        check_spatial_dims(component, spatial_dims)?;
+        check_background_weight(component, self.background_weight)?;
+        check_smoothing(component, "smooth_nr", self.smooth_nr)?;
+        check_smoothing(component, "smooth_dr", self.smooth_dr)?;
+        check_single_scale(component, self.scales.as_deref())?;
+        Ok(Box::new(Overlap {
+            kind,
+            spatial_dims,
+            binary: self.binary,
+            background_weight: self.background_weight,
+            smooth_nr: self.smooth_nr,
+            smooth_dr: self.smooth_dr,
+        }))
+    }
+}
+
+/// `dice`: Dice score, negated, per label channel and averaged over the channels. With
+/// `P = Σ t p`, `S = Σ (t + p)` over a channel's `V` voxels and `w = background_weight`:
+/// `−(2P + smooth_nr) / (S + smooth_dr)`; for `w > 0` the generalised
+/// `−(2(P − wS + wV) + smooth_nr) / ((1 − 2w) S + 2wV + smooth_dr)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DiceConfig(pub OverlapConfig);
 
 #[typetag::serialize(name = "dice")]
 impl LabelLossConfig for DiceConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
-        Err(not_implemented("label_loss `dice`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        self.0.build(OverlapKind::Dice, spatial_dims)
     }
 }
 
@@ -222,15 +303,17 @@ register_component!(
     "Dice score (negated), optionally multi-scale"
 );
 
-/// `jaccard`: Jaccard index `|A∩B| / |A∪B|`, negated.
+/// `jaccard`: Jaccard index, negated, per label channel and averaged over the channels. With
+/// `P`, `S`, `V`, `w` as for `dice`: `−(P + smooth_nr) / (S − P + smooth_dr)`; for `w > 0`
+/// the generalised `−(P − wS + wV + smooth_nr) / ((1 − w) S − P + wV + smooth_dr)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JaccardConfig(pub OverlapConfig);
 
 #[typetag::serialize(name = "jaccard")]
 impl LabelLossConfig for JaccardConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
-        Err(not_implemented("label_loss `jaccard`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        self.0.build(OverlapKind::Jaccard, spatial_dims)
     }
 }
 
@@ -241,10 +324,14 @@ register_component!(
     "Jaccard index (negated), optionally multi-scale"
 );
 
-/// `cross-entropy`: binary cross-entropy of the labels.
+/// `cross-entropy`: binary cross-entropy per label channel, averaged over the channels:
+/// `(1 − w) · (−mean(t ln(p + smooth))) + w · (−mean((1 − t) ln(1 − p + smooth)))`, means
+/// over the channel's voxels, `w = background_weight` (`w = 0`: the foreground term only).
+/// Only `scales` null or all 0 can be built yet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CrossEntropyConfig {
-    /// Threshold both labels at 0.5 first.
+    /// Threshold both labels at 0.5 first (`≥ 0.5` → 1, else 0); the loss then has no
+    /// gradient.
     #[serde(default)]
     pub binary: bool,
     /// Weight of the background class in [0, 1].
@@ -263,8 +350,18 @@ pub struct CrossEntropyConfig {
 
 #[typetag::serialize(name = "cross-entropy")]
 impl LabelLossConfig for CrossEntropyConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
-        Err(not_implemented("label_loss `cross-entropy`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+        let component = "label_loss `cross-entropy`";
+        check_spatial_dims(component, spatial_dims)?;
+        check_background_weight(component, self.background_weight)?;
+        check_smoothing(component, "smooth", self.smooth)?;
+        check_single_scale(component, self.scales.as_deref())?;
+        Ok(Box::new(CrossEntropy {
+            spatial_dims,
+            binary: self.binary,
+            background_weight: self.background_weight,
+            smooth: self.smooth,
+        }))
     }
 }
 
@@ -275,14 +372,19 @@ register_component!(
     "Binary cross-entropy, optionally multi-scale"
 );
 
-/// `bending`: bending energy, the mean of squared second derivatives of the DDF.
+/// `bending`: bending energy of the DDF `u = (N, ndim, *spatial)` from DeepReg's central
+/// differences `D_a u[i] = (u[i+1] − u[i−1]) / 2` (other axes cropped by 1):
+/// `mean_{i, x} [Σ_a (D_a D_a u_i)² + 2 Σ_{a<b} (D_b D_a u_i)²]` over the components `i` and
+/// the voxels `x` of the grid cropped by 2 on each side (3D: `u_xx² + u_yy² + u_zz² + 2u_xy²
+/// + 2u_xz² + 2u_yz²`). Needs every spatial size ≥ 5.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BendingConfig {}
 
 #[typetag::serialize(name = "bending")]
 impl RegularizationConfig for BendingConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
-        Err(not_implemented("regularization `bending`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
+        check_spatial_dims("regularization `bending`", spatial_dims)?;
+        Ok(Box::new(BendingEnergy { spatial_dims }))
     }
 }
 
@@ -293,7 +395,11 @@ register_component!(
     "Bending energy of the DDF"
 );
 
-/// `gradient`: mean L2 (or L1) norm of the DDF's first derivatives.
+/// `gradient`: gradient norm of the DDF `u = (N, ndim, *spatial)` from DeepReg's central
+/// differences `D_a u[i] = (u[i+1] − u[i−1]) / 2` (other axes cropped by 1):
+/// `mean_{i, x} Σ_a (D_a u_i)²`, or with `l1` `mean_{i, x} Σ_a |D_a u_i|`, over the
+/// components `i` and the voxels `x` of the grid cropped by 1 on each side. Needs every
+/// spatial size ≥ 3.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GradientConfig {
     /// L1 instead of squared L2.
@@ -303,8 +409,12 @@ pub struct GradientConfig {
 
 #[typetag::serialize(name = "gradient")]
 impl RegularizationConfig for GradientConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
-        Err(not_implemented("regularization `gradient`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
+        check_spatial_dims("regularization `gradient`", spatial_dims)?;
+        Ok(Box::new(GradientNorm {
+            spatial_dims,
+            l1: self.l1,
+        }))
     }
 }
 
@@ -314,3 +424,209 @@ register_component!(
     GradientConfig,
     "Gradient norm (L2, or L1) of the DDF"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use voxreg_framework::candle;
+    use voxreg_framework::config::ConfigDocument;
+
+    fn overlap() -> OverlapConfig {
+        OverlapConfig {
+            binary: false,
+            background_weight: 0.0,
+            smooth_nr: EPS,
+            smooth_dr: EPS,
+            scales: None,
+            kernel: ScaleKernel::Gaussian,
+        }
+    }
+
+    fn cross_entropy() -> CrossEntropyConfig {
+        CrossEntropyConfig {
+            binary: false,
+            background_weight: 0.0,
+            smooth: EPS,
+            scales: None,
+            kernel: ScaleKernel::Gaussian,
+        }
+    }
+
+    fn invalid<T>(result: Result<T, ComponentError>) -> String {
+        match result {
+            Err(error @ ComponentError::InvalidConfig { .. }) => error.to_string(),
+            Err(other) => panic!("expected an invalid-config error, got {other}"),
+            Ok(_) => panic!("expected an invalid-config error, got a built component"),
+        }
+    }
+
+    fn not_implemented<T>(result: Result<T, ComponentError>) -> String {
+        match result {
+            Err(error @ ComponentError::NotImplemented { .. }) => error.to_string(),
+            Err(other) => panic!("expected a not-implemented error, got {other}"),
+            Ok(_) => panic!("expected a not-implemented error, got a built component"),
+        }
+    }
+
+    #[test]
+    fn every_implemented_loss_builds_in_2d_and_3d_only() {
+        for dims in [2, 3] {
+            assert!(ImageLossConfig::build(&SsdConfig::default(), dims).is_ok());
+            assert!(GnccConfig::default().build(dims).is_ok());
+            assert!(GmiConfig {
+                num_bins: 23,
+                sigma_ratio: 0.5
+            }
+            .build(dims)
+            .is_ok());
+            assert!(LabelLossConfig::build(&SsdConfig::default(), dims).is_ok());
+            assert!(DiceConfig(overlap()).build(dims).is_ok());
+            assert!(JaccardConfig(overlap()).build(dims).is_ok());
+            assert!(cross_entropy().build(dims).is_ok());
+            assert!(BendingConfig::default().build(dims).is_ok());
+            assert!(GradientConfig { l1: true }.build(dims).is_ok());
+        }
+        assert!(invalid(GnccConfig::default().build(1)).contains("spatial_dims"));
+        assert!(invalid(DiceConfig(overlap()).build(4)).contains("spatial_dims"));
+        assert!(invalid(BendingConfig::default().build(1)).contains("spatial_dims"));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_at_build_time() {
+        let message = invalid(
+            GmiConfig {
+                num_bins: 1,
+                sigma_ratio: 0.5,
+            }
+            .build(3),
+        );
+        assert!(
+            message.contains("gmi") && message.contains("num_bins"),
+            "{message}"
+        );
+        for sigma_ratio in [0.0, -1.0, f64::NAN] {
+            let message = invalid(
+                GmiConfig {
+                    num_bins: 23,
+                    sigma_ratio,
+                }
+                .build(3),
+            );
+            assert!(message.contains("sigma_ratio"), "{message}");
+        }
+        for weight in [-0.1, 1.5, f64::NAN] {
+            let config = OverlapConfig {
+                background_weight: weight,
+                ..overlap()
+            };
+            let message = invalid(DiceConfig(config.clone()).build(3));
+            assert!(message.contains("background_weight"), "{message}");
+            assert!(invalid(JaccardConfig(config).build(3)).contains("jaccard"));
+            let message = invalid(
+                CrossEntropyConfig {
+                    background_weight: weight,
+                    ..cross_entropy()
+                }
+                .build(3),
+            );
+            assert!(message.contains("background_weight"), "{message}");
+        }
+        let message = invalid(
+            DiceConfig(OverlapConfig {
+                smooth_dr: -1.0,
+                ..overlap()
+            })
+            .build(2),
+        );
+        assert!(message.contains("smooth_dr"), "{message}");
+        let message = invalid(
+            CrossEntropyConfig {
+                smooth: f64::INFINITY,
+                ..cross_entropy()
+            }
+            .build(2),
+        );
+        assert!(message.contains("smooth"), "{message}");
+        let empty = SsdConfig {
+            scales: Some(vec![]),
+            ..SsdConfig::default()
+        };
+        let message = invalid(ImageLossConfig::build(&empty, 2));
+        assert!(message.contains("scales"), "{message}");
+    }
+
+    /// Decodes `yaml` as DeepReg writes it (keys of the component's mapping, `name` apart)
+    /// through the registry, as a config file would reach the loss.
+    fn decoded<K: voxreg_framework::registry::ComponentKind + ?Sized>(
+        name: &str,
+        yaml: &str,
+    ) -> Box<K> {
+        let registry = Registry::linked().unwrap();
+        let value = ConfigDocument::parse(yaml, "loss.yaml".as_ref())
+            .unwrap()
+            .value;
+        registry.decode::<K>(name, value).unwrap()
+    }
+
+    #[test]
+    fn deepreg_yaml_reaches_runnable_losses_through_the_registry() -> candle::Result<()> {
+        let t = Tensor::new(&[[[[1.0f32, 1.0], [1.0, 0.0]]]], &Device::Cpu)?;
+        let p = Tensor::new(&[[[[0.9f32, 0.2], [0.6, 0.1]]]], &Device::Cpu)?;
+        let dice = decoded::<dyn LabelLossConfig>("dice", "binary: true\nsmooth_nr: 0\n");
+        // Thresholded p = (1, 0, 1, 0): 2·2 / (3 + 2).
+        let value = dice.build(2).unwrap().loss(&t, &p)?.to_vec1::<f32>()?;
+        assert!((value[0] + 0.8).abs() < 1e-5, "{value:?}");
+        let gmi = decoded::<dyn ImageLossConfig>("gmi", "num_bins: 8\nsigma_ratio: 1.0\n");
+        assert!(gmi.build(2).unwrap().loss(&t, &p).is_ok());
+        let ce = decoded::<dyn LabelLossConfig>("cross-entropy", "scales: 0\n");
+        assert!(ce.build(2).is_ok());
+        let ssd = decoded::<dyn LabelLossConfig>("ssd", "scales: [0, 1]\nkernel: cauchy\n");
+        not_implemented(ssd.build(2));
+        let bending = decoded::<dyn RegularizationConfig>("bending", "{}\n");
+        let ddf = Tensor::zeros((1, 2, 5, 5), DType::F32, &Device::Cpu)?;
+        assert_eq!(
+            bending.build(2).unwrap().loss(&ddf)?.to_vec1::<f32>()?,
+            [0.0]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn multi_scale_and_lncc_are_not_implemented_yet() {
+        let zero = Some(vec![0.0]);
+        let smoothed = Some(vec![0.0, 1.0, 2.0]);
+        let ssd = |scales: &Option<Vec<f64>>| SsdConfig {
+            scales: scales.clone(),
+            kernel: ScaleKernel::Cauchy,
+        };
+        assert!(ImageLossConfig::build(&ssd(&zero), 3).is_ok());
+        assert!(LabelLossConfig::build(&ssd(&zero), 3).is_ok());
+        let with_scales = |scales: &Option<Vec<f64>>| OverlapConfig {
+            scales: scales.clone(),
+            ..overlap()
+        };
+        assert!(DiceConfig(with_scales(&zero)).build(3).is_ok());
+        assert!(JaccardConfig(with_scales(&zero)).build(3).is_ok());
+        let ce = |scales: &Option<Vec<f64>>| CrossEntropyConfig {
+            scales: scales.clone(),
+            ..cross_entropy()
+        };
+        assert!(ce(&zero).build(3).is_ok());
+        let message = not_implemented(ImageLossConfig::build(&ssd(&smoothed), 3));
+        assert!(
+            message.contains("ssd") && message.contains("scales"),
+            "{message}"
+        );
+        not_implemented(LabelLossConfig::build(&ssd(&smoothed), 3));
+        not_implemented(DiceConfig(with_scales(&smoothed)).build(3));
+        not_implemented(JaccardConfig(with_scales(&smoothed)).build(2));
+        not_implemented(ce(&smoothed).build(2));
+        let lncc = LnccConfig {
+            kernel_size: 9,
+            kernel_type: LnccKernel::Rectangular,
+            smooth_nr: EPS,
+            smooth_dr: EPS,
+        };
+        assert!(not_implemented(lncc.build(3)).contains("lncc"));
+    }
+}

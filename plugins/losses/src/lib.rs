@@ -2,8 +2,20 @@
 //!
 //! DeepReg lets any loss sit in any category; here each is registered in the categories
 //! DeepReg's documentation uses it in (`ssd` both as image and as label loss).
+//!
+//! Each loss is built from its config (`build(spatial_dims)`) and returns one value per batch
+//! element, to be minimised (similarities negated). Image losses take `(N, 1, *spatial)`,
+//! label losses `(N, L, *spatial)` (scored per label channel, averaged over channels),
+//! regularisers a DDF `(N, ndim, *spatial)`. Multi-scale `scales` and `lncc` need the
+//! separable filters of the ops module and report "not implemented" for now.
 
 mod config;
+mod deform;
+mod image;
+mod label;
+#[cfg(test)]
+mod testing;
+mod util;
 
 pub use config::{
     BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig,

@@ -1,0 +1,336 @@
+//! Image dissimilarities (DeepReg's `deepreg/loss/image.py` and its `ssd`): one value per batch
+//! element, over every non-batch axis.
+
+use voxreg_framework::candle::{self, Tensor};
+use voxreg_framework::prelude::*;
+
+use crate::util::{check_pair, EPS};
+
+/// Mean squared difference `mean((f − w)²)` over every non-batch axis. As a label loss, with
+/// `L` equally sized label channels, this is also the mean over labels of the per-label SSD.
+pub(crate) struct Ssd {
+    pub(crate) component: &'static str,
+    pub(crate) spatial_dims: usize,
+}
+
+impl Ssd {
+    fn value(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
+        check_pair(self.component, self.spatial_dims, fixed, warped)?;
+        (fixed - warped)?.sqr()?.flatten_from(1)?.mean(1)
+    }
+}
+
+impl ImageLoss for Ssd {
+    fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
+        self.value(fixed, warped)
+    }
+}
+
+impl LabelLoss for Ssd {
+    fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
+        self.value(fixed, warped)
+    }
+}
+
+/// Global normalised cross-correlation, squared and negated:
+/// `−(cov(f, w)² + ε) / (var(f)·var(w) + ε)`, moments over every non-batch axis (population
+/// variance), `ε = 1e-5`.
+pub(crate) struct Gncc {
+    pub(crate) spatial_dims: usize,
+}
+
+impl ImageLoss for Gncc {
+    fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
+        check_pair("image_loss `gncc`", self.spatial_dims, fixed, warped)?;
+        let centred = |x: &Tensor| -> candle::Result<Tensor> {
+            let x = x.flatten_from(1)?;
+            x.broadcast_sub(&x.mean_keepdim(1)?)
+        };
+        let (f, w) = (centred(fixed)?, centred(warped)?);
+        let covariance = (&f * &w)?.mean(1)?;
+        let variances = (f.sqr()?.mean(1)? * w.sqr()?.mean(1)?)?;
+        let ncc = ((covariance.sqr()? + EPS)? / (variances + EPS)?)?;
+        ncc.neg()
+    }
+}
+
+/// Global mutual information with Parzen windowing, negated.
+///
+/// Intensities are clipped to `[0, 1]`; bin centres `c_k = k / (B − 1)`, `k < B`; the window
+/// width is `σ = sigma_ratio / (B − 1)`. Each voxel's weights
+/// `a_k ∝ exp(−(x − c_k)² / 2σ²)` are normalised to sum to 1 over `k`; with `V` voxels,
+/// `p_f = mean_v a`, `p_w = mean_v b`, `p_fw = Σ_v a bᵀ / V`, and
+/// `MI = Σ_{k,l} p_fw · ln((p_fw + ε) / (p_f p_wᵀ + ε) + ε)`, `ε = 1e-5`.
+pub(crate) struct Gmi {
+    pub(crate) spatial_dims: usize,
+    pub(crate) num_bins: usize,
+    pub(crate) sigma_ratio: f64,
+}
+
+impl Gmi {
+    /// `(N, V)` intensities → `(N, V, B)` Parzen weights summing to 1 over the bins.
+    fn parzen(&self, x: &Tensor) -> candle::Result<Tensor> {
+        let spacing = 1.0 / (self.num_bins - 1) as f64;
+        let sigma = self.sigma_ratio * spacing;
+        let centres: Vec<f64> = (0..self.num_bins).map(|k| k as f64 * spacing).collect();
+        let centres =
+            Tensor::from_vec(centres, (1, 1, self.num_bins), x.device())?.to_dtype(x.dtype())?;
+        let weights = clip_unit(x)?
+            .unsqueeze(2)?
+            .broadcast_sub(&centres)?
+            .sqr()?
+            .affine(-1.0 / (2.0 * sigma * sigma), 0.0)?
+            .exp()?;
+        weights.broadcast_div(&weights.sum_keepdim(2)?)
+    }
+}
+
+/// Clips `x` to `[0, 1]` with TensorFlow's `clip_by_value` gradient: 1 inside the closed
+/// interval, boundaries included, 0 outside. (candle's `clamp` halves the gradient where `x`
+/// equals a bound, and normalised images are exactly 0 or 1 in many voxels.)
+fn clip_unit(x: &Tensor) -> candle::Result<Tensor> {
+    let inside = x.ge(0.0)?.mul(&x.le(1.0)?)?.to_dtype(x.dtype())?;
+    let outside = inside.affine(-1.0, 1.0)?;
+    (x * &inside)? + (x.clamp(0.0, 1.0)?.detach() * outside)?
+}
+
+impl ImageLoss for Gmi {
+    fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
+        check_pair("image_loss `gmi`", self.spatial_dims, fixed, warped)?;
+        let a = self.parzen(&fixed.flatten_from(1)?)?;
+        let b = self.parzen(&warped.flatten_from(1)?)?;
+        let voxels = a.dim(1)? as f64;
+        let p_f = a.mean(1)?.unsqueeze(2)?;
+        let p_w = b.mean(1)?.unsqueeze(1)?;
+        let independent = p_f.broadcast_mul(&p_w)?;
+        let joint = (a.transpose(1, 2)?.matmul(&b)? / voxels)?;
+        let ratio = ((&joint + EPS)? / (independent + EPS)?)?;
+        let mi = (joint * (ratio + EPS)?.log()?)?.sum((1, 2))?;
+        mi.neg()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, check_gradient, pseudo_random};
+    use crate::{GmiConfig, GnccConfig, SsdConfig};
+
+    fn image(values: &[f64], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn ssd_is_the_mean_squared_difference_in_2d_and_3d() -> candle::Result<()> {
+        let loss = ImageLossConfig::build(&SsdConfig::default(), 2).unwrap();
+        let fixed = image(&[0.0, 1.0, 2.0, 3.0, 1.0, 1.0, 1.0, 1.0], &[2, 1, 2, 2]);
+        let warped = image(&[0.0, 1.0, 0.0, 3.0, 0.0, 1.0, 3.0, 1.0], &[2, 1, 2, 2]);
+        // Differences: (0, 0, 2, 0) and (1, 0, −2, 0).
+        assert_close(&loss.loss(&fixed, &warped)?, &[1.0, 1.25], 1e-12);
+        let loss = ImageLossConfig::build(&SsdConfig::default(), 3).unwrap();
+        let fixed = image(&[1.0; 8], &[1, 1, 2, 2, 2]);
+        let warped = image(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 4.0], &[1, 1, 2, 2, 2]);
+        assert_close(&loss.loss(&fixed, &warped)?, &[9.0 / 8.0], 1e-12);
+        // f32, the default dtype, works too.
+        let loss_f32 = loss.loss(&fixed.to_dtype(DType::F32)?, &warped.to_dtype(DType::F32)?)?;
+        assert_close(&loss_f32, &[9.0 / 8.0], 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn gncc_of_identical_images_is_minus_one_and_matches_a_hand_value() -> candle::Result<()> {
+        let loss = GnccConfig::default().build(2).unwrap();
+        let f = image(&[0.0, 1.0, 2.0, 3.0], &[1, 1, 2, 2]);
+        assert_close(&loss.loss(&f, &f)?, &[-1.0], 1e-12);
+        // Anti-correlated images: the squared NCC is 1 as well.
+        assert_close(&loss.loss(&f, &f.affine(-2.0, 1.0)?)?, &[-1.0], 1e-12);
+        // f = (0, 1, 2, 3), w = (0, 1, 0, 1): var f = 1.25, var w = 0.25, cov = 0.25.
+        let w = image(&[0.0, 1.0, 0.0, 1.0], &[1, 1, 2, 2]);
+        let expected = -(0.0625 + EPS) / (0.3125 + EPS);
+        assert_close(&loss.loss(&f, &w)?, &[expected], 1e-12);
+        let loss = GnccConfig::default().build(3).unwrap();
+        let f = pseudo_random(&[2, 1, 2, 3, 2], 0.0, 1.0, 1);
+        assert_close(&loss.loss(&f, &f.affine(3.0, 0.5)?)?, &[-1.0, -1.0], 1e-9);
+        // Against a constant image variance and covariance vanish: ε / ε = 1, as in DeepReg.
+        let constant = image(&[0.5; 12], &[1, 1, 2, 3, 2]);
+        let one = f.narrow(0, 0, 1)?;
+        assert_close(&loss.loss(&one, &constant)?, &[-1.0], 1e-12);
+        Ok(())
+    }
+
+    #[test]
+    fn gmi_of_a_two_level_image_with_itself_is_minus_ln_2() -> candle::Result<()> {
+        // Two bins, a narrow window: each voxel falls into one bin, p_f = p_w = (½, ½),
+        // p_fw = diag(½, ½), so MI = ln 2 up to the ε terms and the window's tails (e^−50).
+        let config = GmiConfig {
+            num_bins: 2,
+            sigma_ratio: 0.1,
+        };
+        let f2 = image(&[0.0, 1.0, 1.0, 0.0], &[1, 1, 2, 2]);
+        let f3 = image(&[0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0], &[1, 1, 2, 2, 2]);
+        let expected = 2.0 * 0.5 * ((0.5 + EPS) / (0.25 + EPS) + EPS).ln();
+        for (dims, f) in [(2, f2), (3, f3)] {
+            let loss = config.build(dims).unwrap();
+            assert_close(&loss.loss(&f, &f)?, &[-expected], 1e-9);
+            // Against a constant image the joint histogram factorises: MI = Σ p ln(1 + ε).
+            let constant = f.ones_like()?;
+            assert_close(&loss.loss(&f, &constant)?, &[-(1.0 + EPS).ln()], 1e-9);
+        }
+        Ok(())
+    }
+
+    /// GMI written out as loops over voxels and bins, straight from the formula.
+    fn gmi_by_loops(f: &[f64], w: &[f64], bins: usize, ratio: f64) -> f64 {
+        let centre = |k: usize| k as f64 / (bins - 1) as f64;
+        let sigma = ratio / (bins - 1) as f64;
+        let weights = |x: f64| -> Vec<f64> {
+            let x = x.clamp(0.0, 1.0);
+            let raw: Vec<f64> = (0..bins)
+                .map(|k| (-(x - centre(k)).powi(2) / (2.0 * sigma * sigma)).exp())
+                .collect();
+            let total: f64 = raw.iter().sum();
+            raw.iter().map(|r| r / total).collect()
+        };
+        let (a, b): (Vec<_>, Vec<_>) = f
+            .iter()
+            .zip(w)
+            .map(|(x, y)| (weights(*x), weights(*y)))
+            .unzip();
+        let v = f.len() as f64;
+        let mut mi = 0.0;
+        for k in 0..bins {
+            for l in 0..bins {
+                let p_f: f64 = a.iter().map(|ai| ai[k]).sum::<f64>() / v;
+                let p_w: f64 = b.iter().map(|bi| bi[l]).sum::<f64>() / v;
+                let p_fw: f64 = a.iter().zip(&b).map(|(ai, bi)| ai[k] * bi[l]).sum::<f64>() / v;
+                mi += p_fw * ((p_fw + EPS) / (p_f * p_w + EPS) + EPS).ln();
+            }
+        }
+        mi
+    }
+
+    #[test]
+    fn gmi_matches_the_formula_written_as_loops() -> candle::Result<()> {
+        let config = GmiConfig {
+            num_bins: 7,
+            sigma_ratio: 0.5,
+        };
+        let loss = config.build(3).unwrap();
+        // Values slightly outside [0, 1] exercise the clipping.
+        let f = pseudo_random(&[2, 1, 2, 3, 2], -0.1, 1.1, 2);
+        let w = pseudo_random(&[2, 1, 2, 3, 2], -0.1, 1.1, 3);
+        let expected: Vec<f64> = (0..2)
+            .map(|n| {
+                let row = |t: &Tensor| {
+                    t.get(n)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap()
+                };
+                -gmi_by_loops(&row(&f), &row(&w), 7, 0.5)
+            })
+            .collect();
+        assert_close(&loss.loss(&f, &w)?, &expected, 1e-12);
+        let default = GmiConfig {
+            num_bins: 23,
+            sigma_ratio: 0.5,
+        }
+        .build(2)
+        .unwrap();
+        let f = pseudo_random(&[1, 1, 4, 5], 0.0, 1.0, 4);
+        let w = pseudo_random(&[1, 1, 4, 5], 0.0, 1.0, 5);
+        let row = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let expected = -gmi_by_loops(&row(&f), &row(&w), 23, 0.5);
+        assert_close(&default.loss(&f, &w)?, &[expected], 1e-12);
+        Ok(())
+    }
+
+    #[test]
+    fn gmi_clipping_passes_the_whole_gradient_on_the_bounds() -> candle::Result<()> {
+        // Voxels exactly at 0 and 1 get the one-sided (inward) derivative, as with
+        // TensorFlow's clip_by_value; voxels outside [0, 1] get none.
+        let loss = GmiConfig {
+            num_bins: 5,
+            sigma_ratio: 0.5,
+        }
+        .build(2)
+        .unwrap();
+        let fixed = pseudo_random(&[1, 1, 2, 3], 0.0, 1.0, 18);
+        let values = [0.0, 1.0, 0.3, 1.2, -0.1, 0.7];
+        let warped = image(&values, &[1, 1, 2, 3]);
+        let var = Var::from_tensor(&warped)?;
+        let grad = loss
+            .loss(&fixed, var.as_tensor())?
+            .sum_all()?
+            .backward()?
+            .get(var.as_tensor())
+            .expect("the gradient reaches the input")
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        let at = |values: &[f64]| -> f64 {
+            let warped = image(values, &[1, 1, 2, 3]);
+            let value = loss.loss(&fixed, &warped).unwrap();
+            value.sum_all().unwrap().to_scalar::<f64>().unwrap()
+        };
+        let h = 1e-7;
+        for (i, inward) in [(0, h), (1, -h)] {
+            let mut moved = values.to_vec();
+            moved[i] += inward;
+            let one_sided = (at(&moved) - at(&values)) / inward;
+            assert!(
+                (grad[i] - one_sided).abs() < 1e-5,
+                "{grad:?} vs {one_sided}"
+            );
+            assert!(grad[i] != 0.0);
+        }
+        assert_eq!((grad[3], grad[4]), (0.0, 0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn image_losses_reject_mismatched_shapes() -> candle::Result<()> {
+        let a = pseudo_random(&[1, 1, 3, 4], 0.0, 1.0, 6);
+        let b = a.narrow(3, 0, 3)?;
+        let flat = a.reshape((1, 12))?;
+        for dims in [2, 3] {
+            let losses = [
+                ImageLossConfig::build(&SsdConfig::default(), dims).unwrap(),
+                GnccConfig::default().build(dims).unwrap(),
+                GmiConfig {
+                    num_bins: 23,
+                    sigma_ratio: 0.5,
+                }
+                .build(dims)
+                .unwrap(),
+            ];
+            for loss in &losses {
+                assert!(loss.loss(&a, &b).is_err());
+                assert!(loss.loss(&flat, &flat).is_err());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn image_loss_gradients_match_finite_differences() {
+        let fixed = pseudo_random(&[2, 1, 3, 2], 0.05, 0.95, 7);
+        let warped = pseudo_random(&[2, 1, 3, 2], 0.05, 0.95, 8);
+        let fixed3 = pseudo_random(&[1, 1, 2, 2, 3], 0.05, 0.95, 9);
+        let warped3 = pseudo_random(&[1, 1, 2, 2, 3], 0.05, 0.95, 10);
+        let gmi = GmiConfig {
+            num_bins: 5,
+            sigma_ratio: 0.5,
+        };
+        let configs: [&dyn ImageLossConfig; 3] =
+            [&SsdConfig::default(), &GnccConfig::default(), &gmi];
+        for config in configs {
+            for (dims, f, w) in [(2, &fixed, &warped), (3, &fixed3, &warped3)] {
+                let loss = config.build(dims).unwrap();
+                check_gradient(|x| loss.loss(f, x), w, 1e-6);
+                check_gradient(|x| loss.loss(x, w), f, 1e-6);
+            }
+        }
+    }
+}
