@@ -1,2 +1,11 @@
 //! Spatial tensor ops for 2D and 3D registration, as candle custom ops with forward and
 //! backward passes.
+//!
+//! Every op takes channel-first batched tensors (`(N, C, H, W)` or `(N, C, D, H, W)`), checks
+//! shapes and returns a candle error on a mismatch, and has a hand-written CPU kernel for its
+//! forward and backward passes (f32 and f64).
+
+mod common;
+pub mod warp;
+
+pub use warp::{warp, Interp, Padding};
