@@ -103,6 +103,41 @@ fn main() {
         }
         return;
     }
+    if which == "convbwd" {
+        let x = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 4);
+        let w = uniform(&[16, 16, 3, 3, 3], -0.05, 0.05, 5);
+        let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
+        let xv = Var::from_tensor(&x).unwrap();
+        let wv = Var::from_tensor(&w).unwrap();
+        for _ in 0..5 {
+            let y = conv(
+                xv.as_tensor(),
+                wv.as_tensor(),
+                None,
+                &[1, 1, 1],
+                &[(1, 1); 3],
+            )
+            .unwrap();
+            backward_with(&y, &g);
+        }
+        return;
+    }
+    if which.contains("conv") {
+        let x = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 4);
+        let w = uniform(&[16, 16, 3, 3, 3], -0.05, 0.05, 5);
+        let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
+        let xv = Var::from_tensor(&x).unwrap();
+        let wv = Var::from_tensor(&w).unwrap();
+        let p = vec![(1, 1); 3];
+        time("conv fwd", 5, || {
+            conv(&x, &w, None, &[1, 1, 1], &p).unwrap();
+        });
+        time("conv fwd_bwd", 3, || {
+            let y = conv(xv.as_tensor(), wv.as_tensor(), None, &[1, 1, 1], &p).unwrap();
+            backward_with(&y, &g);
+        });
+        return;
+    }
     if which.contains("warp") {
         time("warp fwd", 10, || {
             warp(&img, &ddf, Interp::Linear, Padding::Zeros).unwrap();

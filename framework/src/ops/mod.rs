@@ -6,6 +6,8 @@
 //! forward and backward passes (f32 and f64).
 
 mod common;
+pub mod conv;
 pub mod warp;
 
+pub use conv::{conv, conv_transpose, same_padding, up_padding, valid_padding};
 pub use warp::{warp, Interp, Padding};
