@@ -16,6 +16,8 @@ pub trait Real:
     fn round_even_i32(self) -> i32;
     /// Exact conversion from `i32`.
     fn from_i32(v: i32) -> Self;
+    /// Whether the value is NaN.
+    fn is_nan(self) -> bool;
     /// Exact conversion from a small integer.
     fn from_usize(v: usize) -> Self;
 }
@@ -36,6 +38,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn from_i32(v: i32) -> Self {
                 v as $t
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
             #[inline(always)]
             fn from_usize(v: usize) -> Self {

@@ -7,7 +7,9 @@
 
 mod common;
 pub mod conv;
+pub mod pool;
 pub mod warp;
 
 pub use conv::{conv, conv_transpose, same_padding, up_padding, valid_padding};
+pub use pool::{avg_pool, max_pool, pool, PoolKind};
 pub use warp::{warp, Interp, Padding};
