@@ -8,8 +8,10 @@
 mod common;
 pub mod conv;
 pub mod pool;
+pub mod resize;
 pub mod warp;
 
 pub use conv::{conv, conv_transpose, same_padding, up_padding, valid_padding};
 pub use pool::{avg_pool, max_pool, pool, PoolKind};
+pub use resize::{resize, upsample2x, Align, ResizeMode};
 pub use warp::{warp, Interp, Padding};
