@@ -7,11 +7,16 @@
 
 mod common;
 pub mod conv;
+pub mod filter;
 pub mod pool;
 pub mod resize;
 pub mod warp;
 
 pub use conv::{conv, conv_transpose, same_padding, up_padding, valid_padding};
+pub use filter::{
+    gaussian_kernel, gaussian_kernel_sized, rectangular_kernel, separable_filter,
+    separable_filter_axes, triangular_kernel,
+};
 pub use pool::{avg_pool, max_pool, pool, PoolKind};
 pub use resize::{resize, upsample2x, Align, ResizeMode};
 pub use warp::{warp, Interp, Padding};
