@@ -7,12 +7,14 @@
 
 mod common;
 pub mod conv;
+pub mod diff;
 pub mod filter;
 pub mod pool;
 pub mod resize;
 pub mod warp;
 
 pub use conv::{conv, conv_transpose, same_padding, up_padding, valid_padding};
+pub use diff::{central_diff, central_diffs};
 pub use filter::{
     gaussian_kernel, gaussian_kernel_sized, rectangular_kernel, separable_filter,
     separable_filter_axes, triangular_kernel,
