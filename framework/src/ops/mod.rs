@@ -11,6 +11,7 @@ pub mod diff;
 pub mod filter;
 pub mod pool;
 pub mod resize;
+pub mod transform;
 pub mod warp;
 
 pub use conv::{conv, conv_transpose, same_padding, up_padding, valid_padding};
@@ -21,4 +22,7 @@ pub use filter::{
 };
 pub use pool::{avg_pool, max_pool, pool, PoolKind};
 pub use resize::{resize, upsample2x, Align, ResizeMode};
+pub use transform::{
+    affine_to_ddf, compose_ddf, dvf_to_ddf, identity_theta, random_ddf, reference_grid,
+};
 pub use warp::{warp, Interp, Padding};
