@@ -1,0 +1,1043 @@
+//! N-d convolution (2D and 3D) and transposed convolution, with gradients w.r.t. the input and
+//! the weights.
+//!
+//! # CPU kernel
+//!
+//! The output is cut into tiles of whole output rows (a row is a line along the last spatial
+//! axis). For each tile the kernel gathers the input patches into a bounded column buffer
+//! (`Cin * prod(kernel)` rows by the tile's positions, about 1 MiB; im2col per tile, never for
+//! the whole image) and multiplies it by the weight matrix with the `gemm` crate. Tiles are
+//! rayon tasks; each writes only its own output rows.
+//!
+//! The input gradient is the transposed convolution of the output gradient: a convolution with
+//! the flipped, channel-swapped kernel over the output gradient dilated by the stride, run by
+//! the same kernel. The weight gradient multiplies the output gradient of a tile by the tile's
+//! column buffer and sums the per-task partial results. Neither keeps any input-sized buffer
+//! besides its result.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::common::{check_float, contiguous, spatial_ndim, storage, Real};
+
+/// Convolution of `x` with `w` (cross-correlation, as in PyTorch and TensorFlow), plus `bias`.
+///
+/// `y[n, co, o] = bias[co] + sum_{ci, k} w[co, ci, k] * x[n, ci, o * stride + k - pad_lo]`,
+/// with zeros outside `x`. Output size per axis: `(I + lo + hi - K) / stride + 1` (floor).
+///
+/// # Shapes
+/// * `x`: `(N, Cin, H, W)` or `(N, Cin, D, H, W)`, f32 or f64.
+/// * `w`: `(Cout, Cin, KH, KW)` or `(Cout, Cin, KD, KH, KW)`, same dtype.
+/// * `bias`: `(Cout,)`.
+/// * `stride`: one value per spatial axis (>= 1); `padding`: `(lo, hi)` per spatial axis (see
+///   [`same_padding`], [`valid_padding`]).
+/// * output: `(N, Cout, *out)`.
+pub fn conv(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: &[usize],
+    padding: &[(usize, usize)],
+) -> Result<Tensor> {
+    const OP: &str = "conv";
+    let spec = ConvSpec::new(OP, x, w, stride, padding)?;
+    let xd = x.dims();
+    if w.dims()[1] != xd[1] {
+        bail!(
+            "{OP}: weight expects {} input channels, input {:?} has {}",
+            w.dims()[1],
+            xd,
+            xd[1]
+        );
+    }
+    for a in 0..spec.ndim {
+        let ext = xd[2 + a] + padding[a].0 + padding[a].1;
+        if ext < w.dims()[2 + a] {
+            bail!(
+                "{OP}: padded input {ext} is smaller than the kernel {} on axis {a}",
+                w.dims()[2 + a]
+            );
+        }
+    }
+    let y = x
+        .contiguous()?
+        .apply_op2(&w.contiguous()?, ConvFwd { spec })?;
+    add_bias(OP, y, bias)
+}
+
+/// Transposed convolution (the adjoint of [`conv`] with the same `stride` and `padding`), as
+/// used for learned up-sampling.
+///
+/// `y[n, co, i] = bias[co] + sum_{ci, k, o: o * stride + k - lo = i} w[ci, co, k] * x[n, ci, o]`.
+/// Output size per axis: `(I - 1) * stride + K - lo - hi + output_padding`, with
+/// `output_padding < stride`. [`up_padding`] gives the padding for an exact `stride`-times
+/// up-sampling.
+///
+/// # Shapes
+/// * `x`: `(N, Cin, *spatial)`, f32 or f64.
+/// * `w`: `(Cin, Cout, *kernel)` (PyTorch's layout for transposed convolution).
+/// * `bias`: `(Cout,)`.
+/// * output: `(N, Cout, *out)`.
+pub fn conv_transpose(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: &[usize],
+    padding: &[(usize, usize)],
+    output_padding: &[usize],
+) -> Result<Tensor> {
+    const OP: &str = "conv_transpose";
+    let spec = ConvSpec::new(OP, x, w, stride, padding)?;
+    let xd = x.dims();
+    if w.dims()[0] != xd[1] {
+        bail!(
+            "{OP}: weight (Cin, Cout, *k) expects {} input channels, input {:?} has {}",
+            w.dims()[0],
+            xd,
+            xd[1]
+        );
+    }
+    if output_padding.len() != spec.ndim {
+        bail!("{OP}: output_padding needs {} values", spec.ndim);
+    }
+    let mut out = vec![xd[0], w.dims()[1]];
+    for a in 0..spec.ndim {
+        let (lo, hi) = padding[a];
+        let k = w.dims()[2 + a];
+        let s = stride[a];
+        if output_padding[a] >= s {
+            bail!("{OP}: output_padding {output_padding:?} must be smaller than stride {stride:?}");
+        }
+        let full = (xd[2 + a] - 1) * s + k + output_padding[a];
+        if full <= lo + hi {
+            bail!("{OP}: padding {padding:?} leaves an empty output on axis {a}");
+        }
+        out.push(full - lo - hi);
+    }
+    let y = x
+        .contiguous()?
+        .apply_op2(&w.contiguous()?, ConvData { spec, in_dims: out })?;
+    add_bias(OP, y, bias)
+}
+
+/// `(lo, hi)` padding that keeps the size for stride 1 and gives `ceil(I / stride)` outputs
+/// otherwise (TensorFlow's `"same"`); for even kernels the extra voxel goes to `hi`.
+pub fn same_padding(input: &[usize], kernel: &[usize], stride: &[usize]) -> Vec<(usize, usize)> {
+    input
+        .iter()
+        .zip(kernel)
+        .zip(stride)
+        .map(|((&i, &k), &s)| {
+            let s = s.max(1);
+            let out = i.div_ceil(s);
+            let total = ((out.max(1) - 1) * s + k).saturating_sub(i);
+            (total / 2, total - total / 2)
+        })
+        .collect()
+}
+
+/// No padding (TensorFlow's `"valid"`), for `ndim` spatial axes.
+pub fn valid_padding(ndim: usize) -> Vec<(usize, usize)> {
+    vec![(0, 0); ndim]
+}
+
+/// `(padding, output_padding)` for a transposed convolution with kernel `k` and stride `s` that
+/// multiplies the size by exactly `s` (as DeepReg's `Deconv3d` with `padding="same"`).
+pub fn up_padding(kernel: &[usize], stride: &[usize]) -> (Vec<(usize, usize)>, Vec<usize>) {
+    // out = (I - 1) s + k - lo - hi + op = I s  <=>  lo + hi - op = k - s.
+    let mut pad = Vec::new();
+    let mut op = Vec::new();
+    for (&k, &s) in kernel.iter().zip(stride) {
+        let total = k as isize - s as isize;
+        if total >= 0 {
+            let lo = total as usize / 2;
+            pad.push((lo, total as usize - lo));
+            op.push(0);
+        } else {
+            // Kernel smaller than the stride: no padding, output_padding fills the rest
+            // (needs s - k < s, always true).
+            pad.push((0, 0));
+            op.push((-total) as usize);
+        }
+    }
+    (pad, op)
+}
+
+fn add_bias(op: &str, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let Some(b) = bias else { return Ok(y) };
+    let c = y.dims()[1];
+    if b.dims() != [c] {
+        bail!("{op}: bias must be ({c},), got {:?}", b.dims());
+    }
+    let mut shape = vec![1; y.rank()];
+    shape[1] = c;
+    y.broadcast_add(&b.reshape(shape)?)
+}
+
+/// Stride and padding of a convolution, padded to three axes (2D: the depth axis has size 1,
+/// stride 1 and no padding).
+#[derive(Debug, Clone, Copy)]
+struct ConvSpec {
+    ndim: usize,
+    stride: [usize; 3],
+    lo: [usize; 3],
+    hi: [usize; 3],
+}
+
+impl ConvSpec {
+    fn new(
+        op: &str,
+        x: &Tensor,
+        w: &Tensor,
+        stride: &[usize],
+        padding: &[(usize, usize)],
+    ) -> Result<Self> {
+        let ndim = spatial_ndim(op, "input", x)?;
+        check_float(op, "input", x)?;
+        if w.dtype() != x.dtype() {
+            bail!(
+                "{op}: weight dtype {:?} differs from input dtype {:?}",
+                w.dtype(),
+                x.dtype()
+            );
+        }
+        if w.rank() != x.rank() {
+            bail!(
+                "{op}: weight must have rank {} for input {:?}, got {:?}",
+                x.rank(),
+                x.dims(),
+                w.dims()
+            );
+        }
+        if stride.len() != ndim || padding.len() != ndim {
+            bail!("{op}: stride and padding need {ndim} values each, got {stride:?}, {padding:?}");
+        }
+        if stride.contains(&0) {
+            bail!("{op}: stride must be >= 1, got {stride:?}");
+        }
+        if x.dims().iter().chain(w.dims()).any(|&d| d == 0) {
+            bail!(
+                "{op}: empty tensors are not supported (input {:?}, weight {:?})",
+                x.dims(),
+                w.dims()
+            );
+        }
+        let mut spec = Self {
+            ndim,
+            stride: [1; 3],
+            lo: [0; 3],
+            hi: [0; 3],
+        };
+        let off = 3 - ndim;
+        for a in 0..ndim {
+            spec.stride[off + a] = stride[a];
+            spec.lo[off + a] = padding[a].0;
+            spec.hi[off + a] = padding[a].1;
+        }
+        Ok(spec)
+    }
+}
+
+fn dims3(dims: &[usize]) -> [usize; 3] {
+    let sp = &dims[2..];
+    if sp.len() == 2 {
+        [1, sp[0], sp[1]]
+    } else {
+        [sp[0], sp[1], sp[2]]
+    }
+}
+
+/// Geometry of one run of the core kernel: a convolution with input dilation `dil`, stride
+/// `stride` and (possibly negative) leading padding `pad`.
+#[derive(Debug, Clone, Copy)]
+struct Core {
+    n: usize,
+    cin: usize,
+    cout: usize,
+    inp: [usize; 3],
+    k: [usize; 3],
+    out: [usize; 3],
+    stride: [usize; 3],
+    dil: [usize; 3],
+    pad: [isize; 3],
+}
+
+impl Core {
+    fn ivol(&self) -> usize {
+        self.inp.iter().product()
+    }
+    fn ovol(&self) -> usize {
+        self.out.iter().product()
+    }
+    fn kvol(&self) -> usize {
+        self.k.iter().product()
+    }
+    fn krows(&self) -> usize {
+        self.cin * self.kvol()
+    }
+    fn rows(&self) -> usize {
+        self.out[0] * self.out[1]
+    }
+
+    /// Forward convolution: `x` is `(n, cin, inp)`, `spec` its stride/padding, `k` the kernel.
+    fn forward(spec: &ConvSpec, xd: &[usize], cout: usize, k: [usize; 3]) -> Self {
+        let inp = dims3(xd);
+        let mut out = [0; 3];
+        for a in 0..3 {
+            out[a] = (inp[a] + spec.lo[a] + spec.hi[a] - k[a]) / spec.stride[a] + 1;
+        }
+        Self {
+            n: xd[0],
+            cin: xd[1],
+            cout,
+            inp,
+            k,
+            out,
+            stride: spec.stride,
+            dil: [1; 3],
+            pad: spec.lo.map(|p| p as isize),
+        }
+    }
+
+    /// The transposed convolution of `spec`: from `g` `(n, cin, inp)` (the convolution's
+    /// output) to `(n, cout, out)` (the convolution's input, dims `out`).
+    fn data(spec: &ConvSpec, gd: &[usize], cout: usize, k: [usize; 3], out: [usize; 3]) -> Self {
+        let mut pad = [0isize; 3];
+        for a in 0..3 {
+            pad[a] = k[a] as isize - 1 - spec.lo[a] as isize;
+        }
+        Self {
+            n: gd[0],
+            cin: gd[1],
+            cout,
+            inp: dims3(gd),
+            k,
+            out,
+            stride: [1; 3],
+            dil: spec.stride,
+            pad,
+        }
+    }
+
+    /// Rows per tile so that the column buffer stays near 2^18 values (1 MiB in f32).
+    fn tile_rows(&self) -> usize {
+        let per_row = self.krows() * self.out[2];
+        ((1 << 18) / per_row.max(1)).clamp(1, self.rows())
+    }
+
+    /// Gathers the input patches of output rows `[r0, r1)` into `col` (`krows` rows of
+    /// `(r1 - r0) * out[2]` values).
+    fn im2col<T: Real>(&self, x: &[T], r0: usize, r1: usize, col: &mut [T]) {
+        let [kd, kh, kw] = self.k;
+        let [id, ih, iw] = self.inp;
+        let wo = self.out[2];
+        let p = (r1 - r0) * wo;
+        let ivol = self.ivol();
+        // Virtual (dilated) input extent along each axis.
+        let ext = |a: usize| ((self.inp[a] - 1) * self.dil[a] + 1) as isize;
+        let (ez, ey, ex) = (ext(0), ext(1), ext(2));
+        let zero = T::zero();
+        let on = |v: isize, e: isize, d: usize| {
+            v >= 0 && v < e && (d == 1 || (v as usize).is_multiple_of(d))
+        };
+        let mut kk = 0;
+        for ci in 0..self.cin {
+            let xc = &x[ci * ivol..(ci + 1) * ivol];
+            for kz in 0..kd {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let dst = &mut col[kk * p..(kk + 1) * p];
+                        kk += 1;
+                        let (mut oz, mut oy) = (r0 / self.out[1], r0 % self.out[1]);
+                        for ri in 0..r1 - r0 {
+                            let run = &mut dst[ri * wo..(ri + 1) * wo];
+                            let vz = (oz * self.stride[0] + kz) as isize - self.pad[0];
+                            let vy = (oy * self.stride[1] + ky) as isize - self.pad[1];
+                            oy += 1;
+                            if oy == self.out[1] {
+                                oy = 0;
+                                oz += 1;
+                            }
+                            if !on(vz, ez, self.dil[0]) || !on(vy, ey, self.dil[1]) {
+                                run.fill(zero);
+                                continue;
+                            }
+                            let iz = vz as usize / self.dil[0];
+                            let iy = vy as usize / self.dil[1];
+                            debug_assert!(iz < id && iy < ih);
+                            let src = &xc[(iz * ih + iy) * iw..(iz * ih + iy + 1) * iw];
+                            let sx = self.stride[2];
+                            let dx = self.dil[2];
+                            let shift = kx as isize - self.pad[2];
+                            if sx == 1 && dx == 1 {
+                                // Output ox reads input ox + shift: one contiguous copy.
+                                let a = (-shift).clamp(0, wo as isize) as usize;
+                                let b =
+                                    (iw as isize - shift).clamp(a as isize, wo as isize) as usize;
+                                run[..a].fill(zero);
+                                let s0 = (a as isize + shift) as usize;
+                                run[a..b].copy_from_slice(&src[s0..s0 + (b - a)]);
+                                run[b..].fill(zero);
+                            } else {
+                                for (ox, v) in run.iter_mut().enumerate() {
+                                    let vx = (ox * sx) as isize + shift;
+                                    *v = if on(vx, ex, dx) {
+                                        src[vx as usize / dx]
+                                    } else {
+                                        zero
+                                    };
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `y = W x` over all tiles: `wmat` is `(cout, krows)`, `x` is `(n, cin, inp)`.
+    fn run_forward<T: Real>(&self, x: &[T], wmat: &[T]) -> Vec<T> {
+        let (ivol, ovol, wo) = (self.ivol(), self.ovol(), self.out[2]);
+        let mut y = vec![T::zero(); self.n * self.cout * ovol];
+        let krows = self.krows();
+        assert!(wmat.len() >= self.cout * krows);
+        let tr = self.tile_rows();
+        let jobs = self.tiles(tr);
+        let out = SharedOut(y.as_mut_ptr());
+        jobs.into_par_iter().for_each_init(
+            || vec![T::zero(); krows * tr * wo],
+            |col, (b, r0, r1)| {
+                let p = (r1 - r0) * wo;
+                let xb = &x[b * self.cin * ivol..(b + 1) * self.cin * ivol];
+                self.im2col(xb, r0, r1, &mut col[..krows * p]);
+                let dst = out.at(b * self.cout * ovol + r0 * wo);
+                // SAFETY: the tile writes y[b, co, r0 * wo .. r1 * wo] for every co (rows
+                // `ovol` apart), inside `y`; tiles are disjoint, so no two tasks write the same
+                // element, and nothing reads `y` until all tasks are done. `wmat` holds
+                // `cout x krows` values (asserted) and `col` `krows x p`.
+                unsafe {
+                    gemm::gemm(
+                        self.cout,
+                        p,
+                        krows,
+                        dst,
+                        1,
+                        ovol as isize,
+                        false,
+                        wmat.as_ptr(),
+                        1,
+                        krows as isize,
+                        col.as_ptr(),
+                        1,
+                        p as isize,
+                        T::zero(),
+                        T::one(),
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            },
+        );
+        y
+    }
+
+    /// Tiles `(batch, r0, r1)` of `tr` output rows.
+    fn tiles(&self, tr: usize) -> Vec<(usize, usize, usize)> {
+        let rows = self.rows();
+        (0..self.n)
+            .flat_map(|b| {
+                (0..rows)
+                    .step_by(tr)
+                    .map(move |r| (b, r, (r + tr).min(rows)))
+            })
+            .collect()
+    }
+
+    /// Weight gradient `gW[co, (ci, k)] = sum_o g[co, o] * col[(ci, k), o]` for `x` `(n, cin,
+    /// inp)` and `g` `(n, cout, out)`.
+    fn run_weight<T: Real>(&self, x: &[T], g: &[T]) -> Vec<T> {
+        let (ivol, ovol, wo) = (self.ivol(), self.ovol(), self.out[2]);
+        let krows = self.krows();
+        let tr = self.tile_rows();
+        let jobs = self.tiles(tr);
+        let zero = || vec![T::zero(); self.cout * krows];
+        jobs.into_par_iter()
+            .fold(
+                || (zero(), vec![T::zero(); krows * tr * wo]),
+                |(mut acc, mut col), (b, r0, r1)| {
+                    let p = (r1 - r0) * wo;
+                    let xb = &x[b * self.cin * ivol..(b + 1) * self.cin * ivol];
+                    self.im2col(xb, r0, r1, &mut col[..krows * p]);
+                    let gb = &g[b * self.cout * ovol..(b + 1) * self.cout * ovol];
+                    // lhs: g[co, r0 * wo + j], rows `ovol` apart; rhs: col transposed.
+                    gemm_acc(
+                        &mut acc,
+                        (self.cout, krows, p),
+                        (gb, r0 * wo, ovol as isize, 1),
+                        (&col[..krows * p], 1, p as isize),
+                    );
+                    (acc, col)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .reduce(zero, |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+                a
+            })
+    }
+}
+
+/// A raw pointer to an output buffer that rayon tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct SharedOut<T>(*mut T);
+
+// SAFETY: the pointer is only used to write disjoint regions from different tasks (see the
+// uses); `T` values are plain floats.
+unsafe impl<T: Send> Send for SharedOut<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// The pointer `offset` elements in (computed with wrapping arithmetic; only dereferenced
+    /// by callers that keep inside the buffer).
+    fn at(&self, offset: usize) -> *mut T {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// `dst (m x n, row-major, dense) = lhs (m x k) * rhs (k x n)`; each operand given with its row
+/// and column strides (in elements).
+fn gemm_into<T: Real>(
+    dst: &mut [T],
+    (m, n, k): (usize, usize, usize),
+    (lhs, lhs_rs, lhs_cs): (&[T], isize, isize),
+    (rhs, rhs_rs, rhs_cs): (&[T], isize, isize),
+    accumulate: bool,
+) {
+    assert!(dst.len() >= m * n);
+    assert!(span(m, k, lhs_rs, lhs_cs) <= lhs.len());
+    assert!(span(k, n, rhs_rs, rhs_cs) <= rhs.len());
+    // SAFETY: the asserts above keep every element gemm touches inside the slices (all strides
+    // are positive); dst is exclusively borrowed and does not overlap lhs or rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// `acc (m x n) += lhs (m x k, starting at `offset`) * rhs (k x n)`.
+fn gemm_acc<T: Real>(
+    acc: &mut [T],
+    mnk: (usize, usize, usize),
+    (lhs, offset, lhs_rs, lhs_cs): (&[T], usize, isize, isize),
+    rhs: (&[T], isize, isize),
+) {
+    gemm_into(acc, mnk, (&lhs[offset..], lhs_rs, lhs_cs), rhs, true)
+}
+
+/// Number of elements from the first to one past the last of a strided `rows x cols` matrix.
+fn span(rows: usize, cols: usize, rs: isize, cs: isize) -> usize {
+    if rows == 0 || cols == 0 {
+        return 0;
+    }
+    ((rows - 1) as isize * rs + (cols - 1) as isize * cs) as usize + 1
+}
+
+/// `w (cout, cin, k)` as the matrix of the transposed convolution: `(cin, cout * k)` with the
+/// kernel flipped.
+fn flip_swap<T: Real>(w: &[T], cout: usize, cin: usize, kvol: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); w.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for k in 0..kvol {
+                out[(ci * cout + co) * kvol + (kvol - 1 - k)] = w[(co * cin + ci) * kvol + k];
+            }
+        }
+    }
+    out
+}
+
+fn kernel3(wd: &[usize]) -> [usize; 3] {
+    dims3(wd)
+}
+
+/// Dispatches a closure over the two float dtypes of a storage.
+macro_rules! with_float {
+    ($op:expr, $s:expr, |$t:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                $body
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                $body
+            }
+            other => bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
+        }
+    };
+}
+
+/// `y = conv(x, w)`.
+#[derive(Debug, Clone, Copy)]
+struct ConvFwd {
+    spec: ConvSpec,
+}
+
+impl CustomOp2 for ConvFwd {
+    fn name(&self) -> &'static str {
+        "conv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (xd, wd) = (l1.dims(), l2.dims());
+        let core = Core::forward(&self.spec, xd, wd[0], kernel3(wd));
+        let mut shape = vec![core.n, core.cout];
+        shape.extend_from_slice(&core.out[3 - self.spec.ndim..]);
+        with_float!("conv", s1, |F| {
+            let x = contiguous::<F>(s1, l1, "conv", "input")?;
+            let w = contiguous::<F>(s2, l2, "conv", "weight")?;
+            Ok(storage(core.run_forward(x, w), shape))
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let gx = if x.track_op() {
+            Some(g.apply_op2(
+                w,
+                ConvData {
+                    spec: self.spec,
+                    in_dims: x.dims().to_vec(),
+                },
+            )?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(
+                &g,
+                &ConvWeight {
+                    spec: self.spec,
+                    w_dims: w.dims().to_vec(),
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
+    }
+}
+
+/// The transposed convolution `x = conv^T(g, w)` for a convolution whose input has dims
+/// `in_dims` (the input gradient of [`ConvFwd`], and [`conv_transpose`]).
+#[derive(Debug, Clone)]
+struct ConvData {
+    spec: ConvSpec,
+    in_dims: Vec<usize>,
+}
+
+impl CustomOp2 for ConvData {
+    fn name(&self) -> &'static str {
+        "conv-transpose"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (gd, wd) = (l1.dims(), l2.dims());
+        let k = kernel3(wd);
+        let kvol: usize = k.iter().product();
+        let core = Core::data(&self.spec, gd, wd[1], k, dims3(&self.in_dims));
+        let shape = self.in_dims.clone();
+        with_float!("conv-transpose", s1, |F| {
+            let g = contiguous::<F>(s1, l1, "conv-transpose", "input")?;
+            let w = contiguous::<F>(s2, l2, "conv-transpose", "weight")?;
+            let wt = flip_swap(w, wd[0], wd[1], kvol);
+            Ok(storage(core.run_forward(g, &wt), shape))
+        })
+    }
+
+    fn bwd(
+        &self,
+        g: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        gg: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gg = gg.contiguous()?;
+        let dg = if g.track_op() {
+            Some(gg.apply_op2(w, ConvFwd { spec: self.spec })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(gg.apply_op2_no_bwd(
+                g,
+                &ConvWeight {
+                    spec: self.spec,
+                    w_dims: w.dims().to_vec(),
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((dg, dw))
+    }
+}
+
+/// Weight gradient of [`ConvFwd`]: `(x, g) -> gW` with dims `w_dims`.
+#[derive(Debug, Clone)]
+struct ConvWeight {
+    spec: ConvSpec,
+    w_dims: Vec<usize>,
+}
+
+impl CustomOp2 for ConvWeight {
+    fn name(&self) -> &'static str {
+        "conv-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let core = Core::forward(&self.spec, l1.dims(), self.w_dims[0], kernel3(&self.w_dims));
+        if dims3(l2.dims()) != core.out || l2.dims()[1] != core.cout {
+            bail!(
+                "conv-weight-grad: gradient {:?} does not match the output of input {:?}",
+                l2.dims(),
+                l1.dims()
+            );
+        }
+        let shape = self.w_dims.clone();
+        with_float!("conv-weight-grad", s1, |F| {
+            let x = contiguous::<F>(s1, l1, "conv-weight-grad", "input")?;
+            let g = contiguous::<F>(s2, l2, "conv-weight-grad", "grad")?;
+            Ok(storage(core.run_weight(x, g), shape))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::common::testing::{check_grads, max_abs_diff, values, Rng};
+    use candle_core::{DType, Device};
+
+    /// Direct-loop reference convolution in f64 (3D view of 2D shapes).
+    fn reference(x: &Tensor, w: &Tensor, stride: &[usize], padding: &[(usize, usize)]) -> Tensor {
+        let (xd, wd) = (x.dims().to_vec(), w.dims().to_vec());
+        let nd = xd.len() - 2;
+        let off = 3 - nd;
+        let (inp, k) = (dims3(&xd), dims3(&wd));
+        let mut s = [1; 3];
+        let mut lo = [0isize; 3];
+        let mut hi = [0; 3];
+        for a in 0..nd {
+            s[off + a] = stride[a];
+            lo[off + a] = padding[a].0 as isize;
+            hi[off + a] = padding[a].1;
+        }
+        let out: Vec<usize> = (0..3)
+            .map(|a| (inp[a] + lo[a] as usize + hi[a] - k[a]) / s[a] + 1)
+            .collect();
+        let xv = values(x);
+        let wv = values(w);
+        let (n, cin, cout) = (xd[0], xd[1], wd[0]);
+        let mut y = Vec::new();
+        for b in 0..n {
+            for co in 0..cout {
+                for oz in 0..out[0] {
+                    for oy in 0..out[1] {
+                        for ox in 0..out[2] {
+                            let mut acc = 0.0;
+                            for ci in 0..cin {
+                                for kz in 0..k[0] {
+                                    for ky in 0..k[1] {
+                                        for kx in 0..k[2] {
+                                            let iz = (oz * s[0] + kz) as isize - lo[0];
+                                            let iy = (oy * s[1] + ky) as isize - lo[1];
+                                            let ix = (ox * s[2] + kx) as isize - lo[2];
+                                            if iz < 0
+                                                || iy < 0
+                                                || ix < 0
+                                                || iz >= inp[0] as isize
+                                                || iy >= inp[1] as isize
+                                                || ix >= inp[2] as isize
+                                            {
+                                                continue;
+                                            }
+                                            let xi = (((b * cin + ci) * inp[0] + iz as usize)
+                                                * inp[1]
+                                                + iy as usize)
+                                                * inp[2]
+                                                + ix as usize;
+                                            let wi = (((co * cin + ci) * k[0] + kz) * k[1] + ky)
+                                                * k[2]
+                                                + kx;
+                                            acc += xv[xi] * wv[wi];
+                                        }
+                                    }
+                                }
+                            }
+                            y.push(acc);
+                        }
+                    }
+                }
+            }
+        }
+        let mut shape = vec![n, cout];
+        shape.extend_from_slice(&out[off..]);
+        Tensor::from_vec(y, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn hand_computed_2d() {
+        // x = 1..9 on 3x3, w = [[1, 0], [0, -1]], no padding: y[i, j] = x[i, j] - x[i+1, j+1].
+        let x = Tensor::arange(1.0f64, 10.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3, 3))
+            .unwrap();
+        let w = Tensor::new(&[1.0f64, 0.0, 0.0, -1.0], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 2, 2))
+            .unwrap();
+        let y = conv(&x, &w, None, &[1, 1], &valid_padding(2)).unwrap();
+        assert_eq!(y.dims(), &[1, 1, 2, 2]);
+        assert_eq!(values(&y), vec![-4.0; 4]);
+        // Same padding (lo 0, hi 1) and a bias.
+        let b = Tensor::new(&[0.5f64], &Device::Cpu).unwrap();
+        let pad = same_padding(&[3, 3], &[2, 2], &[1, 1]);
+        assert_eq!(pad, vec![(0, 1), (0, 1)]);
+        let y = conv(&x, &w, Some(&b), &[1, 1], &pad).unwrap();
+        assert_eq!(
+            values(&y),
+            vec![-3.5, -3.5, 3.5, -3.5, -3.5, 6.5, 7.5, 8.5, 9.5]
+        );
+    }
+
+    #[test]
+    fn matches_reference_2d_and_3d() {
+        let mut rng = Rng::new(10);
+        type Case = (Vec<usize>, Vec<usize>, Vec<usize>, Vec<(usize, usize)>);
+        let cases: Vec<Case> = vec![
+            (
+                vec![2, 3, 7, 6],
+                vec![4, 3, 3, 3],
+                vec![1, 1],
+                vec![(1, 1), (1, 1)],
+            ),
+            (
+                vec![1, 2, 9, 8],
+                vec![3, 2, 3, 2],
+                vec![2, 3],
+                vec![(0, 2), (1, 0)],
+            ),
+            (
+                vec![1, 2, 5, 6, 7],
+                vec![3, 2, 3, 3, 3],
+                vec![1, 1, 1],
+                vec![(1, 1); 3],
+            ),
+            (
+                vec![2, 1, 7, 5, 6],
+                vec![2, 1, 2, 3, 1],
+                vec![2, 1, 3],
+                vec![(1, 0), (0, 2), (0, 0)],
+            ),
+            (
+                vec![1, 3, 4, 4, 4],
+                vec![2, 3, 1, 1, 1],
+                vec![1, 1, 1],
+                vec![(0, 0); 3],
+            ),
+        ];
+        for (xs, ws, st, pad) in cases {
+            let x = rng.tensor(&xs, -1.0, 1.0, DType::F64);
+            let w = rng.tensor(&ws, -1.0, 1.0, DType::F64);
+            let y = conv(&x, &w, None, &st, &pad).unwrap();
+            let r = reference(&x, &w, &st, &pad);
+            assert_eq!(y.dims(), r.dims(), "{xs:?} {ws:?}");
+            assert!(max_abs_diff(&y, &r) < 1e-12, "{xs:?} {ws:?}");
+            let y32 = conv(
+                &x.to_dtype(DType::F32).unwrap(),
+                &w.to_dtype(DType::F32).unwrap(),
+                None,
+                &st,
+                &pad,
+            )
+            .unwrap();
+            assert!(max_abs_diff(&y32, &r) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn matches_candle_conv2d() {
+        let mut rng = Rng::new(11);
+        let x = rng.tensor(&[2, 3, 9, 10], -1.0, 1.0, DType::F32);
+        let w = rng.tensor(&[5, 3, 3, 3], -1.0, 1.0, DType::F32);
+        let ours = conv(&x, &w, None, &[2, 2], &[(1, 1), (1, 1)]).unwrap();
+        let theirs = x.conv2d(&w, 1, 2, 1, 1).unwrap();
+        assert!(max_abs_diff(&ours, &theirs) < 1e-5);
+    }
+
+    #[test]
+    fn transpose_matches_candle_and_is_the_adjoint() {
+        let mut rng = Rng::new(12);
+        let x = rng.tensor(&[1, 4, 5, 6], -1.0, 1.0, DType::F32);
+        let w = rng.tensor(&[4, 3, 3, 3], -1.0, 1.0, DType::F32);
+        let ours = conv_transpose(&x, &w, None, &[2, 2], &[(1, 1), (1, 1)], &[1, 1]).unwrap();
+        let theirs = x.conv_transpose2d(&w, 1, 1, 2, 1).unwrap();
+        assert_eq!(ours.dims(), &[1, 3, 10, 12]);
+        assert!(max_abs_diff(&ours, &theirs) < 1e-5);
+        // <conv(a), b> == <a, conv_transpose(b)> in 3D with a stride and asymmetric padding.
+        let w = rng.tensor(&[3, 2, 3, 2, 3], -1.0, 1.0, DType::F64);
+        let a = rng.tensor(&[2, 2, 7, 6, 8], -1.0, 1.0, DType::F64);
+        let (st, pad) = ([2, 1, 3], [(1, 0), (0, 1), (2, 1)]);
+        let ca = conv(&a, &w, None, &st, &pad).unwrap();
+        let b = rng.tensor(ca.dims(), -1.0, 1.0, DType::F64);
+        let mut op = vec![];
+        for ax in 0..3 {
+            // Pick output_padding so the transposed output has the size of `a`.
+            let base = (ca.dims()[2 + ax] - 1) * st[ax] + w.dims()[2 + ax] - pad[ax].0 - pad[ax].1;
+            op.push(a.dims()[2 + ax] - base);
+        }
+        let tb = conv_transpose(&b, &w, None, &st, &pad, &op).unwrap();
+        assert_eq!(tb.dims(), a.dims());
+        let lhs = (ca * &b)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let rhs = (a * tb)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!((lhs - rhs).abs() < 1e-10, "{lhs} vs {rhs}");
+    }
+
+    #[test]
+    fn up_padding_doubles_the_size() {
+        let mut rng = Rng::new(13);
+        for k in [2usize, 3, 4, 1] {
+            let (pad, op) = up_padding(&[k, k, k], &[2, 2, 2]);
+            let x = rng.tensor(&[1, 2, 3, 4, 5], -1.0, 1.0, DType::F32);
+            let w = rng.tensor(&[2, 1, k, k, k], -1.0, 1.0, DType::F32);
+            let y = conv_transpose(&x, &w, None, &[2, 2, 2], &pad, &op).unwrap();
+            assert_eq!(y.dims(), &[1, 1, 6, 8, 10], "k = {k}");
+        }
+    }
+
+    #[test]
+    fn gradients_2d() {
+        let mut rng = Rng::new(14);
+        let x = rng.tensor(&[2, 2, 5, 6], -1.0, 1.0, DType::F64);
+        let w = rng.tensor(&[3, 2, 3, 2], -1.0, 1.0, DType::F64);
+        let b = rng.tensor(&[3], -1.0, 1.0, DType::F64);
+        let f = |t: &[Tensor]| conv(&t[0], &t[1], Some(&t[2]), &[2, 1], &[(1, 1), (0, 1)]);
+        check_grads(&f, &[x, w, b], 1e-6, 1e-7, &[]);
+    }
+
+    #[test]
+    fn gradients_3d() {
+        let mut rng = Rng::new(15);
+        let x = rng.tensor(&[1, 2, 4, 5, 3], -1.0, 1.0, DType::F64);
+        let w = rng.tensor(&[2, 2, 3, 3, 2], -1.0, 1.0, DType::F64);
+        let f = |t: &[Tensor]| conv(&t[0], &t[1], None, &[1, 2, 1], &[(1, 1), (1, 1), (1, 0)]);
+        check_grads(&f, &[x, w], 1e-6, 1e-7, &[]);
+    }
+
+    #[test]
+    fn transpose_gradients_2d_and_3d() {
+        let mut rng = Rng::new(16);
+        let x = rng.tensor(&[1, 2, 3, 4], -1.0, 1.0, DType::F64);
+        let w = rng.tensor(&[2, 3, 3, 3], -1.0, 1.0, DType::F64);
+        let b = rng.tensor(&[3], -1.0, 1.0, DType::F64);
+        let f = |t: &[Tensor]| {
+            conv_transpose(
+                &t[0],
+                &t[1],
+                Some(&t[2]),
+                &[2, 2],
+                &[(1, 1), (1, 1)],
+                &[1, 0],
+            )
+        };
+        check_grads(&f, &[x, w, b], 1e-6, 1e-7, &[]);
+        let x = rng.tensor(&[1, 2, 2, 3, 2], -1.0, 1.0, DType::F64);
+        let w = rng.tensor(&[2, 2, 2, 2, 2], -1.0, 1.0, DType::F64);
+        let (pad, op) = up_padding(&[2, 2, 2], &[2, 2, 2]);
+        let f = |t: &[Tensor]| conv_transpose(&t[0], &t[1], None, &[2, 2, 2], &pad, &op);
+        check_grads(&f, &[x, w], 1e-6, 1e-7, &[]);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let x = Tensor::zeros((1, 2, 5, 5, 5), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 2, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let p = vec![(1, 1); 3];
+        assert!(conv(&x, &w, None, &[1, 1, 1], &p).is_ok());
+        let w_bad_c = Tensor::zeros((3, 4, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        assert!(conv(&x, &w_bad_c, None, &[1, 1, 1], &p).is_err());
+        let w_2d = Tensor::zeros((3, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        assert!(conv(&x, &w_2d, None, &[1, 1, 1], &p).is_err());
+        assert!(conv(&x, &w, None, &[1, 1], &p).is_err());
+        assert!(conv(&x, &w, None, &[1, 0, 1], &p).is_err());
+        let big = Tensor::zeros((3, 2, 9, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        assert!(conv(&x, &big, None, &[1, 1, 1], &p).is_err());
+        let bias = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        assert!(conv(&x, &w, Some(&bias), &[1, 1, 1], &p).is_err());
+        let w64 = w.to_dtype(DType::F64).unwrap();
+        assert!(conv(&x, &w64, None, &[1, 1, 1], &p).is_err());
+        let wt = Tensor::zeros((2, 3, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        assert!(conv_transpose(&x, &wt, None, &[2, 2, 2], &p, &[2, 0, 0]).is_err());
+        assert!(conv_transpose(&x, &wt, None, &[2, 2, 2], &p, &[1, 0, 0]).is_ok());
+    }
+}
