@@ -7,6 +7,7 @@
 //! * [`config`]: DeepReg's YAML configuration, merged from several files and resolved
 //!   through the registry;
 //! * [`plugin`]: the ABI and loader for plugin libraries;
+//! * [`data`]: the pipeline from a data loader to batches of tensors;
 //! * [`ops`]: spatial tensor ops for 2D and 3D registration.
 //!
 //! The framework is built as a shared Rust library (`dylib`) so the `voxreg` binary and
@@ -22,6 +23,7 @@ pub use typetag;
 
 pub mod component;
 pub mod config;
+pub mod data;
 pub mod ops;
 pub mod plugin;
 pub mod registry;
