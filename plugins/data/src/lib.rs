@@ -5,6 +5,7 @@ mod augmentations;
 mod file_loaders;
 mod loaders;
 pub mod preprocess;
+pub mod synthetic;
 
 pub use augmentations::{AffineAugmentation, DdfAugmentation};
 pub use file_loaders::{read_nifti, write_h5, write_nifti, H5Format, NiftiFormat};

@@ -83,6 +83,21 @@ pub fn label_channel(data: &[f32], channels: usize, channel: usize) -> Vec<f32> 
         .collect()
 }
 
+/// The voxel-to-world affine of the resized grid: output voxel `o` sits at input coordinate
+/// `(o + ½)·n_in/n_out − ½` along each resized axis.
+pub fn resized_affine(affine: &[[f64; 4]; 4], from: &[usize], to: &[usize]) -> [[f64; 4]; 4] {
+    let mut out = *affine;
+    for axis in 0..from.len().min(3) {
+        let scale = from[axis] as f64 / to[axis] as f64;
+        let shift = 0.5 * scale - 0.5;
+        for row in out.iter_mut().take(3) {
+            row[3] += row[axis] * shift;
+            row[axis] *= scale;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use voxreg_framework::prelude::*;
 
 use super::config::SampleLabel;
 use super::images::ImageSet;
-use crate::preprocess::{label_channel, normalize, resize_linear};
+use crate::preprocess::{label_channel, normalize, resize_linear, resized_affine};
 
 /// Images (and labels) of one side of a pair.
 pub(crate) struct Side {
@@ -213,24 +213,9 @@ fn load_label(side: &Side, index: usize, label: usize) -> Result<Vec<f32>, Compo
     Ok(resize_linear(&channel, &spatial_shape, &side.shape))
 }
 
-/// The voxel-to-world affine of the resized grid: output voxel `o` sits at input coordinate
-/// `(o + ½)·n_in/n_out − ½` along each resized axis.
-fn resized_affine(affine: &[[f64; 4]; 4], from: &[usize], to: &[usize]) -> [[f64; 4]; 4] {
-    let mut out = *affine;
-    for axis in 0..from.len().min(3) {
-        let scale = from[axis] as f64 / to[axis] as f64;
-        let shift = 0.5 * scale - 0.5;
-        for row in out.iter_mut().take(3) {
-            row[3] += row[axis] * shift;
-            row[axis] *= scale;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::resized_affine;
+    use crate::preprocess::resized_affine;
 
     #[test]
     fn halving_the_grid_doubles_the_spacing_and_shifts_half_a_voxel() {
