@@ -4,6 +4,7 @@
 mod config;
 mod host;
 mod plugins;
+mod warp;
 mod workflow;
 
 use std::path::PathBuf;
@@ -226,7 +227,7 @@ impl Cli {
             Command::Config(ConfigCommand::Check { files }) => config::check(&plugins, &files),
             Command::Train(args) => workflow::train(&plugins, &args),
             Command::Predict(args) => workflow::predict(&plugins, &args),
-            Command::Warp(args) => workflow::warp(&args),
+            Command::Warp(args) => warp::warp(&args),
             Command::Register(args) => workflow::register(&plugins, &args),
             Command::Vis(args) => workflow::vis(&args),
         }

@@ -1,11 +1,11 @@
-//! train / predict / warp / register / vis. Each checks its inputs (config, files) as far as
+//! train / predict / register / vis. Each checks its inputs (config, files) as far as
 //! this version can, then reports that the engine behind it is not built yet.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 
-use super::{host, PredictArgs, RegisterArgs, TrainArgs, VisArgs, WarpArgs};
+use super::{host, PredictArgs, RegisterArgs, TrainArgs, VisArgs};
 
 fn not_built(command: &str) -> anyhow::Result<()> {
     bail!("`voxreg {command}`: the engine behind this command is not built in this version of voxreg (inputs were checked and are valid)")
@@ -33,17 +33,6 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         bail!("--batch-size must be at least 1");
     }
     not_built("predict")
-}
-
-/// `voxreg warp`: checks the image and DDF exist and the output is a NIfTI name.
-pub fn warp(args: &WarpArgs) -> anyhow::Result<()> {
-    host::require_file(&args.image, "image")?;
-    host::require_file(&args.ddf, "DDF")?;
-    let out = args.out.to_string_lossy();
-    if !(out.ends_with(".nii") || out.ends_with(".nii.gz")) {
-        bail!("--out {out}: must end in .nii or .nii.gz");
-    }
-    not_built("warp")
 }
 
 /// `voxreg register`: checks the images (and config, if given) exist.

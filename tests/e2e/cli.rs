@@ -157,14 +157,99 @@ fn workflow_commands_check_their_inputs() {
     assert_clean_failure(&output, &["checkpoint /nonexistent/ckpt: no such file"]);
     let output = run(&["predict", "--ckpt-path", "x", "--split", "training"]);
     assert_eq!(output.status.code(), Some(2), "clap rejects unknown splits");
+    let output = run(&["vis", "-m", "1", "-i", ""]);
+    assert_clean_failure(&output, &["--mode 1 animates a DDF"]);
+}
+
+fn write_volume(path: &std::path::Path, shape: &[usize], data: Vec<f32>, origin: f64) {
+    let mut affine = [[0.0; 4]; 4];
+    for (i, row) in affine.iter_mut().enumerate() {
+        row[i] = 2.0;
+    }
+    affine[0][3] = origin;
+    affine[3][3] = 1.0;
+    let volume = voxreg::component::Volume {
+        data,
+        shape: shape.to_vec(),
+        affine,
+    };
+    voxreg::data::write_nifti(path, &volume).unwrap();
+}
+
+#[test]
+fn warp_applies_a_saved_ddf_in_the_ddf_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, ddf, out) = (
+        dir.path().join("image.nii.gz"),
+        dir.path().join("ddf.nii.gz"),
+        dir.path().join("warped.nii.gz"),
+    );
+    write_volume(&image, &[3, 3, 3], (0..27).map(|v| v as f32).collect(), 0.0);
+    // Sample one voxel further along the first axis everywhere.
+    let field: Vec<f32> = (0..27).flat_map(|_| [1.0, 0.0, 0.0]).collect();
+    write_volume(&ddf, &[3, 3, 3, 3], field, -7.0);
     let output = run(&[
         "warp",
         "--image",
-        "/nonexistent/a.nii.gz",
+        image.to_str().unwrap(),
         "--ddf",
-        "b.nii.gz",
+        ddf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
     ]);
-    assert_clean_failure(&output, &["image /nonexistent/a.nii.gz: no such file"]);
-    let output = run(&["vis", "-m", "1", "-i", ""]);
-    assert_clean_failure(&output, &["--mode 1 animates a DDF"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let warped = voxreg::data::read_nifti(&out).unwrap();
+    assert_eq!(warped.shape, vec![3, 3, 3]);
+    // Voxel (0, 0, 0) now holds the value of (1, 0, 0) = 9; the last slice clamps to itself.
+    assert_eq!(warped.data[0], 9.0);
+    assert_eq!(warped.data[26], 26.0);
+    assert_eq!(
+        warped.affine[0][3], -7.0,
+        "the output carries the DDF's space"
+    );
+}
+
+#[test]
+fn warp_errors_name_the_file_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("warped.nii.gz");
+    let output = run(&[
+        "warp",
+        "-i",
+        "/nonexistent/a.nii.gz",
+        "-d",
+        "b.nii.gz",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&output, &["/nonexistent/a.nii.gz: no such file"]);
+    let image = dir.path().join("image.nii.gz");
+    write_volume(&image, &[2, 2, 2], vec![0.0; 8], 0.0);
+    let ddf = dir.path().join("bad_ddf.nii.gz");
+    write_volume(&ddf, &[2, 2, 2, 2], vec![0.0; 16], 0.0);
+    let output = run(&[
+        "warp",
+        "-i",
+        image.to_str().unwrap(),
+        "-d",
+        ddf.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&output, &["the DDF has shape [2, 2, 2, 2]"]);
+    let output = run(&[
+        "warp",
+        "-i",
+        image.to_str().unwrap(),
+        "-d",
+        ddf.to_str().unwrap(),
+        "-o",
+        "out.png",
+    ]);
+    assert_clean_failure(&output, &["--out out.png: must end in .nii or .nii.gz"]);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "only the two inputs exist"
+    );
 }

@@ -141,6 +141,9 @@ fn image_id(folder: &Path, file: &Path, grouped: bool) -> Result<ImageId, Compon
 /// as DeepReg's label axis). Errors name the file: unreadable, truncated or compressed
 /// wrongly, not NIfTI, impossible dimensions, non-finite values.
 pub fn read_nifti(path: &Path) -> Result<Volume, ComponentError> {
+    if !path.is_file() {
+        return Err(data_error(path, "no such file"));
+    }
     let object = ReaderOptions::new()
         .read_file(path)
         .map_err(|e| data_error(path, format!("cannot read NIfTI: {e}")))?;

@@ -77,7 +77,11 @@ fn broken_nifti_files_are_errors_naming_the_file() {
     fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let garbage = dir.path().join("garbage.nii");
     fs::write(&garbage, vec![7u8; 400]).unwrap();
-    for path in [&truncated, &garbage, &dir.path().join("missing.nii")] {
+    let missing = read_nifti(&dir.path().join("missing.nii"))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.ends_with("missing.nii: no such file"), "{missing}");
+    for path in [&truncated, &garbage] {
         let error = read_nifti(path).unwrap_err().to_string();
         assert!(error.contains(&path.display().to_string()), "{error}");
         assert!(error.contains("cannot read NIfTI"), "{error}");
