@@ -1,0 +1,75 @@
+//! Data loading speed: a batch of two 64³ pairs with labels, read from `.nii.gz`, resized
+//! from 96³, normalised, on 2 loader threads (issue 4's workload).
+//!
+//! `cargo bench -p voxreg-data --bench loading`
+
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use voxreg_data::synthetic::{build_paired_dataset, TemplateDataset};
+use voxreg_data::{read_nifti, NiftiFormat, PairedLoader};
+use voxreg_framework::data::{BatchStream, PipelineConfig};
+use voxreg_framework::prelude::*;
+
+fn mni(name: &str) -> Volume {
+    read_nifti(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../../../shared/data/mni152/{name}.nii.gz")),
+    )
+    .expect("the MNI template in ../shared/data")
+}
+
+fn loading(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = TemplateDataset {
+        template: mni("t1"),
+        labels: vec![mni("gm"), mni("wm")],
+        crop: Some((vec![20, 30, 20], vec![160, 160, 160])),
+        shape: vec![96, 96, 96],
+        pairs: [4, 0, 0],
+        field_strength: 2.0,
+        low_res_size: vec![4, 4, 4],
+        seed: 1,
+    };
+    let summary = build_paired_dataset(dir.path(), &options).unwrap();
+    let config = PairedLoader {
+        moving_image_shape: vec![64, 64, 64],
+        fixed_image_shape: vec![64, 64, 64],
+        sample_label: None,
+        seed: None,
+    };
+    let dirs = [summary.split_dirs[0].clone()];
+    let loader: Arc<dyn DataLoader> = Arc::from(
+        config
+            .build(&SplitSource {
+                split: Split::Train,
+                dirs: &dirs,
+                format: &NiftiFormat {},
+                labeled: true,
+            })
+            .unwrap(),
+    );
+    let pipeline = PipelineConfig {
+        batch_size: 2,
+        drop_remainder: true,
+        threads: 2,
+        prefetch: 1,
+    };
+    let mut group = c.benchmark_group("loading");
+    group.sample_size(10);
+    group.bench_function("batch_2_pairs_64_labels_nifti_gz", |b| {
+        b.iter(|| {
+            let samples = loader.epoch(0, 0)[..2].to_vec();
+            let batches: Vec<_> = BatchStream::start(Arc::clone(&loader), samples, &pipeline)
+                .unwrap()
+                .collect();
+            assert_eq!(batches.len(), 1);
+            batches
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, loading);
+criterion_main!(benches);
