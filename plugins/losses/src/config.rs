@@ -1,10 +1,11 @@
 //! Loss configs.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use voxreg_framework::ops::{gaussian_kernel_sized, rectangular_kernel, triangular_kernel};
 use voxreg_framework::prelude::*;
 
 use crate::deform::{BendingEnergy, GradientNorm};
-use crate::image::{Gmi, Gncc, Ssd};
+use crate::image::{Gmi, Gncc, Lncc, Ssd};
 use crate::label::{CrossEntropy, Overlap, OverlapKind};
 use crate::util::{
     check_background_weight, check_single_scale, check_smoothing, check_spatial_dims, EPS,
@@ -52,15 +53,14 @@ fn scales<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>
     })
 }
 
-fn not_implemented(component: &str) -> ComponentError {
-    ComponentError::not_implemented(format!(
-        "{component} (it needs the separable filters of the ops module)"
-    ))
-}
-
-/// `lncc`: local normalised cross-correlation, negated:
-/// `-mean_x (Σ_w (f-f̄)(m-m̄))² / (Σ_w (f-f̄)² Σ_w (m-m̄)²)` over windows `w` of `kernel_size`,
-/// with `smooth_nr` / `smooth_dr` added to numerator and denominator.
+/// `lncc`: local squared normalised cross-correlation, negated (DeepReg's formula).
+///
+/// The window is separable: per axis the 1D kernel `k` of `kernel_size` taps (rectangular:
+/// ones; triangular: DeepReg's `triangular_kernel1d`, odd size ≥ 3; gaussian: `σ = size / 3`,
+/// not normalised), zero padding at the borders. With `S[x]` the window sum around a voxel
+/// and `V = (Σ k)^ndim`: `cross = S[fw] − S[f] S[w] / V`,
+/// `var_f = max(S[f²] − S[f]² / V, 0)`, likewise `var_w`, and the loss is
+/// `−mean_x (cross² + smooth_nr) / (var_f var_w + smooth_dr)` over every non-batch axis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LnccConfig {
     /// Window size.
@@ -86,8 +86,36 @@ fn default_lncc_kernel() -> LnccKernel {
 
 #[typetag::serialize(name = "lncc")]
 impl ImageLossConfig for LnccConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        Err(not_implemented("image_loss `lncc`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        let component = "image_loss `lncc`";
+        check_spatial_dims(component, spatial_dims)?;
+        check_smoothing(component, "smooth_nr", self.smooth_nr)?;
+        check_smoothing(component, "smooth_dr", self.smooth_dr)?;
+        let size = self.kernel_size;
+        let kernel = match self.kernel_type {
+            LnccKernel::Rectangular => rectangular_kernel(size),
+            LnccKernel::Triangular => triangular_kernel(size),
+            LnccKernel::Gaussian => gaussian_kernel_sized(size),
+        };
+        if kernel.is_empty() {
+            let need = match self.kernel_type {
+                LnccKernel::Triangular => "an odd number ≥ 3",
+                _ => "at least 1",
+            };
+            return Err(ComponentError::invalid(
+                component,
+                format!(
+                    "kernel_size must be {need} for kernel_type {}, got {size}",
+                    format!("{:?}", self.kernel_type).to_lowercase()
+                ),
+            ));
+        }
+        Ok(Box::new(Lncc {
+            spatial_dims,
+            kernel,
+            smooth_nr: self.smooth_nr,
+            smooth_dr: self.smooth_dr,
+        }))
     }
 }
 
@@ -621,12 +649,44 @@ mod tests {
         not_implemented(DiceConfig(with_scales(&smoothed)).build(3));
         not_implemented(JaccardConfig(with_scales(&smoothed)).build(2));
         not_implemented(ce(&smoothed).build(2));
-        let lncc = LnccConfig {
-            kernel_size: 9,
-            kernel_type: LnccKernel::Rectangular,
+    }
+
+    #[test]
+    fn lncc_builds_and_rejects_impossible_kernels() {
+        let lncc = |kernel_size, kernel_type| LnccConfig {
+            kernel_size,
+            kernel_type,
             smooth_nr: EPS,
             smooth_dr: EPS,
         };
-        assert!(not_implemented(lncc.build(3)).contains("lncc"));
+        for dims in [2, 3] {
+            for kernel in [
+                LnccKernel::Rectangular,
+                LnccKernel::Triangular,
+                LnccKernel::Gaussian,
+            ] {
+                assert!(lncc(9, kernel).build(dims).is_ok());
+                assert!(invalid(lncc(0, kernel).build(dims)).contains("kernel_size"));
+            }
+            assert!(lncc(4, LnccKernel::Rectangular).build(dims).is_ok());
+            assert!(lncc(1, LnccKernel::Gaussian).build(dims).is_ok());
+        }
+        for size in [1, 4] {
+            let message = invalid(lncc(size, LnccKernel::Triangular).build(3));
+            assert!(
+                message.contains("lncc") && message.contains("triangular"),
+                "{message}"
+            );
+        }
+        assert!(invalid(lncc(9, LnccKernel::Rectangular).build(4)).contains("spatial_dims"));
+        let negative = LnccConfig {
+            smooth_dr: -1.0,
+            ..lncc(9, LnccKernel::Gaussian)
+        };
+        assert!(invalid(negative.build(3)).contains("smooth_dr"));
+        let decoded = decoded::<dyn ImageLossConfig>("lncc", "kernel_type: triangular\n");
+        let image = Tensor::ones((1, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let value = decoded.build(2).unwrap().loss(&image, &image).unwrap();
+        assert_eq!(value.to_vec1::<f32>().unwrap(), [-1.0]);
     }
 }

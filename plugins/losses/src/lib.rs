@@ -6,8 +6,8 @@
 //! Each loss is built from its config (`build(spatial_dims)`) and returns one value per batch
 //! element, to be minimised (similarities negated). Image losses take `(N, 1, *spatial)`,
 //! label losses `(N, L, *spatial)` (scored per label channel, averaged over channels),
-//! regularisers a DDF `(N, ndim, *spatial)`. Multi-scale `scales` and `lncc` need the
-//! separable filters of the ops module and report "not implemented" for now.
+//! regularisers a DDF `(N, ndim, *spatial)`. Multi-scale `scales` report "not implemented"
+//! for now.
 
 mod config;
 mod deform;
