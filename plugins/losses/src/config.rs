@@ -7,9 +7,8 @@ use voxreg_framework::prelude::*;
 use crate::deform::{BendingEnergy, GradientNorm};
 use crate::image::{Gmi, Gncc, Lncc, Ssd};
 use crate::label::{CrossEntropy, Overlap, OverlapKind};
-use crate::util::{
-    check_background_weight, check_single_scale, check_smoothing, check_spatial_dims, EPS,
-};
+use crate::scale::{image_loss, label_loss};
+use crate::util::{check_background_weight, check_smoothing, check_spatial_dims, EPS};
 
 fn eps() -> f64 {
     EPS
@@ -27,7 +26,7 @@ pub enum LnccKernel {
     Gaussian,
 }
 
-/// The smoothing kernel of multi-scale label losses.
+/// The smoothing kernel of multi-scale losses (normalised to sum 1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScaleKernel {
@@ -207,8 +206,13 @@ register_component!(
 );
 
 /// `ssd`: mean squared difference `mean((f − w)²)` over every non-batch axis (for labels
-/// `(N, L, *spatial)` that is also the mean over labels), optionally averaged over smoothing
-/// scales. Only `scales` null or all 0 (a single unsmoothed scale) can be built yet.
+/// `(N, L, *spatial)` that is also the mean over labels).
+///
+/// With `scales` (DeepReg's `MultiScaleMixin`, for every loss with that key): the loss is
+/// averaged over the scales, at scale `σ > 0` computed between both inputs filtered along
+/// every spatial axis by the normalised 1D `kernel` of width `σ` (Gaussian
+/// `exp(−x²/2σ²)`, `|x| ≤ floor(3σ)`; Cauchy `1 / (1 + (x/σ)²)`, `|x| ≤ floor(5σ)`; zero
+/// padding, same size), at scale 0 between the inputs themselves.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SsdConfig {
     /// Smoothing scales (σ in voxels; 0 = none); absent for a single unsmoothed scale.
@@ -224,11 +228,17 @@ impl ImageLossConfig for SsdConfig {
     fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
         let component = "image_loss `ssd`";
         check_spatial_dims(component, spatial_dims)?;
-        check_single_scale(component, self.scales.as_deref())?;
-        Ok(Box::new(Ssd {
+        let inner = Ssd {
             component,
             spatial_dims,
-        }))
+        };
+        image_loss(
+            component,
+            spatial_dims,
+            inner,
+            self.scales.as_deref(),
+            self.kernel,
+        )
     }
 }
 
@@ -237,11 +247,17 @@ impl LabelLossConfig for SsdConfig {
     fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
         let component = "label_loss `ssd`";
         check_spatial_dims(component, spatial_dims)?;
-        check_single_scale(component, self.scales.as_deref())?;
-        Ok(Box::new(Ssd {
+        let inner = Ssd {
             component,
             spatial_dims,
-        }))
+        };
+        label_loss(
+            component,
+            spatial_dims,
+            inner,
+            self.scales.as_deref(),
+            self.kernel,
+        )
     }
 }
 
@@ -258,8 +274,8 @@ register_component!(
     "Mean squared label difference, optionally multi-scale"
 );
 
-/// Keys shared by `dice` and `jaccard`. Only `scales` null or all 0 (a single unsmoothed
-/// scale) can be built yet.
+/// Keys shared by `dice` and `jaccard`; `scales` and `kernel` as for `ssd` (smoothing comes
+/// before the `binary` threshold, as in DeepReg).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OverlapConfig {
     /// Threshold both labels at 0.5 first (`≥ 0.5` → 1, else 0); the loss then has no
@@ -297,15 +313,21 @@ impl OverlapConfig {
         check_background_weight(component, self.background_weight)?;
         check_smoothing(component, "smooth_nr", self.smooth_nr)?;
         check_smoothing(component, "smooth_dr", self.smooth_dr)?;
-        check_single_scale(component, self.scales.as_deref())?;
-        Ok(Box::new(Overlap {
+        let inner = Overlap {
             kind,
             spatial_dims,
             binary: self.binary,
             background_weight: self.background_weight,
             smooth_nr: self.smooth_nr,
             smooth_dr: self.smooth_dr,
-        }))
+        };
+        label_loss(
+            component,
+            spatial_dims,
+            inner,
+            self.scales.as_deref(),
+            self.kernel,
+        )
     }
 }
 
@@ -354,8 +376,8 @@ register_component!(
 
 /// `cross-entropy`: binary cross-entropy per label channel, averaged over the channels:
 /// `(1 − w) · (−mean(t ln(p + smooth))) + w · (−mean((1 − t) ln(1 − p + smooth)))`, means
-/// over the channel's voxels, `w = background_weight` (`w = 0`: the foreground term only).
-/// Only `scales` null or all 0 can be built yet.
+/// over the channel's voxels, `w = background_weight` (`w = 0`: the foreground term only);
+/// `scales` and `kernel` as for `ssd`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CrossEntropyConfig {
     /// Threshold both labels at 0.5 first (`≥ 0.5` → 1, else 0); the loss then has no
@@ -383,13 +405,19 @@ impl LabelLossConfig for CrossEntropyConfig {
         check_spatial_dims(component, spatial_dims)?;
         check_background_weight(component, self.background_weight)?;
         check_smoothing(component, "smooth", self.smooth)?;
-        check_single_scale(component, self.scales.as_deref())?;
-        Ok(Box::new(CrossEntropy {
+        let inner = CrossEntropy {
             spatial_dims,
             binary: self.binary,
             background_weight: self.background_weight,
             smooth: self.smooth,
-        }))
+        };
+        label_loss(
+            component,
+            spatial_dims,
+            inner,
+            self.scales.as_deref(),
+            self.kernel,
+        )
     }
 }
 
@@ -485,14 +513,6 @@ mod tests {
             Err(error @ ComponentError::InvalidConfig { .. }) => error.to_string(),
             Err(other) => panic!("expected an invalid-config error, got {other}"),
             Ok(_) => panic!("expected an invalid-config error, got a built component"),
-        }
-    }
-
-    fn not_implemented<T>(result: Result<T, ComponentError>) -> String {
-        match result {
-            Err(error @ ComponentError::NotImplemented { .. }) => error.to_string(),
-            Err(other) => panic!("expected a not-implemented error, got {other}"),
-            Ok(_) => panic!("expected a not-implemented error, got a built component"),
         }
     }
 
@@ -609,7 +629,7 @@ mod tests {
         let ce = decoded::<dyn LabelLossConfig>("cross-entropy", "scales: 0\n");
         assert!(ce.build(2).is_ok());
         let ssd = decoded::<dyn LabelLossConfig>("ssd", "scales: [0, 1]\nkernel: cauchy\n");
-        not_implemented(ssd.build(2));
+        assert!(ssd.build(2).unwrap().loss(&t, &p).is_ok());
         let bending = decoded::<dyn RegularizationConfig>("bending", "{}\n");
         let ddf = Tensor::zeros((1, 2, 5, 5), DType::F32, &Device::Cpu)?;
         assert_eq!(
@@ -620,35 +640,36 @@ mod tests {
     }
 
     #[test]
-    fn multi_scale_and_lncc_are_not_implemented_yet() {
-        let zero = Some(vec![0.0]);
-        let smoothed = Some(vec![0.0, 1.0, 2.0]);
-        let ssd = |scales: &Option<Vec<f64>>| SsdConfig {
-            scales: scales.clone(),
-            kernel: ScaleKernel::Cauchy,
+    fn multi_scale_losses_build_with_either_kernel() {
+        let ssd = |scales: &[f64], kernel| SsdConfig {
+            scales: Some(scales.to_vec()),
+            kernel,
         };
-        assert!(ImageLossConfig::build(&ssd(&zero), 3).is_ok());
-        assert!(LabelLossConfig::build(&ssd(&zero), 3).is_ok());
-        let with_scales = |scales: &Option<Vec<f64>>| OverlapConfig {
-            scales: scales.clone(),
+        let with_scales = |scales: &[f64]| OverlapConfig {
+            scales: Some(scales.to_vec()),
             ..overlap()
         };
-        assert!(DiceConfig(with_scales(&zero)).build(3).is_ok());
-        assert!(JaccardConfig(with_scales(&zero)).build(3).is_ok());
-        let ce = |scales: &Option<Vec<f64>>| CrossEntropyConfig {
-            scales: scales.clone(),
+        let ce = |scales: &[f64]| CrossEntropyConfig {
+            scales: Some(scales.to_vec()),
             ..cross_entropy()
         };
-        assert!(ce(&zero).build(3).is_ok());
-        let message = not_implemented(ImageLossConfig::build(&ssd(&smoothed), 3));
+        for dims in [2, 3] {
+            for scales in [&[0.0][..], &[0.0, 1.0, 2.0], &[0.5]] {
+                for kernel in [ScaleKernel::Gaussian, ScaleKernel::Cauchy] {
+                    assert!(ImageLossConfig::build(&ssd(scales, kernel), dims).is_ok());
+                    assert!(LabelLossConfig::build(&ssd(scales, kernel), dims).is_ok());
+                }
+                assert!(DiceConfig(with_scales(scales)).build(dims).is_ok());
+                assert!(JaccardConfig(with_scales(scales)).build(dims).is_ok());
+                assert!(ce(scales).build(dims).is_ok());
+            }
+        }
+        let message = invalid(DiceConfig(with_scales(&[1.0, -2.0])).build(3));
         assert!(
-            message.contains("ssd") && message.contains("scales"),
+            message.contains("dice") && message.contains("scales"),
             "{message}"
         );
-        not_implemented(LabelLossConfig::build(&ssd(&smoothed), 3));
-        not_implemented(DiceConfig(with_scales(&smoothed)).build(3));
-        not_implemented(JaccardConfig(with_scales(&smoothed)).build(2));
-        not_implemented(ce(&smoothed).build(2));
+        assert!(invalid(ce(&[f64::NAN]).build(2)).contains("scales"));
     }
 
     #[test]
