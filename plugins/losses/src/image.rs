@@ -5,6 +5,7 @@ use voxreg_framework::candle::{self, Tensor};
 use voxreg_framework::ops::separable_filter;
 use voxreg_framework::prelude::*;
 
+use crate::lncc::{Moments, NccMap};
 use crate::util::{check_pair, EPS};
 
 /// Mean squared difference `mean((f − w)²)` over every non-batch axis. As a label loss, with
@@ -134,29 +135,20 @@ impl Lncc {
     }
 }
 
-/// `max(x, 0)` with TensorFlow's `tf.maximum(x, 0)` gradient: 1 where `x ≥ 0`, else 0.
-fn non_negative(x: &Tensor) -> candle::Result<Tensor> {
-    x * x.ge(0.0)?.to_dtype(x.dtype())?
-}
-
 impl ImageLoss for Lncc {
     fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
         check_pair("image_loss `lncc`", self.spatial_dims, fixed, warped)?;
-        let channels = fixed.dim(1)?;
-        let (t, p) = (fixed, warped);
-        // One filtering pass over the five quantities stacked along the channel axis.
-        let stacked = Tensor::cat(&[t, p, &t.sqr()?, &p.sqr()?, &(t * p)?], 1)?;
-        let sums = separable_filter(&stacked, &self.kernel)?;
-        let part = |i: usize| sums.narrow(1, i * channels, channels);
-        let (t_sum, p_sum, t2_sum, p2_sum, tp_sum) =
-            (part(0)?, part(1)?, part(2)?, part(3)?, part(4)?);
-        let volume = self.volume();
-        let t_avg = (&t_sum / volume)?;
-        let p_avg = (&p_sum / volume)?;
-        let cross = (tp_sum - (&p_avg * &t_sum)?)?;
-        let t_var = non_negative(&(t2_sum - (t_avg * &t_sum)?)?)?;
-        let p_var = non_negative(&(p2_sum - (p_avg * &p_sum)?)?)?;
-        let ncc = ((cross.sqr()? + self.smooth_nr)? / ((t_var * p_var)? + self.smooth_dr)?)?;
+        // [t, p, t², p², tp] on the channel axis, their window sums in one filtering pass,
+        // then the point-wise NCC (fused custom ops with hand-written backward passes).
+        let moments = fixed
+            .contiguous()?
+            .apply_op2(&warped.contiguous()?, Moments)?;
+        let sums = separable_filter(&moments, &self.kernel)?;
+        let ncc = sums.apply_op1(NccMap {
+            volume: self.volume(),
+            smooth_nr: self.smooth_nr,
+            smooth_dr: self.smooth_dr,
+        })?;
         ncc.flatten_from(1)?.mean(1)?.neg()
     }
 }

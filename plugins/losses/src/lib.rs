@@ -13,6 +13,7 @@ mod config;
 mod deform;
 mod image;
 mod label;
+mod lncc;
 mod scale;
 #[cfg(test)]
 mod testing;
