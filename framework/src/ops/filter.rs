@@ -148,6 +148,10 @@ impl AxisFilter {
                             let shift = t as isize - c;
                             let lo = (-shift).clamp(0, n as isize) as usize;
                             let hi = (n as isize - shift).clamp(lo as isize, n as isize) as usize;
+                            if hi == lo {
+                                // The tap reads only padding (a kernel longer than the line).
+                                continue;
+                            }
                             let s0 = (lo as isize + shift) as usize;
                             for (v, &s) in yl[lo..hi].iter_mut().zip(&xl[s0..s0 + (hi - lo)]) {
                                 *v += kt * s;
@@ -234,6 +238,23 @@ mod tests {
         // Even kernel: taps at i and i + 1.
         let y = separable_filter_axes(&x, &[vec![], vec![1.0, 10.0]]).unwrap();
         assert_eq!(values(&y), vec![21.0, 32.0, 43.0, 4.0]);
+    }
+
+    #[test]
+    fn kernel_longer_than_the_axis() {
+        // A box of 9 taps covers the whole of each line of 2 and of 3 voxels: every output
+        // is the sum of the image; the backward (the same op, flipped) too.
+        let x = Tensor::new(&[1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 2, 3))
+            .unwrap();
+        let y = separable_filter(&x, &rectangular_kernel(9)).unwrap();
+        assert_eq!(values(&y), vec![21.0; 6]);
+        let var = candle_core::Var::from_tensor(&x).unwrap();
+        let y = separable_filter(var.as_tensor(), &rectangular_kernel(9)).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        // d(Σ y)/dx = 6 for every voxel (each feeds all six outputs).
+        assert_eq!(values(g.get(var.as_tensor()).unwrap()), vec![6.0; 6]);
     }
 
     #[test]

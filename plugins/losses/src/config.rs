@@ -1,14 +1,14 @@
 //! Loss configs.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use voxreg_framework::ops::{gaussian_kernel_sized, rectangular_kernel, triangular_kernel};
 use voxreg_framework::prelude::*;
 
 use crate::deform::{BendingEnergy, GradientNorm};
-use crate::image::{Gmi, Gncc, Ssd};
+use crate::image::{Gmi, Gncc, Lncc, Ssd};
 use crate::label::{CrossEntropy, Overlap, OverlapKind};
-use crate::util::{
-    check_background_weight, check_single_scale, check_smoothing, check_spatial_dims, EPS,
-};
+use crate::scale::{image_loss, label_loss};
+use crate::util::{check_background_weight, check_smoothing, check_spatial_dims, EPS};
 
 fn eps() -> f64 {
     EPS
@@ -26,7 +26,7 @@ pub enum LnccKernel {
     Gaussian,
 }
 
-/// The smoothing kernel of multi-scale label losses.
+/// The smoothing kernel of multi-scale losses (normalised to sum 1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScaleKernel {
@@ -52,15 +52,14 @@ fn scales<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>
     })
 }
 
-fn not_implemented(component: &str) -> ComponentError {
-    ComponentError::not_implemented(format!(
-        "{component} (it needs the separable filters of the ops module)"
-    ))
-}
-
-/// `lncc`: local normalised cross-correlation, negated:
-/// `-mean_x (Σ_w (f-f̄)(m-m̄))² / (Σ_w (f-f̄)² Σ_w (m-m̄)²)` over windows `w` of `kernel_size`,
-/// with `smooth_nr` / `smooth_dr` added to numerator and denominator.
+/// `lncc`: local squared normalised cross-correlation, negated (DeepReg's formula).
+///
+/// The window is separable: per axis the 1D kernel `k` of `kernel_size` taps (rectangular:
+/// ones; triangular: DeepReg's `triangular_kernel1d`, odd size ≥ 3; gaussian: `σ = size / 3`,
+/// not normalised), zero padding at the borders. With `S[x]` the window sum around a voxel
+/// and `V = (Σ k)^ndim`: `cross = S[fw] − S[f] S[w] / V`,
+/// `var_f = max(S[f²] − S[f]² / V, 0)`, likewise `var_w`, and the loss is
+/// `−mean_x (cross² + smooth_nr) / (var_f var_w + smooth_dr)` over every non-batch axis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LnccConfig {
     /// Window size.
@@ -86,8 +85,36 @@ fn default_lncc_kernel() -> LnccKernel {
 
 #[typetag::serialize(name = "lncc")]
 impl ImageLossConfig for LnccConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        Err(not_implemented("image_loss `lncc`"))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+        let component = "image_loss `lncc`";
+        check_spatial_dims(component, spatial_dims)?;
+        check_smoothing(component, "smooth_nr", self.smooth_nr)?;
+        check_smoothing(component, "smooth_dr", self.smooth_dr)?;
+        let size = self.kernel_size;
+        let kernel = match self.kernel_type {
+            LnccKernel::Rectangular => rectangular_kernel(size),
+            LnccKernel::Triangular => triangular_kernel(size),
+            LnccKernel::Gaussian => gaussian_kernel_sized(size),
+        };
+        if kernel.is_empty() {
+            let need = match self.kernel_type {
+                LnccKernel::Triangular => "an odd number ≥ 3",
+                _ => "at least 1",
+            };
+            return Err(ComponentError::invalid(
+                component,
+                format!(
+                    "kernel_size must be {need} for kernel_type {}, got {size}",
+                    format!("{:?}", self.kernel_type).to_lowercase()
+                ),
+            ));
+        }
+        Ok(Box::new(Lncc {
+            spatial_dims,
+            kernel,
+            smooth_nr: self.smooth_nr,
+            smooth_dr: self.smooth_dr,
+        }))
     }
 }
 
@@ -179,8 +206,13 @@ register_component!(
 );
 
 /// `ssd`: mean squared difference `mean((f − w)²)` over every non-batch axis (for labels
-/// `(N, L, *spatial)` that is also the mean over labels), optionally averaged over smoothing
-/// scales. Only `scales` null or all 0 (a single unsmoothed scale) can be built yet.
+/// `(N, L, *spatial)` that is also the mean over labels).
+///
+/// With `scales` (DeepReg's `MultiScaleMixin`, for every loss with that key): the loss is
+/// averaged over the scales, at scale `σ > 0` computed between both inputs filtered along
+/// every spatial axis by the normalised 1D `kernel` of width `σ` (Gaussian
+/// `exp(−x²/2σ²)`, `|x| ≤ floor(3σ)`; Cauchy `1 / (1 + (x/σ)²)`, `|x| ≤ floor(5σ)`; zero
+/// padding, same size), at scale 0 between the inputs themselves.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SsdConfig {
     /// Smoothing scales (σ in voxels; 0 = none); absent for a single unsmoothed scale.
@@ -196,11 +228,17 @@ impl ImageLossConfig for SsdConfig {
     fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
         let component = "image_loss `ssd`";
         check_spatial_dims(component, spatial_dims)?;
-        check_single_scale(component, self.scales.as_deref())?;
-        Ok(Box::new(Ssd {
+        let inner = Ssd {
             component,
             spatial_dims,
-        }))
+        };
+        image_loss(
+            component,
+            spatial_dims,
+            inner,
+            self.scales.as_deref(),
+            self.kernel,
+        )
     }
 }
 
@@ -209,11 +247,17 @@ impl LabelLossConfig for SsdConfig {
     fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
         let component = "label_loss `ssd`";
         check_spatial_dims(component, spatial_dims)?;
-        check_single_scale(component, self.scales.as_deref())?;
-        Ok(Box::new(Ssd {
+        let inner = Ssd {
             component,
             spatial_dims,
-        }))
+        };
+        label_loss(
+            component,
+            spatial_dims,
+            inner,
+            self.scales.as_deref(),
+            self.kernel,
+        )
     }
 }
 
@@ -230,8 +274,8 @@ register_component!(
     "Mean squared label difference, optionally multi-scale"
 );
 
-/// Keys shared by `dice` and `jaccard`. Only `scales` null or all 0 (a single unsmoothed
-/// scale) can be built yet.
+/// Keys shared by `dice` and `jaccard`; `scales` and `kernel` as for `ssd` (smoothing comes
+/// before the `binary` threshold, as in DeepReg).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OverlapConfig {
     /// Threshold both labels at 0.5 first (`≥ 0.5` → 1, else 0); the loss then has no
@@ -269,15 +313,21 @@ impl OverlapConfig {
         check_background_weight(component, self.background_weight)?;
         check_smoothing(component, "smooth_nr", self.smooth_nr)?;
         check_smoothing(component, "smooth_dr", self.smooth_dr)?;
-        check_single_scale(component, self.scales.as_deref())?;
-        Ok(Box::new(Overlap {
+        let inner = Overlap {
             kind,
             spatial_dims,
             binary: self.binary,
             background_weight: self.background_weight,
             smooth_nr: self.smooth_nr,
             smooth_dr: self.smooth_dr,
-        }))
+        };
+        label_loss(
+            component,
+            spatial_dims,
+            inner,
+            self.scales.as_deref(),
+            self.kernel,
+        )
     }
 }
 
@@ -326,8 +376,8 @@ register_component!(
 
 /// `cross-entropy`: binary cross-entropy per label channel, averaged over the channels:
 /// `(1 − w) · (−mean(t ln(p + smooth))) + w · (−mean((1 − t) ln(1 − p + smooth)))`, means
-/// over the channel's voxels, `w = background_weight` (`w = 0`: the foreground term only).
-/// Only `scales` null or all 0 can be built yet.
+/// over the channel's voxels, `w = background_weight` (`w = 0`: the foreground term only);
+/// `scales` and `kernel` as for `ssd`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CrossEntropyConfig {
     /// Threshold both labels at 0.5 first (`≥ 0.5` → 1, else 0); the loss then has no
@@ -355,13 +405,19 @@ impl LabelLossConfig for CrossEntropyConfig {
         check_spatial_dims(component, spatial_dims)?;
         check_background_weight(component, self.background_weight)?;
         check_smoothing(component, "smooth", self.smooth)?;
-        check_single_scale(component, self.scales.as_deref())?;
-        Ok(Box::new(CrossEntropy {
+        let inner = CrossEntropy {
             spatial_dims,
             binary: self.binary,
             background_weight: self.background_weight,
             smooth: self.smooth,
-        }))
+        };
+        label_loss(
+            component,
+            spatial_dims,
+            inner,
+            self.scales.as_deref(),
+            self.kernel,
+        )
     }
 }
 
@@ -457,14 +513,6 @@ mod tests {
             Err(error @ ComponentError::InvalidConfig { .. }) => error.to_string(),
             Err(other) => panic!("expected an invalid-config error, got {other}"),
             Ok(_) => panic!("expected an invalid-config error, got a built component"),
-        }
-    }
-
-    fn not_implemented<T>(result: Result<T, ComponentError>) -> String {
-        match result {
-            Err(error @ ComponentError::NotImplemented { .. }) => error.to_string(),
-            Err(other) => panic!("expected a not-implemented error, got {other}"),
-            Ok(_) => panic!("expected a not-implemented error, got a built component"),
         }
     }
 
@@ -581,7 +629,7 @@ mod tests {
         let ce = decoded::<dyn LabelLossConfig>("cross-entropy", "scales: 0\n");
         assert!(ce.build(2).is_ok());
         let ssd = decoded::<dyn LabelLossConfig>("ssd", "scales: [0, 1]\nkernel: cauchy\n");
-        not_implemented(ssd.build(2));
+        assert!(ssd.build(2).unwrap().loss(&t, &p).is_ok());
         let bending = decoded::<dyn RegularizationConfig>("bending", "{}\n");
         let ddf = Tensor::zeros((1, 2, 5, 5), DType::F32, &Device::Cpu)?;
         assert_eq!(
@@ -592,41 +640,74 @@ mod tests {
     }
 
     #[test]
-    fn multi_scale_and_lncc_are_not_implemented_yet() {
-        let zero = Some(vec![0.0]);
-        let smoothed = Some(vec![0.0, 1.0, 2.0]);
-        let ssd = |scales: &Option<Vec<f64>>| SsdConfig {
-            scales: scales.clone(),
-            kernel: ScaleKernel::Cauchy,
+    fn multi_scale_losses_build_with_either_kernel() {
+        let ssd = |scales: &[f64], kernel| SsdConfig {
+            scales: Some(scales.to_vec()),
+            kernel,
         };
-        assert!(ImageLossConfig::build(&ssd(&zero), 3).is_ok());
-        assert!(LabelLossConfig::build(&ssd(&zero), 3).is_ok());
-        let with_scales = |scales: &Option<Vec<f64>>| OverlapConfig {
-            scales: scales.clone(),
+        let with_scales = |scales: &[f64]| OverlapConfig {
+            scales: Some(scales.to_vec()),
             ..overlap()
         };
-        assert!(DiceConfig(with_scales(&zero)).build(3).is_ok());
-        assert!(JaccardConfig(with_scales(&zero)).build(3).is_ok());
-        let ce = |scales: &Option<Vec<f64>>| CrossEntropyConfig {
-            scales: scales.clone(),
+        let ce = |scales: &[f64]| CrossEntropyConfig {
+            scales: Some(scales.to_vec()),
             ..cross_entropy()
         };
-        assert!(ce(&zero).build(3).is_ok());
-        let message = not_implemented(ImageLossConfig::build(&ssd(&smoothed), 3));
+        for dims in [2, 3] {
+            for scales in [&[0.0][..], &[0.0, 1.0, 2.0], &[0.5]] {
+                for kernel in [ScaleKernel::Gaussian, ScaleKernel::Cauchy] {
+                    assert!(ImageLossConfig::build(&ssd(scales, kernel), dims).is_ok());
+                    assert!(LabelLossConfig::build(&ssd(scales, kernel), dims).is_ok());
+                }
+                assert!(DiceConfig(with_scales(scales)).build(dims).is_ok());
+                assert!(JaccardConfig(with_scales(scales)).build(dims).is_ok());
+                assert!(ce(scales).build(dims).is_ok());
+            }
+        }
+        let message = invalid(DiceConfig(with_scales(&[1.0, -2.0])).build(3));
         assert!(
-            message.contains("ssd") && message.contains("scales"),
+            message.contains("dice") && message.contains("scales"),
             "{message}"
         );
-        not_implemented(LabelLossConfig::build(&ssd(&smoothed), 3));
-        not_implemented(DiceConfig(with_scales(&smoothed)).build(3));
-        not_implemented(JaccardConfig(with_scales(&smoothed)).build(2));
-        not_implemented(ce(&smoothed).build(2));
-        let lncc = LnccConfig {
-            kernel_size: 9,
-            kernel_type: LnccKernel::Rectangular,
+        assert!(invalid(ce(&[f64::NAN]).build(2)).contains("scales"));
+    }
+
+    #[test]
+    fn lncc_builds_and_rejects_impossible_kernels() {
+        let lncc = |kernel_size, kernel_type| LnccConfig {
+            kernel_size,
+            kernel_type,
             smooth_nr: EPS,
             smooth_dr: EPS,
         };
-        assert!(not_implemented(lncc.build(3)).contains("lncc"));
+        for dims in [2, 3] {
+            for kernel in [
+                LnccKernel::Rectangular,
+                LnccKernel::Triangular,
+                LnccKernel::Gaussian,
+            ] {
+                assert!(lncc(9, kernel).build(dims).is_ok());
+                assert!(invalid(lncc(0, kernel).build(dims)).contains("kernel_size"));
+            }
+            assert!(lncc(4, LnccKernel::Rectangular).build(dims).is_ok());
+            assert!(lncc(1, LnccKernel::Gaussian).build(dims).is_ok());
+        }
+        for size in [1, 4] {
+            let message = invalid(lncc(size, LnccKernel::Triangular).build(3));
+            assert!(
+                message.contains("lncc") && message.contains("triangular"),
+                "{message}"
+            );
+        }
+        assert!(invalid(lncc(9, LnccKernel::Rectangular).build(4)).contains("spatial_dims"));
+        let negative = LnccConfig {
+            smooth_dr: -1.0,
+            ..lncc(9, LnccKernel::Gaussian)
+        };
+        assert!(invalid(negative.build(3)).contains("smooth_dr"));
+        let decoded = decoded::<dyn ImageLossConfig>("lncc", "kernel_type: triangular\n");
+        let image = Tensor::ones((1, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let value = decoded.build(2).unwrap().loss(&image, &image).unwrap();
+        assert_eq!(value.to_vec1::<f32>().unwrap(), [-1.0]);
     }
 }

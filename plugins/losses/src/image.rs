@@ -2,8 +2,10 @@
 //! element, over every non-batch axis.
 
 use voxreg_framework::candle::{self, Tensor};
+use voxreg_framework::ops::separable_filter;
 use voxreg_framework::prelude::*;
 
+use crate::lncc::{Moments, NccMap};
 use crate::util::{check_pair, EPS};
 
 /// Mean squared difference `mean((f − w)²)` over every non-batch axis. As a label loss, with
@@ -110,11 +112,52 @@ impl ImageLoss for Gmi {
     }
 }
 
+/// Local squared normalised cross-correlation, negated (DeepReg's
+/// `LocalNormalizedCrossCorrelationLoss`).
+///
+/// With a separable window `k` (unnormalised, zero padding at the borders), `S[x]` the
+/// window sum of `x` around each voxel and `V = (Σ k)^ndim` the window volume:
+/// `cross = S[tp] − S[t] S[p] / V`, `var_t = max(S[t²] − S[t]² / V, 0)`, likewise `var_p`;
+/// `ncc = (cross² + smooth_nr) / (var_t var_p + smooth_dr)`, averaged over every non-batch
+/// axis and negated.
+pub(crate) struct Lncc {
+    pub(crate) spatial_dims: usize,
+    pub(crate) kernel: Vec<f64>,
+    pub(crate) smooth_nr: f64,
+    pub(crate) smooth_dr: f64,
+}
+
+impl Lncc {
+    /// The window volume `(Σ k)^ndim`, DeepReg's `kernel_vol`.
+    fn volume(&self) -> f64 {
+        let sum: f64 = self.kernel.iter().sum();
+        sum.powi(self.spatial_dims as i32)
+    }
+}
+
+impl ImageLoss for Lncc {
+    fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
+        check_pair("image_loss `lncc`", self.spatial_dims, fixed, warped)?;
+        // [t, p, t², p², tp] on the channel axis, their window sums in one filtering pass,
+        // then the point-wise NCC (fused custom ops with hand-written backward passes).
+        let moments = fixed
+            .contiguous()?
+            .apply_op2(&warped.contiguous()?, Moments)?;
+        let sums = separable_filter(&moments, &self.kernel)?;
+        let ncc = sums.apply_op1(NccMap {
+            volume: self.volume(),
+            smooth_nr: self.smooth_nr,
+            smooth_dr: self.smooth_dr,
+        })?;
+        ncc.flatten_from(1)?.mean(1)?.neg()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{assert_close, check_gradient, pseudo_random};
-    use crate::{GmiConfig, GnccConfig, SsdConfig};
+    use crate::{GmiConfig, GnccConfig, LnccConfig, LnccKernel, SsdConfig};
 
     fn image(values: &[f64], shape: &[usize]) -> Tensor {
         Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()
@@ -289,6 +332,173 @@ mod tests {
         Ok(())
     }
 
+    fn lncc(kernel_size: usize, kernel_type: LnccKernel) -> LnccConfig {
+        LnccConfig {
+            kernel_size,
+            kernel_type,
+            smooth_nr: EPS,
+            smooth_dr: EPS,
+        }
+    }
+
+    const KERNELS: [LnccKernel; 3] = [
+        LnccKernel::Rectangular,
+        LnccKernel::Triangular,
+        LnccKernel::Gaussian,
+    ];
+
+    #[test]
+    fn lncc_of_an_image_with_itself_is_minus_one_in_2d_and_3d() -> candle::Result<()> {
+        let f2 = pseudo_random(&[2, 1, 6, 7], 0.0, 1.0, 20);
+        let f3 = pseudo_random(&[1, 1, 5, 4, 6], 0.0, 1.0, 21);
+        for kernel in KERNELS {
+            for (dims, f) in [(2, &f2), (3, &f3)] {
+                let n = f.dim(0)?;
+                for size in [3, 9] {
+                    let loss = lncc(size, kernel).build(dims).unwrap();
+                    assert_close(&loss.loss(f, f)?, &vec![-1.0; n], 1e-9);
+                    let f32 = f.to_dtype(DType::F32)?;
+                    assert_close(&loss.loss(&f32, &f32)?, &vec![-1.0; n], 1e-5);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn lncc_matches_a_hand_value() -> candle::Result<()> {
+        // One row t = (1, 2), p = (1, 0), 3 × 3 box, V = 9: every window holds both voxels,
+        // S[t] = 3, S[p] = 1, S[t²] = 5, S[p²] = 1, S[tp] = 1; cross = 1 − 3/9 = 2/3,
+        // var_t = 5 − 9/9 = 4, var_p = 1 − 1/9 = 8/9.
+        let loss = lncc(3, LnccKernel::Rectangular).build(2).unwrap();
+        let t = image(&[1.0, 2.0], &[1, 1, 1, 2]);
+        let p = image(&[1.0, 0.0], &[1, 1, 1, 2]);
+        let expected = -(4.0 / 9.0 + EPS) / (32.0 / 9.0 + EPS);
+        assert_close(&loss.loss(&t, &p)?, &[expected], 1e-12);
+        // The same row in 3D (V = 27): cross = 1 − 3/27, var_t = 5 − 9/27, var_p = 1 − 1/27.
+        let loss = lncc(3, LnccKernel::Rectangular).build(3).unwrap();
+        let (t3, p3) = (t.reshape((1, 1, 1, 1, 2))?, p.reshape((1, 1, 1, 1, 2))?);
+        let cross: f64 = 1.0 - 3.0 / 27.0;
+        let expected = -(cross * cross + EPS) / ((5.0 - 9.0 / 27.0) * (1.0 - 1.0 / 27.0) + EPS);
+        assert_close(&loss.loss(&t3, &p3)?, &[expected], 1e-12);
+        Ok(())
+    }
+
+    /// LNCC written out as loops over voxels and window taps, straight from DeepReg's
+    /// formula, for one batch element of spatial `shape` (2D or 3D).
+    fn lncc_by_loops(t: &[f64], p: &[f64], shape: &[usize], k: &[f64]) -> f64 {
+        let shape3: Vec<usize> = if shape.len() == 2 {
+            vec![1, shape[0], shape[1]]
+        } else {
+            shape.to_vec()
+        };
+        let ndim = shape.len();
+        let volume = k.iter().sum::<f64>().powi(ndim as i32);
+        let c = (k.len() as isize - 1) / 2;
+        let at = |z: usize, y: usize, x: usize| (z * shape3[1] + y) * shape3[2] + x;
+        let taps_z: Vec<(isize, f64)> = if ndim == 2 {
+            vec![(0, 1.0)]
+        } else {
+            k.iter()
+                .enumerate()
+                .map(|(i, w)| (i as isize - c, *w))
+                .collect()
+        };
+        let taps: Vec<(isize, f64)> = k
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i as isize - c, *w))
+            .collect();
+        let mut total = 0.0;
+        for z in 0..shape3[0] {
+            for y in 0..shape3[1] {
+                for x in 0..shape3[2] {
+                    let mut s = [0.0f64; 5];
+                    for &(dz, wz) in &taps_z {
+                        for &(dy, wy) in &taps {
+                            for &(dx, wx) in &taps {
+                                let (zz, yy, xx) =
+                                    (z as isize + dz, y as isize + dy, x as isize + dx);
+                                let inside = [zz, yy, xx]
+                                    .iter()
+                                    .zip(&shape3)
+                                    .all(|(v, n)| *v >= 0 && *v < *n as isize);
+                                if !inside {
+                                    continue;
+                                }
+                                let i = at(zz as usize, yy as usize, xx as usize);
+                                let w = wz * wy * wx;
+                                let (a, b) = (t[i], p[i]);
+                                for (sum, v) in s.iter_mut().zip([a, b, a * a, b * b, a * b]) {
+                                    *sum += w * v;
+                                }
+                            }
+                        }
+                    }
+                    let cross = s[4] - s[1] * s[0] / volume;
+                    let var_t = (s[2] - s[0] * s[0] / volume).max(0.0);
+                    let var_p = (s[3] - s[1] * s[1] / volume).max(0.0);
+                    total += (cross * cross + EPS) / (var_t * var_p + EPS);
+                }
+            }
+        }
+        -total / t.len() as f64
+    }
+
+    #[test]
+    fn lncc_matches_the_formula_written_as_loops() -> candle::Result<()> {
+        use voxreg_framework::ops::{gaussian_kernel_sized, rectangular_kernel, triangular_kernel};
+        let cases: [(usize, &[usize]); 2] = [(2, &[2, 1, 6, 5]), (3, &[2, 1, 4, 5, 3])];
+        for (dims, shape) in cases {
+            let t = pseudo_random(shape, 0.0, 1.0, 22);
+            let p = pseudo_random(shape, 0.0, 1.0, 23);
+            for (kernel, size) in [
+                (LnccKernel::Rectangular, 3),
+                (LnccKernel::Rectangular, 4),
+                (LnccKernel::Triangular, 5),
+                (LnccKernel::Gaussian, 3),
+                (LnccKernel::Gaussian, 9),
+            ] {
+                let k = match kernel {
+                    LnccKernel::Rectangular => rectangular_kernel(size),
+                    LnccKernel::Triangular => triangular_kernel(size),
+                    LnccKernel::Gaussian => gaussian_kernel_sized(size),
+                };
+                let expected: Vec<f64> = (0..2)
+                    .map(|n| {
+                        let row = |x: &Tensor| {
+                            x.get(n)
+                                .unwrap()
+                                .flatten_all()
+                                .unwrap()
+                                .to_vec1::<f64>()
+                                .unwrap()
+                        };
+                        lncc_by_loops(&row(&t), &row(&p), &shape[2..], &k)
+                    })
+                    .collect();
+                let loss = lncc(size, kernel).build(dims).unwrap();
+                assert_close(&loss.loss(&t, &p)?, &expected, 1e-9);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn lncc_gradients_match_finite_differences() {
+        let fixed = pseudo_random(&[2, 1, 4, 5], 0.05, 0.95, 24);
+        let warped = pseudo_random(&[2, 1, 4, 5], 0.05, 0.95, 25);
+        let fixed3 = pseudo_random(&[1, 1, 3, 4, 3], 0.05, 0.95, 26);
+        let warped3 = pseudo_random(&[1, 1, 3, 4, 3], 0.05, 0.95, 27);
+        for kernel in KERNELS {
+            for (dims, f, w) in [(2, &fixed, &warped), (3, &fixed3, &warped3)] {
+                let loss = lncc(3, kernel).build(dims).unwrap();
+                check_gradient(|x| loss.loss(f, x), w, 1e-5);
+                check_gradient(|x| loss.loss(x, w), f, 1e-5);
+            }
+        }
+    }
+
     #[test]
     fn image_losses_reject_mismatched_shapes() -> candle::Result<()> {
         let a = pseudo_random(&[1, 1, 3, 4], 0.0, 1.0, 6);
@@ -296,6 +506,7 @@ mod tests {
         let flat = a.reshape((1, 12))?;
         for dims in [2, 3] {
             let losses = [
+                lncc(3, LnccKernel::Gaussian).build(dims).unwrap(),
                 ImageLossConfig::build(&SsdConfig::default(), dims).unwrap(),
                 GnccConfig::default().build(dims).unwrap(),
                 GmiConfig {

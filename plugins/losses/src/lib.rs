@@ -6,13 +6,15 @@
 //! Each loss is built from its config (`build(spatial_dims)`) and returns one value per batch
 //! element, to be minimised (similarities negated). Image losses take `(N, 1, *spatial)`,
 //! label losses `(N, L, *spatial)` (scored per label channel, averaged over channels),
-//! regularisers a DDF `(N, ndim, *spatial)`. Multi-scale `scales` and `lncc` need the
-//! separable filters of the ops module and report "not implemented" for now.
+//! regularisers a DDF `(N, ndim, *spatial)`. Losses with `scales` average the loss
+//! over Gaussian- or Cauchy-smoothed copies of both inputs, as DeepReg's `MultiScaleMixin`.
 
 mod config;
 mod deform;
 mod image;
 mod label;
+mod lncc;
+mod scale;
 #[cfg(test)]
 mod testing;
 mod util;

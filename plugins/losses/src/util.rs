@@ -21,15 +21,9 @@ pub(crate) fn check_spatial_dims(
     }
 }
 
-/// Accepts `scales` that mean a single unsmoothed scale: absent (`null`) or only zeros.
-///
-/// An empty list, a negative or a non-finite scale is invalid. Positive scales need the
-/// separable Gaussian / Cauchy smoothing of the ops module, which this build lacks: they are
-/// reported as not implemented.
-pub(crate) fn check_single_scale(
-    component: &str,
-    scales: Option<&[f64]>,
-) -> Result<(), ComponentError> {
+/// Checks `scales`: absent (`null`, a single unsmoothed scale) or a non-empty list of
+/// finite numbers ≥ 0 (σ in voxels, 0 = no smoothing).
+pub(crate) fn check_scales(component: &str, scales: Option<&[f64]>) -> Result<(), ComponentError> {
     let Some(scales) = scales else {
         return Ok(());
     };
@@ -44,11 +38,6 @@ pub(crate) fn check_single_scale(
             component,
             format!("scales must be finite numbers ≥ 0 (0 = no smoothing), got {bad}"),
         ));
-    }
-    if scales.iter().any(|s| *s != 0.0) {
-        return Err(ComponentError::not_implemented(format!(
-            "{component} with smoothing scales {scales:?} (multi-scale; only null or [0] run)"
-        )));
     }
     Ok(())
 }
@@ -145,17 +134,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn single_scale_accepts_null_and_zeros_only() {
-        assert!(check_single_scale("c", None).is_ok());
-        assert!(check_single_scale("c", Some(&[0.0])).is_ok());
-        assert!(check_single_scale("c", Some(&[0.0, 0.0])).is_ok());
-        assert!(matches!(
-            check_single_scale("c", Some(&[0.0, 1.0])),
-            Err(ComponentError::NotImplemented { .. })
-        ));
+    fn scales_accept_null_and_lists_of_non_negative_numbers() {
+        assert!(check_scales("c", None).is_ok());
+        assert!(check_scales("c", Some(&[0.0])).is_ok());
+        assert!(check_scales("c", Some(&[0.0, 0.0])).is_ok());
+        assert!(check_scales("c", Some(&[0.0, 1.0, 2.5])).is_ok());
         for bad in [&[][..], &[-1.0], &[f64::NAN], &[f64::INFINITY]] {
             assert!(matches!(
-                check_single_scale("c", Some(bad)),
+                check_scales("c", Some(bad)),
                 Err(ComponentError::InvalidConfig { .. })
             ));
         }
