@@ -2,6 +2,7 @@
 //! from 96³, normalised, on 2 loader threads (issue 4's workload).
 //!
 //! `cargo bench -p voxreg-data --bench loading`
+#![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use std::path::Path;
 use std::sync::Arc;
@@ -71,5 +72,9 @@ fn loading(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, loading);
+criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = loading
+}
 criterion_main!(benches);
