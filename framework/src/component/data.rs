@@ -47,6 +47,12 @@ pub trait FileLoaderConfig: Debug + Send + Sync {
         kind: &str,
         grouped: bool,
     ) -> Result<Box<dyn FileLoader>, ComponentError>;
+
+    /// Whether `dir` holds any data of `kind` in this format (used to treat a dataset without
+    /// label files as unlabelled). Defaults to whether opening it succeeds.
+    fn has(&self, dir: &std::path::Path, kind: &str) -> bool {
+        self.open(dir, kind, false).is_ok()
+    }
 }
 
 /// An opened set of volumes.

@@ -43,6 +43,10 @@ impl FileLoaderConfig for H5Format {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Box::new(H5Datasets { path, keys, ids }))
     }
+
+    fn has(&self, dir: &Path, kind: &str) -> bool {
+        dir.join(format!("{kind}.h5")).exists()
+    }
 }
 
 register_component!(

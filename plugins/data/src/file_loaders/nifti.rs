@@ -43,6 +43,10 @@ impl FileLoaderConfig for NiftiFormat {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Box::new(NiftiFiles { files, ids }))
     }
+
+    fn has(&self, dir: &Path, kind: &str) -> bool {
+        dir.join(kind).exists()
+    }
 }
 
 register_component!(

@@ -240,3 +240,21 @@ fn reads_the_mni_template() {
         "range {min}..{max}"
     );
 }
+
+#[test]
+fn impossible_nifti_dimensions_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dims.nii");
+    write_nifti(&path, &volume(&[2, 2, 2], 0.0)).unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    // dim[0] (the rank) is the i16 at offset 40 of the NIfTI-1 header.
+    bytes[40..42].copy_from_slice(&9i16.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let error = read_nifti(&path).unwrap_err().to_string();
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    bytes[40..42].copy_from_slice(&3i16.to_le_bytes());
+    bytes[42..44].copy_from_slice(&0i16.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let error = read_nifti(&path).unwrap_err().to_string();
+    assert!(error.contains(&path.display().to_string()), "{error}");
+}

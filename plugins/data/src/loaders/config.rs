@@ -9,13 +9,18 @@ use super::paired::{open_sides, PairedData};
 use super::pairs::{Pairs, Side};
 use super::unpaired::UnpairedData;
 
-/// DeepReg's default label sampling: one random label in training, every label otherwise.
-/// A `sample_label` in the config applies to every split, as in DeepReg.
+/// Label sampling: `sample_label` (default `sample`, one random label) applies to training;
+/// validation and test always take every label, so their metrics cover every label.
 fn sample_label(configured: Option<SampleLabel>, split: Split) -> SampleLabel {
-    configured.unwrap_or(match split {
-        Split::Train => SampleLabel::Sample,
+    match split {
+        Split::Train => configured.unwrap_or(SampleLabel::Sample),
         Split::Valid | Split::Test => SampleLabel::All,
-    })
+    }
+}
+
+/// Whether both sides found labels (a dataset without label files loads unlabelled).
+fn labeled(moving: &Side, fixed: &Side) -> bool {
+    moving.labels.is_some() && fixed.labels.is_some()
 }
 
 /// Shapes must have 2 or 3 axes, each at least 1.
@@ -119,11 +124,12 @@ impl DataLoaderConfig for PairedLoader {
             ));
         }
         let (moving, fixed) = open_sides(source, &self.image_shapes())?;
+        let has_labels = labeled(&moving, &fixed);
         Ok(Box::new(PairedData {
             pairs: Pairs {
                 moving,
                 fixed,
-                labeled: source.labeled,
+                labeled: has_labels,
                 sample_label: sample_label(self.sample_label, source.split),
             },
             split: source.split,
@@ -175,11 +181,12 @@ impl DataLoaderConfig for UnpairedLoader {
         }
         require_equal_label_counts(source, &moving)?;
         let fixed = moving.with_shape(&self.image_shape);
+        let has_labels = labeled(&moving, &fixed);
         Ok(Box::new(UnpairedData {
             pairs: Pairs {
                 moving,
                 fixed,
-                labeled: source.labeled,
+                labeled: has_labels,
                 sample_label: sample_label(self.sample_label, source.split),
             },
             split: source.split,
@@ -280,11 +287,12 @@ impl DataLoaderConfig for GroupedLoader {
             }
         }
         let fixed = moving.with_shape(&self.image_shape);
+        let has_labels = labeled(&moving, &fixed);
         Ok(Box::new(GroupedData {
             pairs: Pairs {
                 moving,
                 fixed,
-                labeled: source.labeled,
+                labeled: has_labels,
                 sample_label: sample_label(self.sample_label, source.split),
             },
             groups,

@@ -20,6 +20,19 @@ pub(crate) fn open_sides(
     )?;
     let fixed = Side::open(source, "fixed_images", "fixed_labels", false, &shapes.fixed)?;
     moving.images.require_same_ids(&fixed.images, source.dirs)?;
+    if moving.labels.is_some() != fixed.labels.is_some() {
+        let (has, lacks) = if moving.labels.is_some() {
+            ("moving_labels", "fixed_labels")
+        } else {
+            ("fixed_labels", "moving_labels")
+        };
+        return Err(ComponentError::Data {
+            path: source.dirs.first().cloned().unwrap_or_default(),
+            message: format!(
+                "the data has {has} but no {lacks}: label both sides, or set `labeled: false`"
+            ),
+        });
+    }
     for (index, (m, f)) in moving
         .label_counts
         .iter()

@@ -33,7 +33,17 @@ impl Side {
         shape: &[usize],
     ) -> Result<Side, ComponentError> {
         let images = ImageSet::open(source.format, source.dirs, images_kind, grouped)?;
-        let (labels, label_counts) = if source.labeled {
+        let has_labels = source
+            .dirs
+            .iter()
+            .any(|dir| source.format.has(dir, labels_kind));
+        if source.labeled && !has_labels {
+            tracing::warn!(
+                "`labeled: true` but no {labels_kind} in {:?}: loading the {images_kind} without labels",
+                source.dirs
+            );
+        }
+        let (labels, label_counts) = if source.labeled && has_labels {
             let labels = ImageSet::open(source.format, source.dirs, labels_kind, grouped)?;
             images.require_same_ids(&labels, source.dirs)?;
             let counts = (0..labels.len())

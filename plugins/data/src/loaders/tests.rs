@@ -452,3 +452,82 @@ fn two_dimensional_data_loads() {
     let sample = loader.load(&loader.epoch(0, 0)[0]).unwrap();
     assert_eq!(sample.moving_image.len(), 64);
 }
+
+#[test]
+fn a_dataset_without_label_files_loads_unlabelled() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        nifti(dir.path(), "moving_images", name, &volume(&[4, 4, 4], 1.0));
+        nifti(dir.path(), "fixed_images", name, &volume(&[4, 4, 4], 1.0));
+    }
+    let dirs = [dir.path().to_owned()];
+    let loader = paired_config()
+        .build(&source(Split::Train, &dirs, &NiftiFormat {}, true))
+        .unwrap();
+    let epoch = loader.epoch(0, 0);
+    assert!(epoch.iter().all(|s| s.label.is_none()));
+    assert!(loader.load(&epoch[0]).unwrap().fixed_label.is_none());
+    // Only one side labelled is an error, not silently unlabelled data.
+    nifti(dir.path(), "moving_labels", "a", &label(&[4, 4, 4], 1));
+    nifti(dir.path(), "moving_labels", "b", &label(&[4, 4, 4], 1));
+    let error = build_error(&paired_config(), &dirs, &NiftiFormat {});
+    assert!(
+        error.contains("the data has moving_labels but no fixed_labels"),
+        "{error}"
+    );
+}
+
+#[test]
+fn validation_and_test_always_take_every_label() {
+    let dir = tempfile::tempdir().unwrap();
+    paired_dataset(dir.path(), 2, 3);
+    let dirs = [dir.path().to_owned()];
+    let config = PairedLoader {
+        sample_label: Some(SampleLabel::Sample),
+        ..paired_config()
+    };
+    for split in [Split::Valid, Split::Test] {
+        let loader = config
+            .build(&source(split, &dirs, &NiftiFormat {}, true))
+            .unwrap();
+        assert_eq!(loader.epoch(0, 0).len(), 6);
+    }
+    let all = PairedLoader {
+        sample_label: Some(SampleLabel::All),
+        ..paired_config()
+    };
+    let loader = all
+        .build(&source(Split::Train, &dirs, &NiftiFormat {}, true))
+        .unwrap();
+    assert_eq!(
+        loader.epoch(0, 0).len(),
+        6,
+        "sample_label: all applies to training"
+    );
+}
+
+#[test]
+fn an_h5_label_key_missing_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let images: Vec<(String, Volume)> = ["x", "y", "z"]
+        .iter()
+        .map(|k| (k.to_string(), volume(&[4, 4, 4], 1.0)))
+        .collect();
+    let labels: Vec<(String, Volume)> = ["x", "z"]
+        .iter()
+        .map(|k| (k.to_string(), label(&[4, 4, 4], 1)))
+        .collect();
+    write_h5(&dir.path().join("images.h5"), &images).unwrap();
+    write_h5(&dir.path().join("labels.h5"), &labels).unwrap();
+    let dirs = [dir.path().to_owned()];
+    let config = UnpairedLoader {
+        image_shape: vec![4, 4, 4],
+        sample_label: None,
+        seed: None,
+    };
+    let error = build_error(&config, &dirs, &H5Format {});
+    assert!(
+        error.contains("images and labels must hold the same names; only in images: [\"y\"]"),
+        "{error}"
+    );
+}
