@@ -8,7 +8,8 @@
 //!   through the registry;
 //! * [`plugin`]: the ABI and loader for plugin libraries;
 //! * [`data`]: the pipeline from a data loader to batches of tensors;
-//! * [`ops`]: spatial tensor ops for 2D and 3D registration.
+//! * [`ops`]: spatial tensor ops for 2D and 3D registration;
+//! * [`metrics`]: evaluation metrics (Dice, TRE, SSD, Jacobian determinant statistics).
 //!
 //! The framework is built as a shared Rust library (`dylib`) so the `voxreg` binary and
 //! every dynamic plugin share one copy of it and of candle; plugins use candle through the
@@ -24,6 +25,7 @@ pub use typetag;
 pub mod component;
 pub mod config;
 pub mod data;
+pub mod metrics;
 pub mod ops;
 pub mod plugin;
 pub mod registry;
