@@ -5,6 +5,8 @@
 
 mod backbones;
 mod methods;
+mod nets;
+mod nn;
 
 pub use backbones::{ControlPoints, GlobalNetConfig, KernelSizes, LocalNetConfig, UNetConfig};
 pub use methods::{ConditionalMethod, DdfMethod, DvfMethod};

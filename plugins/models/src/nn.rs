@@ -1,0 +1,390 @@
+//! Layers of the built-in backbones (DeepReg's `deepreg/model/layer.py`), for 2D and 3D.
+//!
+//! Every weight is taken from a [`VarBuilder`] by name, so a layer runs from trained variables
+//! (a `VarMap`) or from tensors supplied from outside (a hypernetwork).
+
+use voxreg_framework::candle::{self, Tensor};
+use voxreg_framework::candle_nn::Init;
+use voxreg_framework::ops::{self, Align, ResizeMode};
+use voxreg_framework::prelude::*;
+
+/// Batch-norm epsilon (Keras' default).
+const BN_EPSILON: f64 = 1.0e-3;
+
+/// How a kernel is initialised (Keras' initializer names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KernelInit {
+    /// All zeros (DeepReg's output layer for DDF / DVF methods).
+    Zeros,
+    /// Uniform in `±√(6 / (fan_in + fan_out))` (Keras' default).
+    GlorotUniform,
+    /// Normal with std `√(2 / (fan_in + fan_out))`.
+    GlorotNormal,
+    /// Uniform in `±√(6 / fan_in)`.
+    HeUniform,
+    /// Normal with std `√(2 / fan_in)`.
+    HeNormal,
+}
+
+impl KernelInit {
+    /// The names accepted in configs.
+    pub(crate) const NAMES: &'static str =
+        "zeros, glorot_uniform, glorot_normal, he_uniform, he_normal";
+
+    /// Parses a Keras initializer name.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "zeros" | "zero" => Some(Self::Zeros),
+            "glorot_uniform" => Some(Self::GlorotUniform),
+            "glorot_normal" => Some(Self::GlorotNormal),
+            "he_uniform" => Some(Self::HeUniform),
+            "he_normal" => Some(Self::HeNormal),
+            _ => None,
+        }
+    }
+
+    /// The candle initializer for a kernel with these fans.
+    pub(crate) fn init(self, fan_in: usize, fan_out: usize) -> Init {
+        let (fi, fo) = (fan_in as f64, fan_out as f64);
+        match self {
+            Self::Zeros => Init::Const(0.0),
+            Self::GlorotUniform => {
+                let limit = (6.0 / (fi + fo)).sqrt();
+                Init::Uniform {
+                    lo: -limit,
+                    up: limit,
+                }
+            }
+            Self::GlorotNormal => Init::Randn {
+                mean: 0.0,
+                stdev: (2.0 / (fi + fo)).sqrt(),
+            },
+            Self::HeUniform => {
+                let limit = (6.0 / fi).sqrt();
+                Init::Uniform {
+                    lo: -limit,
+                    up: limit,
+                }
+            }
+            Self::HeNormal => Init::Randn {
+                mean: 0.0,
+                stdev: (2.0 / fi).sqrt(),
+            },
+        }
+    }
+}
+
+/// Activation of the output layer (Keras' names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// None / `linear`.
+    Linear,
+    /// `relu`.
+    Relu,
+    /// `sigmoid`.
+    Sigmoid,
+    /// `tanh`.
+    Tanh,
+}
+
+impl Activation {
+    /// The names accepted in configs.
+    pub(crate) const NAMES: &'static str = "linear (or none), relu, sigmoid, tanh";
+
+    /// Parses a Keras activation name; an empty name or `none` is linear.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "" | "none" | "null" | "linear" => Some(Self::Linear),
+            "relu" => Some(Self::Relu),
+            "sigmoid" => Some(Self::Sigmoid),
+            "tanh" => Some(Self::Tanh),
+            _ => None,
+        }
+    }
+
+    /// Applies the activation.
+    pub(crate) fn apply(self, x: &Tensor) -> candle::Result<Tensor> {
+        match self {
+            Self::Linear => Ok(x.clone()),
+            Self::Relu => x.relu(),
+            Self::Sigmoid => sigmoid(x),
+            Self::Tanh => x.tanh(),
+        }
+    }
+}
+
+fn sigmoid(x: &Tensor) -> candle::Result<Tensor> {
+    // 1 / (1 + exp(-x)), built from differentiable primitives.
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// A convolution (`same` padding) with an optional bias.
+pub(crate) struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    kernel: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+impl Conv {
+    /// Takes `weight` `(cout, cin, k, …)` (and `bias` `(cout,)` if `bias`) from `params`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        params: &VarBuilder<'_>,
+        ndim: usize,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        bias: bool,
+        init: KernelInit,
+    ) -> candle::Result<Self> {
+        let volume = kernel.pow(ndim as u32);
+        let mut shape = vec![cout, cin];
+        shape.extend(std::iter::repeat_n(kernel, ndim));
+        let weight =
+            params.get_with_hints(shape, "weight", init.init(cin * volume, cout * volume))?;
+        let bias = if bias {
+            Some(params.get_with_hints(cout, "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            kernel: vec![kernel; ndim],
+            stride: vec![stride; ndim],
+        })
+    }
+
+    /// `(N, cin, *s) -> (N, cout, *ceil(s / stride))`.
+    pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        let padding = ops::same_padding(&x.dims()[2..], &self.kernel, &self.stride);
+        ops::conv(x, &self.weight, self.bias.as_ref(), &self.stride, &padding)
+    }
+}
+
+/// A transposed convolution without bias (Keras' `Conv3DTranspose`, `padding="same"`).
+pub(crate) struct Deconv {
+    weight: Tensor,
+    kernel: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+impl Deconv {
+    /// Takes `weight` `(cin, cout, k, …)` from `params` (Glorot-uniform initialised).
+    pub(crate) fn new(
+        params: &VarBuilder<'_>,
+        ndim: usize,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> candle::Result<Self> {
+        let volume = kernel.pow(ndim as u32);
+        let mut shape = vec![cin, cout];
+        shape.extend(std::iter::repeat_n(kernel, ndim));
+        let init = KernelInit::GlorotUniform.init(cout * volume, cin * volume);
+        Ok(Self {
+            weight: params.get_with_hints(shape, "weight", init)?,
+            kernel: vec![kernel; ndim],
+            stride: vec![stride; ndim],
+        })
+    }
+
+    /// Up-samples `(N, cin, *s)` to `(N, cout, *out)`: the adjoint of a `same`-padded strided
+    /// convolution from `out` to `s` (so `s` must be `ceil(out / stride)`).
+    pub(crate) fn forward(&self, x: &Tensor, out: &[usize]) -> candle::Result<Tensor> {
+        let padding = ops::same_padding(out, &self.kernel, &self.stride);
+        let input = &x.dims()[2..];
+        let mut output_padding = Vec::with_capacity(out.len());
+        for a in 0..out.len() {
+            let natural = ((input[a] - 1) * self.stride[a] + self.kernel[a])
+                .checked_sub(padding[a].0 + padding[a].1);
+            match natural {
+                Some(n) if n <= out[a] && out[a] - n < self.stride[a] => {
+                    output_padding.push(out[a] - n)
+                }
+                _ => candle::bail!(
+                    "deconv: cannot up-sample {input:?} to {out:?} with kernel {:?}, stride {:?}",
+                    self.kernel,
+                    self.stride
+                ),
+            }
+        }
+        ops::conv_transpose(
+            x,
+            &self.weight,
+            None,
+            &self.stride,
+            &padding,
+            &output_padding,
+        )
+    }
+}
+
+/// Batch normalisation with batch statistics (mean and variance over the batch and spatial
+/// axes), learned scale `gamma` and offset `beta`.
+pub(crate) struct BatchNorm {
+    gamma: Tensor,
+    beta: Tensor,
+}
+
+impl BatchNorm {
+    /// Takes `gamma` (ones) and `beta` (zeros), `(channels,)`, from `params`.
+    pub(crate) fn new(params: &VarBuilder<'_>, channels: usize) -> candle::Result<Self> {
+        Ok(Self {
+            gamma: params.get_with_hints(channels, "gamma", Init::Const(1.0))?,
+            beta: params.get_with_hints(channels, "beta", Init::Const(0.0))?,
+        })
+    }
+
+    /// Normalises each channel of `(N, C, *s)`.
+    pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (n, c) = (dims[0], dims[1]);
+        let flat = x.reshape((n, c, ()))?;
+        let mean = flat.mean_keepdim(2)?.mean_keepdim(0)?;
+        let centred = flat.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(2)?.mean_keepdim(0)?;
+        let scale = (var + BN_EPSILON)?
+            .sqrt()?
+            .recip()?
+            .broadcast_mul(&self.gamma.reshape((1, c, 1))?)?;
+        centred
+            .broadcast_mul(&scale)?
+            .broadcast_add(&self.beta.reshape((1, c, 1))?)?
+            .reshape(dims)
+    }
+}
+
+/// DeepReg's `Conv3dBlock`: convolution (no bias) → batch norm → ReLU.
+pub(crate) struct ConvBlock {
+    conv: Conv,
+    norm: BatchNorm,
+}
+
+impl ConvBlock {
+    /// Weights `conv.weight`, `norm.gamma`, `norm.beta` under `params`.
+    pub(crate) fn new(
+        params: &VarBuilder<'_>,
+        ndim: usize,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> candle::Result<Self> {
+        Ok(Self {
+            conv: Conv::new(
+                &params.pp("conv"),
+                ndim,
+                cin,
+                cout,
+                kernel,
+                stride,
+                false,
+                KernelInit::GlorotUniform,
+            )?,
+            norm: BatchNorm::new(&params.pp("norm"), cout)?,
+        })
+    }
+
+    /// `(N, cin, *s) -> (N, cout, *ceil(s / stride))`.
+    pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        self.norm.forward(&self.conv.forward(x)?)?.relu()
+    }
+}
+
+/// DeepReg's `ResidualConv3dBlock`: two (convolution → batch norm) layers with the input added
+/// before the last ReLU; channels and size unchanged.
+pub(crate) struct ResidualBlock {
+    layers: Vec<(Conv, BatchNorm)>,
+}
+
+impl ResidualBlock {
+    /// Weights `{0,1}.conv.weight`, `{0,1}.norm.{gamma,beta}` under `params`.
+    pub(crate) fn new(
+        params: &VarBuilder<'_>,
+        ndim: usize,
+        channels: usize,
+        kernel: usize,
+    ) -> candle::Result<Self> {
+        let layers = (0..2)
+            .map(|i| {
+                let p = params.pp(i.to_string());
+                Ok((
+                    Conv::new(
+                        &p.pp("conv"),
+                        ndim,
+                        channels,
+                        channels,
+                        kernel,
+                        1,
+                        false,
+                        KernelInit::GlorotUniform,
+                    )?,
+                    BatchNorm::new(&p.pp("norm"), channels)?,
+                ))
+            })
+            .collect::<candle::Result<_>>()?;
+        Ok(Self { layers })
+    }
+
+    /// `(N, c, *s) -> (N, c, *s)`.
+    pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        let mut out = x.clone();
+        let last = self.layers.len() - 1;
+        for (i, (conv, norm)) in self.layers.iter().enumerate() {
+            out = norm.forward(&conv.forward(&out)?)?;
+            if i == last {
+                out = (out + x)?;
+            }
+            out = out.relu()?;
+        }
+        Ok(out)
+    }
+}
+
+/// DeepReg's `Deconv3dBlock`: transposed convolution (no bias) → batch norm → ReLU.
+pub(crate) struct DeconvBlock {
+    deconv: Deconv,
+    norm: BatchNorm,
+}
+
+impl DeconvBlock {
+    /// Weights `deconv.weight`, `norm.{gamma,beta}` under `params`.
+    pub(crate) fn new(
+        params: &VarBuilder<'_>,
+        ndim: usize,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> candle::Result<Self> {
+        Ok(Self {
+            deconv: Deconv::new(&params.pp("deconv"), ndim, cin, cout, kernel, stride)?,
+            norm: BatchNorm::new(&params.pp("norm"), cout)?,
+        })
+    }
+
+    /// `(N, cin, *s) -> (N, cout, *out)`.
+    pub(crate) fn forward(&self, x: &Tensor, out: &[usize]) -> candle::Result<Tensor> {
+        self.norm.forward(&self.deconv.forward(x, out)?)?.relu()
+    }
+}
+
+/// Linear resize with half-pixel centres (DeepReg's `Resize3d`), skipped when the size already
+/// matches.
+pub(crate) fn resize_to(x: &Tensor, size: &[usize]) -> candle::Result<Tensor> {
+    if &x.dims()[2..] == size {
+        Ok(x.clone())
+    } else {
+        ops::resize(x, size, ResizeMode::Linear, Align::HalfPixel)
+    }
+}
+
+/// Sums the two halves of the channels: `(N, 2c, *s) -> (N, c, *s)`.
+pub(crate) fn sum_channel_halves(x: &Tensor) -> candle::Result<Tensor> {
+    let half = x.dim(1)? / 2;
+    x.narrow(1, 0, half)? + x.narrow(1, half, half)?
+}
