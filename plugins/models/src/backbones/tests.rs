@@ -403,3 +403,68 @@ fn configs_that_cannot_work_are_rejected_with_a_reason() {
     assert!(invalid_message(&global(0, 1), &s2).contains("num_channel_initial"));
     assert!(invalid_message(&global(2, 1), &spec(&[8, 8, 8, 8], 2, 4)).contains("2 or 3"));
 }
+
+/// The backbone and method of every shipped config build for the config's image shape (16³
+/// for overlays without one), and the small ones run.
+#[test]
+fn shipped_configs_backbones_build_and_run() -> candle::Result<()> {
+    use voxreg_framework::config::{ConfigDocument, ConfigValue};
+    use voxreg_framework::registry::Registry;
+
+    let registry = Registry::linked().map_err(|e| candle::Error::Msg(e.to_string()))?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut paths = vec![root.join("quickstart.yaml")];
+    let mut deepreg: Vec<_> = std::fs::read_dir(root.join("deepreg"))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    deepreg.sort();
+    paths.extend(deepreg);
+    let mut built = 0;
+    for path in paths {
+        let doc = ConfigDocument::read(&path).map_err(|e| candle::Error::Msg(e.to_string()))?;
+        let train = &doc.value["train"];
+        // DeepReg v0.1.x layouts (`train.model.backbone`) are upgraded by the config module.
+        let Some(backbone) = train["backbone"].as_mapping() else {
+            continue;
+        };
+        let mut backbone = backbone.clone();
+        let name = backbone
+            .remove("name")
+            .and_then(|n| n.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let config = registry
+            .decode::<dyn BackboneConfig>(&name, ConfigValue::Mapping(backbone))
+            .map_err(|e| candle::Error::Msg(format!("{}: {e}", path.display())))?;
+        let dataset = &doc.value["dataset"];
+        let shape_value = match &dataset["fixed_image_shape"] {
+            ConfigValue::Null => &dataset["image_shape"],
+            shape => shape,
+        };
+        let shape: Vec<usize> = match shape_value.as_sequence() {
+            Some(seq) => seq
+                .iter()
+                .filter_map(|v| v.as_u64().map(|x| x as usize))
+                .collect(),
+            None => vec![16, 16, 16],
+        };
+        let (in_channels, out_channels) = match train["method"].as_str() {
+            Some("conditional") => (3, 1),
+            _ => (2, shape.len()),
+        };
+        let spec = spec(&shape, in_channels, out_channels);
+        let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
+        let net = match config.build(&spec, vb) {
+            Ok(net) => net,
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
+        if shape.iter().product::<usize>() <= 16 * 16 * 16 {
+            let out = net.forward(&input(&spec, 1)?)?;
+            if let BackboneOutput::Dense(t) = out {
+                assert_eq!(t.dims()[2..], shape[..], "{}", path.display());
+            }
+        }
+        built += 1;
+    }
+    assert!(built >= 6, "only {built} configs have a backbone");
+    Ok(())
+}
