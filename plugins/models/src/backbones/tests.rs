@@ -468,3 +468,14 @@ fn shipped_configs_backbones_build_and_run() -> candle::Result<()> {
     assert!(built >= 6, "only {built} configs have a backbone");
     Ok(())
 }
+
+/// The LocalNet of the benchmark (3D, 2 → 3 channels, `num_channel_initial: 16`, levels
+/// 0–3) has DeepReg's layer sizes: MONAI's port of it counts 1,500,400 parameters, and
+/// DeepReg's output convolutions add a bias of 3 values at each of the 4 levels.
+#[test]
+fn local_net_has_deepreg_parameter_count() {
+    let varmap = VarMap::new();
+    let _ = build(&local(16, &[0, 1, 2, 3]), &spec(&[8, 8, 8], 2, 3), &varmap);
+    let count: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    assert_eq!(count, 1_500_400 + 4 * 3);
+}
