@@ -388,3 +388,114 @@ pub(crate) fn sum_channel_halves(x: &Tensor) -> candle::Result<Tensor> {
     let half = x.dim(1)? / 2;
     x.narrow(1, 0, half)? + x.narrow(1, half, half)?
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn max_abs(t: &Tensor) -> candle::Result<f32> {
+        t.abs()?.max_all()?.to_scalar::<f32>()
+    }
+
+    #[test]
+    fn batch_norm_normalises_each_channel_over_batch_and_space() -> candle::Result<()> {
+        let dev = Device::Cpu;
+        let x = ((Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &dev)? * 3.0)? + 2.0)?;
+        let tensors = HashMap::from([
+            ("gamma".to_owned(), Tensor::new(&[1f32, 2.0, 0.5], &dev)?),
+            ("beta".to_owned(), Tensor::new(&[0f32, 1.0, -1.0], &dev)?),
+        ]);
+        let norm = BatchNorm::new(&VarBuilder::from_tensors(tensors, DType::F32, &dev), 3)?;
+        let y = norm.forward(&x)?;
+        let per_channel = |t: &Tensor| -> candle::Result<Tensor> {
+            t.transpose(0, 1)?.contiguous()?.reshape((3, ()))
+        };
+        let (xs, ys) = (per_channel(&x)?, per_channel(&y)?);
+        let mean = ys.mean(1)?.to_vec1::<f32>()?;
+        let var_x = xs.broadcast_sub(&xs.mean_keepdim(1)?)?.sqr()?.mean(1)?;
+        let var_y = ys.broadcast_sub(&ys.mean_keepdim(1)?)?.sqr()?.mean(1)?;
+        let (var_x, var_y) = (var_x.to_vec1::<f32>()?, var_y.to_vec1::<f32>()?);
+        for (c, (gamma, beta)) in [(1f32, 0f32), (2.0, 1.0), (0.5, -1.0)].iter().enumerate() {
+            assert!((mean[c] - beta).abs() < 1e-4, "mean {c}: {}", mean[c]);
+            // Var(y) = γ² · Var(x) / (Var(x) + ε).
+            let expected = gamma * gamma * var_x[c] / (var_x[c] + BN_EPSILON as f32);
+            assert!((var_y[c] - expected).abs() < 1e-3, "var {c}: {}", var_y[c]);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn residual_block_adds_its_input_before_the_last_relu() -> candle::Result<()> {
+        // With zero kernels both layers output batch norm of zeros = beta (0), so the block is
+        // relu(0 + x) = relu(x).
+        let dev = Device::Cpu;
+        let mut tensors = HashMap::new();
+        for i in 0..2 {
+            tensors.insert(
+                format!("{i}.conv.weight"),
+                Tensor::zeros((2, 2, 3, 3, 3), DType::F32, &dev)?,
+            );
+            tensors.insert(
+                format!("{i}.norm.gamma"),
+                Tensor::ones(2, DType::F32, &dev)?,
+            );
+            tensors.insert(
+                format!("{i}.norm.beta"),
+                Tensor::zeros(2, DType::F32, &dev)?,
+            );
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+        let block = ResidualBlock::new(&vb, 3, 2, 3)?;
+        let x = Tensor::randn(0f32, 1.0, (1, 2, 4, 4, 4), &dev)?;
+        assert_eq!(max_abs(&(block.forward(&x)? - x.relu()?)?)?, 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn deconv_up_samples_to_the_exact_level_size() -> candle::Result<()> {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::from_tensors(HashMap::new(), DType::F32, &dev);
+        assert!(
+            Deconv::new(&vb, 2, 4, 2, 3, 2).is_err(),
+            "missing weight is an error"
+        );
+        for (kernel, input, output) in [(3, [3, 4, 5], [5, 8, 9]), (2, [2, 3, 1], [4, 5, 2])] {
+            let mut tensors = HashMap::new();
+            tensors.insert(
+                "weight".to_owned(),
+                Tensor::randn(0f32, 1.0, (4, 2, kernel, kernel, kernel), &dev)?,
+            );
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+            let deconv = Deconv::new(&vb, 3, 4, 2, kernel, 2)?;
+            let x = Tensor::randn(0f32, 1.0, [&[1, 4][..], &input].concat(), &dev)?;
+            let y = deconv.forward(&x, &output)?;
+            assert_eq!(y.dims(), &[&[1, 2][..], &output].concat()[..]);
+            // An output size that the input cannot come from is an error.
+            assert!(deconv.forward(&x, &[20, 20, 20]).is_err());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn channel_halves_are_summed() -> candle::Result<()> {
+        let x = Tensor::arange(0f32, 4.0, &Device::Cpu)?.reshape((1, 4, 1, 1))?;
+        let y = sum_channel_halves(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(y, vec![2.0, 4.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn initializer_and_activation_names_follow_keras() {
+        assert_eq!(KernelInit::parse("Zeros"), Some(KernelInit::Zeros));
+        assert_eq!(
+            KernelInit::parse("glorot_uniform"),
+            Some(KernelInit::GlorotUniform)
+        );
+        assert_eq!(KernelInit::parse("orthogonal"), None);
+        assert_eq!(Activation::parse(""), Some(Activation::Linear));
+        assert_eq!(Activation::parse("sigmoid"), Some(Activation::Sigmoid));
+        assert_eq!(Activation::parse("softsign"), None);
+    }
+}
