@@ -239,13 +239,7 @@ register_component!(
 impl UNetConfig {
     /// Checks the config against `spec` and resolves every default.
     fn plan(&self, spec: &BackboneSpec) -> Result<Plan, String> {
-        check_common(
-            spec,
-            self.depth,
-            self.strides,
-            &self.padding,
-            self.control_points.as_ref(),
-        )?;
+        check_common(spec, self.depth, self.strides, &self.padding)?;
         let depth = self.depth;
         let encode_channels = channels(self.num_channel_initial, depth, &self.encode_num_channels)?;
         let decode_channels = match &self.decode_num_channels {
@@ -266,6 +260,7 @@ impl UNetConfig {
             strides: self.strides,
             bottom: Bottom::ConvResidual,
             upsampling: Upsampling::Deconv,
+            control_points: control_spacing(self.control_points.as_ref(), spec.spatial_dims)?,
             head: extract_head(
                 spec,
                 &self.extract_levels,
@@ -287,13 +282,7 @@ impl LocalNetConfig {
             return Err(EMPTY_LEVELS.to_owned());
         };
         let depth = self.depth.unwrap_or(max_level);
-        check_common(
-            spec,
-            depth,
-            self.strides,
-            &self.padding,
-            self.control_points.as_ref(),
-        )?;
+        check_common(spec, depth, self.strides, &self.padding)?;
         let encode_channels = channels(self.num_channel_initial, depth, &self.encode_num_channels)?;
         let decode_channels = match &self.decode_num_channels {
             None => encode_channels.clone(),
@@ -319,6 +308,7 @@ impl LocalNetConfig {
             } else {
                 Upsampling::Deconv
             },
+            control_points: control_spacing(self.control_points.as_ref(), spec.spatial_dims)?,
             head: extract_head(
                 spec,
                 &self.extract_levels,
@@ -350,7 +340,7 @@ impl GlobalNetConfig {
                 )
             }
         };
-        check_common(spec, depth, self.strides, &self.padding, None)?;
+        check_common(spec, depth, self.strides, &self.padding)?;
         let encode_channels = channels(self.num_channel_initial, depth, &self.encode_num_channels)?;
         let plan = Plan {
             ndim: spec.spatial_dims,
@@ -366,6 +356,7 @@ impl GlobalNetConfig {
             strides: self.strides,
             bottom: Bottom::ConvResidual,
             upsampling: Upsampling::Deconv,
+            control_points: None,
             head: Head::Affine,
         };
         Ok(plan)
@@ -381,7 +372,6 @@ fn check_common(
     depth: usize,
     strides: usize,
     padding: &str,
-    control_points: Option<&ControlPoints>,
 ) -> Result<(), String> {
     let ndim = spec.spatial_dims;
     if ndim != 2 && ndim != 3 {
@@ -407,15 +397,6 @@ fn check_common(
                  to keep its size; use padding: same"
         ));
     }
-    match control_points {
-        None | Some(ControlPoints::Flag(false)) => {}
-        Some(cp) => {
-            return Err(format!(
-                "control_points {cp:?} (B-spline output) is not supported yet; remove \
-                     control_points or set it to false for a dense output"
-            ))
-        }
-    }
     let factor = u32::try_from(depth)
         .ok()
         .and_then(|d| strides.checked_pow(d))
@@ -438,6 +419,39 @@ fn check_common(
         ));
     }
     Ok(())
+}
+
+/// The control-point spacing per axis, or `None` for a dense output.
+fn control_spacing(
+    control_points: Option<&ControlPoints>,
+    ndim: usize,
+) -> Result<Option<Vec<usize>>, String> {
+    let spacing = match control_points {
+        None | Some(ControlPoints::Flag(false)) => return Ok(None),
+        Some(ControlPoints::Flag(true)) => {
+            return Err(
+                "control_points: true does not give a spacing; use a spacing in voxels \
+                        (e.g. control_points: 4, or one value per axis) or false"
+                    .to_owned(),
+            )
+        }
+        Some(ControlPoints::Spacing(s)) => vec![*s; ndim],
+        Some(ControlPoints::PerAxis(list)) => {
+            if list.len() != ndim {
+                return Err(format!(
+                    "control_points {list:?} must have one spacing per axis ({ndim} values) or \
+                     be one number"
+                ));
+            }
+            list.clone()
+        }
+    };
+    if spacing.contains(&0) {
+        return Err(format!(
+            "control_points spacing must be at least 1 voxel, got {spacing:?}"
+        ));
+    }
+    Ok(Some(spacing))
 }
 
 /// The encoder channels: the given list, or `num_channel_initial · 2^d`.

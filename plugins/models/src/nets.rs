@@ -7,8 +7,8 @@ use voxreg_framework::ops;
 use voxreg_framework::prelude::*;
 
 use crate::nn::{
-    resize_to, sum_channel_halves, Activation, Conv, ConvBlock, DeconvBlock, KernelInit,
-    ResidualBlock,
+    control_point_field, resize_to, sum_channel_halves, Activation, Conv, ConvBlock, DeconvBlock,
+    KernelInit, ResidualBlock,
 };
 
 /// The bottom block of the network.
@@ -78,6 +78,9 @@ pub(crate) struct Plan {
     pub bottom: Bottom,
     /// Decoder up-sampling.
     pub upsampling: Upsampling,
+    /// B-spline control-point spacing per axis applied to a dense output (DeepReg's
+    /// `control_points`), or `None`.
+    pub control_points: Option<Vec<usize>>,
     /// Output.
     pub head: Head,
 }
@@ -421,6 +424,10 @@ impl EncoderDecoder {
                     (sum / levels.len() as f64)?
                 } else {
                     sum
+                };
+                let out = match &plan.control_points {
+                    Some(spacing) => control_point_field(&out, spacing)?,
+                    None => out,
                 };
                 Ok(BackboneOutput::Dense(out))
             }

@@ -389,6 +389,99 @@ pub(crate) fn sum_channel_halves(x: &Tensor) -> candle::Result<Tensor> {
     x.narrow(1, 0, half)? + x.narrow(1, half, half)?
 }
 
+/// DeepReg's anti-aliasing Gaussian (`gaussian_filter_3d`), one axis: `ceil(3σ)` taps rounded
+/// up to an odd count, centred, normalised to sum 1.
+fn control_point_gaussian(sigma: f64) -> Vec<f64> {
+    let base = (3.0 * sigma).ceil() as usize;
+    let size = base + (base + 1) % 2;
+    let mean = (size as f64 - 1.0) / 2.0;
+    let raw: Vec<f64> = (0..size)
+        .map(|i| (-(i as f64 - mean).powi(2) / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let sum: f64 = raw.iter().sum();
+    raw.iter().map(|v| v / sum).collect()
+}
+
+/// The cubic B-spline kernel of one axis for control points every `spacing` voxels (DeepReg's
+/// `BSplines3DTransform`): `4 · spacing` taps, tap `f · spacing + j` = `B_f(1 − (j + ½) / spacing)`.
+fn bspline_kernel_1d(spacing: usize) -> Vec<f64> {
+    let basis = [
+        |u: f64| (1.0 - u).powi(3) / 6.0,
+        |u: f64| (3.0 * u.powi(3) - 6.0 * u * u + 4.0) / 6.0,
+        |u: f64| (-3.0 * u.powi(3) + 3.0 * u * u + 3.0 * u + 1.0) / 6.0,
+        |u: f64| u.powi(3) / 6.0,
+    ];
+    let c = spacing as f64;
+    basis
+        .iter()
+        .flat_map(|b| (0..spacing).map(move |j| b(1.0 - (j as f64 + 0.5) / c)))
+        .collect()
+}
+
+/// Interpolates a control-point grid `(N, C, *grid)` into a dense field of spatial `size` by
+/// cubic B-splines (DeepReg's `BSplines3DTransform`): a transposed convolution with stride
+/// `spacing` and the separable B-spline kernel, cropped from `3 · spacing`.
+pub(crate) fn bspline_interpolate(
+    grid: &Tensor,
+    spacing: &[usize],
+    size: &[usize],
+) -> candle::Result<Tensor> {
+    let dims = grid.dims().to_vec();
+    let ndim = spacing.len();
+    let (n, c) = (dims[0], dims[1]);
+    // Separable kernel as an outer product of the per-axis kernels.
+    let mut kernel = Tensor::ones(1, grid.dtype(), grid.device())?;
+    for &s in spacing {
+        let axis =
+            Tensor::new(bspline_kernel_1d(s).as_slice(), grid.device())?.to_dtype(grid.dtype())?;
+        let len = axis.dim(0)?;
+        let prev = kernel.elem_count();
+        kernel = kernel
+            .reshape((prev, 1))?
+            .broadcast_mul(&axis.reshape((1, len))?)?
+            .flatten_all()?;
+    }
+    let mut kshape = vec![1, 1];
+    kshape.extend(spacing.iter().map(|&s| 4 * s));
+    let kernel = kernel.reshape(kshape)?;
+    let mut flat_shape = vec![n * c, 1];
+    flat_shape.extend(&dims[2..]);
+    let up = ops::conv_transpose(
+        &grid.reshape(flat_shape)?,
+        &kernel,
+        None,
+        spacing,
+        &vec![(0, 0); ndim],
+        &vec![0; ndim],
+    )?;
+    let mut out = up;
+    for (a, (&s, &len)) in spacing.iter().zip(size).enumerate() {
+        out = out.narrow(2 + a, 3 * s, len)?;
+    }
+    let mut shape = vec![n, c];
+    shape.extend(size);
+    out.contiguous()?.reshape(shape)
+}
+
+/// DeepReg's control-point output (`ResizeCPTransform` then `BSplines3DTransform`): the dense
+/// field is smoothed by a Gaussian with σ = 0.44 · spacing per axis, linearly resized to the
+/// control grid `ceil(size / spacing) + 3`, and interpolated back to `size` by cubic
+/// B-splines, so the field has the smoothness of a B-spline transform.
+pub(crate) fn control_point_field(field: &Tensor, spacing: &[usize]) -> candle::Result<Tensor> {
+    let size = field.dims()[2..].to_vec();
+    let kernels: Vec<Vec<f64>> = spacing
+        .iter()
+        .map(|&s| control_point_gaussian(0.44 * s as f64))
+        .collect();
+    let smoothed = ops::separable_filter_axes(field, &kernels)?;
+    let grid: Vec<usize> = size
+        .iter()
+        .zip(spacing)
+        .map(|(&v, &s)| v.div_ceil(s) + 3)
+        .collect();
+    bspline_interpolate(&resize_to(&smoothed, &grid)?, spacing, &size)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -497,5 +590,61 @@ mod tests {
         assert_eq!(Activation::parse(""), Some(Activation::Linear));
         assert_eq!(Activation::parse("sigmoid"), Some(Activation::Sigmoid));
         assert_eq!(Activation::parse("softsign"), None);
+    }
+
+    #[test]
+    fn bspline_kernels_are_a_partition_of_unity() -> candle::Result<()> {
+        for spacing in [1, 2, 3, 4] {
+            let k = bspline_kernel_1d(spacing);
+            assert_eq!(k.len(), 4 * spacing);
+            for j in 0..spacing {
+                let sum: f64 = (0..4).map(|f| k[f * spacing + j]).sum();
+                assert!((sum - 1.0).abs() < 1e-12);
+            }
+        }
+        // A constant control grid interpolates to the same constant, in 2D and 3D.
+        let dev = Device::Cpu;
+        for (size, spacing) in [(vec![9, 8], vec![3, 2]), (vec![8, 8, 8], vec![4, 4, 4])] {
+            let grid: Vec<usize> = size
+                .iter()
+                .zip(&spacing)
+                .map(|(&v, &s): (&usize, &usize)| v.div_ceil(s) + 3)
+                .collect();
+            let cp = (Tensor::ones([&[2, 3][..], &grid].concat(), DType::F32, &dev)? * 1.5)?;
+            let field = bspline_interpolate(&cp, &spacing, &size)?;
+            assert_eq!(field.dims(), &[&[2, 3][..], &size].concat()[..]);
+            assert!(max_abs(&(field - 1.5)?)? < 1e-5);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn control_point_gaussian_matches_deepreg_sizes() {
+        // sigma = 0.44 * 4 = 1.76: ceil(5.28) = 6, made odd: 7 taps.
+        let k = control_point_gaussian(1.76);
+        assert_eq!(k.len(), 7);
+        assert!((k.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(k[3] > k[2] && (k[2] - k[4]).abs() < 1e-15);
+        // sigma = 0.44 * 5 = 2.2: ceil(6.6) = 7, already odd.
+        assert_eq!(control_point_gaussian(2.2).len(), 7);
+    }
+
+    #[test]
+    fn control_point_field_is_smooth_and_differentiable() -> candle::Result<()> {
+        let dev = Device::Cpu;
+        let field = Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 3, 8, 8, 8), &dev)?)?;
+        let smooth = control_point_field(field.as_tensor(), &[4, 4, 4])?;
+        assert_eq!(smooth.dims(), &[1, 3, 8, 8, 8]);
+        // Smoothing shrinks the voxel-to-voxel differences of white noise.
+        let rough = |t: &Tensor| -> candle::Result<f32> {
+            (t.narrow(2, 1, 7)? - t.narrow(2, 0, 7)?)?
+                .abs()?
+                .mean_all()?
+                .to_scalar::<f32>()
+        };
+        assert!(rough(&smooth)? < 0.2 * rough(field.as_tensor())?);
+        let grads = smooth.sqr()?.sum_all()?.backward()?;
+        assert!(grads.get(field.as_tensor()).is_some());
+        Ok(())
     }
 }

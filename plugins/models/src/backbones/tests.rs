@@ -375,8 +375,12 @@ fn configs_that_cannot_work_are_rejected_with_a_reason() {
     c.out_activation = Some("swish".to_owned());
     assert!(invalid_message(&c, &s2).contains("sigmoid"));
     c.out_activation = None;
-    c.control_points = Some(ControlPoints::Spacing(4));
-    assert!(invalid_message(&c, &s2).contains("not supported"));
+    c.control_points = Some(ControlPoints::Flag(true));
+    assert!(invalid_message(&c, &s2).contains("does not give a spacing"));
+    c.control_points = Some(ControlPoints::PerAxis(vec![4, 4, 4]));
+    assert!(invalid_message(&c, &s2).contains("one spacing per axis"));
+    c.control_points = Some(ControlPoints::Spacing(0));
+    assert!(invalid_message(&c, &s2).contains("at least 1 voxel"));
     c.control_points = Some(ControlPoints::Flag(false));
     c.out_channels = Some(3);
     assert!(invalid_message(&c, &s2).contains("remove out_channels"));
@@ -478,4 +482,19 @@ fn local_net_has_deepreg_parameter_count() {
     let _ = build(&local(16, &[0, 1, 2, 3]), &spec(&[8, 8, 8], 2, 3), &varmap);
     let count: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     assert_eq!(count, 1_500_400 + 4 * 3);
+}
+
+#[test]
+fn control_points_give_a_smooth_dense_field() -> candle::Result<()> {
+    let mut config = local(2, &[0, 1]);
+    config.control_points = Some(ControlPoints::Spacing(4));
+    let spec3 = spec(&[8, 8, 8], 2, 3);
+    check_dense_shape(&config, &spec3)?;
+    let net = build(&config, &spec3, &VarMap::new());
+    assert_eq!(max_abs(&dense(net.forward(&input(&spec3, 1)?)?))?, 0.0);
+    config.out_kernel_initializer = Some("glorot_uniform".to_owned());
+    check_gradients(&config, &spec3)?;
+    let mut config = unet(2, 2);
+    config.control_points = Some(ControlPoints::PerAxis(vec![2, 3]));
+    check_dense_shape(&config, &spec(&[12, 10], 2, 2))
 }
