@@ -79,10 +79,12 @@ pub struct UNetConfig {
     /// Convolution padding.
     #[serde(default = "default_padding")]
     pub padding: String,
-    /// Initialiser of the output layer (default from the method: zeros for fields).
+    /// Initialiser of the output layer (default from the method as in DeepReg: `zeros` for
+    /// fields, `glorot_uniform` for the conditional method's label).
     #[serde(default)]
     pub out_kernel_initializer: Option<String>,
-    /// Activation of the output layer (default from the method).
+    /// Activation of the output layer (default from the method as in DeepReg: none for
+    /// fields, `sigmoid` for the conditional method's label).
     #[serde(default)]
     pub out_activation: Option<String>,
     /// Output channels (default from the method).
@@ -149,10 +151,10 @@ pub struct LocalNetConfig {
     /// Convolution padding.
     #[serde(default = "default_padding")]
     pub padding: String,
-    /// Initialiser of the output layer.
+    /// Initialiser of the output layer (default from the method, as for `unet`).
     #[serde(default)]
     pub out_kernel_initializer: Option<String>,
-    /// Activation of the output layer.
+    /// Activation of the output layer (default from the method, as for `unet`).
     #[serde(default)]
     pub out_activation: Option<String>,
     /// Output channels.
@@ -534,7 +536,12 @@ fn extract_head(
     if spec.out_channels == 0 {
         return Err("the method asks for 0 output channels".to_owned());
     }
+    // DeepReg's defaults come from the method: zeros and no activation for a field (ddf,
+    // dvf); Glorot-uniform and sigmoid for the conditional method's label, recognised by its
+    // channels (moving image + fixed image + moving label in, one label out).
+    let conditional = spec.in_channels == 3 && spec.out_channels == 1;
     let init = match init {
+        None if conditional => KernelInit::GlorotUniform,
         None => KernelInit::Zeros,
         Some(name) => KernelInit::parse(name).ok_or_else(|| {
             format!(
@@ -544,6 +551,7 @@ fn extract_head(
         })?,
     };
     let activation = match activation {
+        None if conditional => Activation::Sigmoid,
         None => Activation::Linear,
         Some(name) => Activation::parse(name).ok_or_else(|| {
             format!(

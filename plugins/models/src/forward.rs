@@ -341,7 +341,8 @@ mod tests {
     fn conditional_method_predicts_a_label_in_the_unit_interval() -> candle::Result<()> {
         let method = ConditionalMethod {};
         let fixed = [8, 8, 8];
-        let config = local(Some("glorot_uniform"), Some("sigmoid"));
+        // DeepReg's conditional defaults (Glorot-uniform, sigmoid) come with its channels.
+        let config = local(None, None);
         let net = build(&config, &fixed, method.backbone_io(3), &VarMap::new());
         let b = batch(&[10, 8, 6], &fixed, 1)?;
         let label = method
