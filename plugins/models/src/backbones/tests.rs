@@ -498,3 +498,39 @@ fn control_points_give_a_smooth_dense_field() -> candle::Result<()> {
     config.control_points = Some(ControlPoints::PerAxis(vec![2, 3]));
     check_dense_shape(&config, &spec(&[12, 10], 2, 2))
 }
+
+/// Weights computed from another network's variables (as a hypernetwork computes them from λ)
+/// pass the gradient back to those variables.
+#[test]
+fn gradients_flow_into_supplied_weights() -> candle::Result<()> {
+    let mut config = local(2, &[0, 1]);
+    config.out_kernel_initializer = Some("glorot_uniform".to_owned());
+    let spec = spec(&[8, 8], 2, 2);
+    let varmap = VarMap::new();
+    let _ = build(&config, &spec, &varmap);
+    // Every weight = its initial value scaled by one hyper-variable.
+    let scale = Var::new(1.0f32, &Device::Cpu)?;
+    let tensors: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .map_err(|e| candle::Error::Msg(e.to_string()))?
+        .iter()
+        .map(|(name, var)| {
+            let w = var.as_tensor().detach().broadcast_mul(scale.as_tensor())?;
+            Ok((name.clone(), w))
+        })
+        .collect::<candle::Result<_>>()?;
+    let net = config
+        .build(
+            &spec,
+            VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+        )
+        .map_err(|e| candle::Error::Msg(e.to_string()))?;
+    let out = dense(net.forward(&input(&spec, 2)?)?);
+    let grads = out.sqr()?.mean_all()?.backward()?;
+    let grad = grads
+        .get(scale.as_tensor())
+        .expect("gradient of the hyper-variable");
+    assert!(grad.abs()?.to_scalar::<f32>()? > 0.0);
+    Ok(())
+}
