@@ -201,8 +201,8 @@ mod tests {
         // 2D: u(p) = (−2x, 0) flips the first axis: det = −1 everywhere.
         let shape = [3, 2];
         let mut ddf = vec![0.0f32; 12];
-        for flat in 0..6 {
-            ddf[flat] = -2.0 * (flat / 2) as f32;
+        for (flat, value) in ddf.iter_mut().take(6).enumerate() {
+            *value = -2.0 * (flat / 2) as f32;
         }
         let stats = jacobian_stats(&ddf, &shape).unwrap();
         assert_eq!(stats.folding_count, 6);

@@ -4,7 +4,11 @@
 //! `unet`, `local`, `global`, with DeepReg's keys and defaults.
 
 mod backbones;
+mod forward;
 mod methods;
+mod nets;
+mod nn;
 
 pub use backbones::{ControlPoints, GlobalNetConfig, KernelSizes, LocalNetConfig, UNetConfig};
+pub use forward::{backbone_input, MethodOutput};
 pub use methods::{ConditionalMethod, DdfMethod, DvfMethod};
