@@ -23,13 +23,6 @@ pub enum ComponentError {
         #[source]
         source: candle_core::Error,
     },
-    /// The component's config is known (it parses and validates) but this build of voxreg
-    /// cannot run it yet.
-    #[error("{component} is recognised but not implemented in this version of voxreg")]
-    NotImplemented {
-        /// `category name`, e.g. "backbone `unet`".
-        component: String,
-    },
     /// A data file could not be read or is not valid.
     #[error("{path}: {message}")]
     Data {
@@ -46,13 +39,6 @@ impl ComponentError {
         ComponentError::InvalidConfig {
             component: component.into(),
             message: message.into(),
-        }
-    }
-
-    /// The error for a recognised component this build cannot run yet.
-    pub fn not_implemented(component: impl Into<String>) -> Self {
-        ComponentError::NotImplemented {
-            component: component.into(),
         }
     }
 
