@@ -1,5 +1,6 @@
 //! Data loading speed: a batch of two 64³ pairs with labels, read from `.nii.gz`, resized
-//! from 96³, normalised, on 2 loader threads (issue 4's workload).
+//! from 96³, normalised, on 2 loader threads, stacked into tensors and augmented by DeepReg's
+//! default random affine transform (issue 4's workload).
 //!
 //! `cargo bench -p voxreg-data --bench loading`
 #![allow(missing_docs)] // criterion's macros generate undocumented items
@@ -9,8 +10,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use voxreg_data::synthetic::{build_paired_dataset, TemplateDataset};
-use voxreg_data::{read_nifti, NiftiFormat, PairedLoader};
-use voxreg_framework::data::{BatchStream, PipelineConfig};
+use voxreg_data::{read_nifti, AffineAugmentation, NiftiFormat, PairedLoader};
+use voxreg_framework::candle::Device;
+use voxreg_framework::data::{to_pair_batch, BatchStream, PipelineConfig};
 use voxreg_framework::prelude::*;
 
 fn mni(name: &str) -> Volume {
@@ -57,6 +59,8 @@ fn loading(c: &mut Criterion) {
         threads: 2,
         prefetch: 1,
     };
+    let shapes = config.image_shapes();
+    let augmentation = AffineAugmentation { scale: 0.1 }.build(&shapes).unwrap();
     let mut group = c.benchmark_group("loading");
     group.sample_size(10);
     group.bench_function("batch_2_pairs_64_labels_nifti_gz", |b| {
@@ -69,6 +73,21 @@ fn loading(c: &mut Criterion) {
             batches
         })
     });
+    group.bench_function(
+        "batch_2_pairs_64_labels_nifti_gz_tensors_affine_augmented",
+        |b| {
+            let mut seed = 0;
+            b.iter(|| {
+                seed += 1;
+                let samples = loader.epoch(0, 0)[..2].to_vec();
+                let mut stream =
+                    BatchStream::start(Arc::clone(&loader), samples, &pipeline).unwrap();
+                let loaded = stream.next().unwrap().unwrap();
+                let (batch, _) = to_pair_batch(&loaded, &shapes, &Device::Cpu).unwrap();
+                augmentation.apply(&batch, seed).unwrap()
+            })
+        },
+    );
     group.finish();
 }
 

@@ -531,3 +531,60 @@ fn an_h5_label_key_missing_is_named() {
         "{error}"
     );
 }
+
+/// Every loader type reads both formats: paired HDF5 and unpaired NIfTI complete the grid the
+/// other tests cover (paired NIfTI, unpaired HDF5, grouped both).
+#[test]
+fn paired_h5_and_unpaired_nifti() {
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = [dir.path().to_owned()];
+    for kind in ["moving_images", "fixed_images"] {
+        let entries: Vec<(String, Volume)> = (0..3)
+            .map(|i| (format!("p{i}"), volume(&[6, 5, 4], 1.0)))
+            .collect();
+        write_h5(&dir.path().join(format!("{kind}.h5")), &entries).unwrap();
+    }
+    for kind in ["moving_labels", "fixed_labels"] {
+        let entries: Vec<(String, Volume)> = (0..3)
+            .map(|i| (format!("p{i}"), label(&[6, 5, 4], 2)))
+            .collect();
+        write_h5(&dir.path().join(format!("{kind}.h5")), &entries).unwrap();
+    }
+    let loader = paired_config()
+        .build(&source(Split::Test, &dirs, &H5Format {}, true))
+        .unwrap();
+    let epoch = loader.epoch(0, 0);
+    assert_eq!(epoch.len(), 6);
+    assert_eq!(
+        loader.load(&epoch[0]).unwrap().fixed_label.unwrap().len(),
+        27
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = [dir.path().to_owned()];
+    for i in 0..4 {
+        nifti(
+            dir.path(),
+            "images",
+            &format!("s{i}"),
+            &volume(&[5, 5, 5], 1.0),
+        );
+        nifti(
+            dir.path(),
+            "labels",
+            &format!("s{i}"),
+            &label(&[5, 5, 5], 1),
+        );
+    }
+    let config = UnpairedLoader {
+        image_shape: vec![4, 4, 4],
+        sample_label: None,
+        seed: None,
+    };
+    let loader = config
+        .build(&source(Split::Train, &dirs, &NiftiFormat {}, true))
+        .unwrap();
+    let epoch = loader.epoch(1, 1);
+    assert_eq!(epoch.len(), 2);
+    assert!(loader.load(&epoch[1]).unwrap().moving_label.is_some());
+}
