@@ -32,5 +32,5 @@ pub use error::ComponentError;
 pub use loss::{
     ImageLoss, ImageLossConfig, LabelLoss, LabelLossConfig, Regularization, RegularizationConfig,
 };
-pub use method::{BackboneIo, MethodConfig};
+pub use method::{BackboneIo, MethodConfig, MethodOutput};
 pub use optimizer::{Optimizer, OptimizerConfig, OptimizerState};

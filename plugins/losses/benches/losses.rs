@@ -28,7 +28,11 @@ fn losses(c: &mut Criterion) {
     let warped = Var::rand(0f32, 1.0, (1, 1, 128, 128, 128), &device).unwrap();
     group.bench_function("c_lncc_fwd_bwd_128", |b| {
         b.iter(|| {
-            let loss = lncc.loss(&fixed, warped.as_tensor()).unwrap().sum_all().unwrap();
+            let loss = lncc
+                .loss(&fixed, warped.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap();
             loss.backward().unwrap()
         })
     });

@@ -9,29 +9,6 @@ use voxreg_framework::prelude::*;
 use crate::methods::{ConditionalMethod, DdfMethod, DvfMethod};
 use crate::nn::resize_to;
 
-/// What a method computes for a batch: what the losses need and what `predict` saves.
-///
-/// # Shapes
-/// With `fixed` the fixed images' spatial shape and `ndim` its length:
-/// * `ddf`, `dvf`: `(N, ndim, *fixed)`, voxel units;
-/// * `theta`: `(N, ndim + 1, ndim)` (affine backbones only);
-/// * `pred_fixed_image`: `(N, 1, *fixed)`, the moving image warped by `ddf`;
-/// * `pred_fixed_label`: `(N, L, *fixed)`, the moving labels warped by `ddf`, or for the
-///   conditional method the predicted fixed label `(N, 1, *fixed)`.
-#[derive(Clone, Debug, Default)]
-pub struct MethodOutput {
-    /// Dense displacement field.
-    pub ddf: Option<Tensor>,
-    /// Velocity field (the `dvf` method).
-    pub dvf: Option<Tensor>,
-    /// Affine parameters (a `global` backbone with the `ddf` method).
-    pub theta: Option<Tensor>,
-    /// The moving image warped onto the fixed grid.
-    pub pred_fixed_image: Option<Tensor>,
-    /// The moving labels warped onto the fixed grid, or the conditional prediction.
-    pub pred_fixed_label: Option<Tensor>,
-}
-
 /// The backbone input as DeepReg builds it: the moving image linearly resized to the fixed
 /// shape, the fixed image and, with `with_moving_label`, the moving label resized, stacked as
 /// channels: `(N, 2 or 3, *fixed)`.
@@ -81,64 +58,58 @@ fn dense(output: BackboneOutput, method: &str) -> candle::Result<Tensor> {
     }
 }
 
-impl DdfMethod {
-    /// Predicts the DDF (directly, or from the affine of a `global` backbone) and warps the
-    /// moving image and labels with it.
-    pub fn forward(
-        &self,
-        backbone: &dyn Backbone,
-        batch: &PairBatch,
-    ) -> candle::Result<MethodOutput> {
-        let input = backbone_input(batch, false)?;
-        let mut out = MethodOutput::default();
-        let ddf = match backbone.forward(&input)? {
-            BackboneOutput::Dense(ddf) => ddf,
-            BackboneOutput::Affine(theta) => {
-                let ddf = ops::affine_to_ddf(&theta, &input.dims()[2..])?;
-                out.theta = Some(theta);
-                ddf
-            }
-        };
-        warp_moving(batch, &ddf, &mut out)?;
-        out.ddf = Some(ddf);
-        Ok(out)
-    }
+/// `ddf`: predicts the DDF (directly, or from the affine of a `global` backbone) and warps
+/// the moving image and labels with it.
+pub(crate) fn ddf_forward(
+    _method: &DdfMethod,
+    backbone: &dyn Backbone,
+    batch: &PairBatch,
+) -> candle::Result<MethodOutput> {
+    let input = backbone_input(batch, false)?;
+    let mut out = MethodOutput::default();
+    let ddf = match backbone.forward(&input)? {
+        BackboneOutput::Dense(ddf) => ddf,
+        BackboneOutput::Affine(theta) => {
+            let ddf = ops::affine_to_ddf(&theta, &input.dims()[2..])?;
+            out.theta = Some(theta);
+            ddf
+        }
+    };
+    warp_moving(batch, &ddf, &mut out)?;
+    out.ddf = Some(ddf);
+    Ok(out)
 }
 
-impl DvfMethod {
-    /// Predicts a velocity field, integrates it into a DDF by scaling and squaring in
-    /// `int_steps` steps, and warps the moving image and labels with it.
-    pub fn forward(
-        &self,
-        backbone: &dyn Backbone,
-        batch: &PairBatch,
-    ) -> candle::Result<MethodOutput> {
-        let input = backbone_input(batch, false)?;
-        let dvf = dense(backbone.forward(&input)?, "dvf")?;
-        let ddf = ops::dvf_to_ddf(&dvf, self.int_steps)?;
-        let mut out = MethodOutput::default();
-        warp_moving(batch, &ddf, &mut out)?;
-        out.ddf = Some(ddf);
-        out.dvf = Some(dvf);
-        Ok(out)
-    }
+/// `dvf`: predicts a velocity field, integrates it into a DDF by scaling and squaring in
+/// `int_steps` steps, and warps the moving image and labels with it.
+pub(crate) fn dvf_forward(
+    method: &DvfMethod,
+    backbone: &dyn Backbone,
+    batch: &PairBatch,
+) -> candle::Result<MethodOutput> {
+    let input = backbone_input(batch, false)?;
+    let dvf = dense(backbone.forward(&input)?, "dvf")?;
+    let ddf = ops::dvf_to_ddf(&dvf, method.int_steps)?;
+    let mut out = MethodOutput::default();
+    warp_moving(batch, &ddf, &mut out)?;
+    out.ddf = Some(ddf);
+    out.dvf = Some(dvf);
+    Ok(out)
 }
 
-impl ConditionalMethod {
-    /// Predicts the fixed label from the moving image, the fixed image and the moving label
-    /// (one label channel); no transform.
-    pub fn forward(
-        &self,
-        backbone: &dyn Backbone,
-        batch: &PairBatch,
-    ) -> candle::Result<MethodOutput> {
-        let input = backbone_input(batch, true)?;
-        let label = dense(backbone.forward(&input)?, "conditional")?;
-        Ok(MethodOutput {
-            pred_fixed_label: Some(label),
-            ..MethodOutput::default()
-        })
-    }
+/// `conditional`: predicts the fixed label from the moving image, the fixed image and the
+/// moving label (one label channel); no transform.
+pub(crate) fn conditional_forward(
+    _method: &ConditionalMethod,
+    backbone: &dyn Backbone,
+    batch: &PairBatch,
+) -> candle::Result<MethodOutput> {
+    let input = backbone_input(batch, true)?;
+    let label = dense(backbone.forward(&input)?, "conditional")?;
+    Ok(MethodOutput {
+        pred_fixed_label: Some(label),
+        ..MethodOutput::default()
+    })
 }
 
 #[cfg(test)]

@@ -10,5 +10,5 @@ mod nets;
 mod nn;
 
 pub use backbones::{ControlPoints, GlobalNetConfig, KernelSizes, LocalNetConfig, UNetConfig};
-pub use forward::{backbone_input, MethodOutput};
+pub use forward::backbone_input;
 pub use methods::{ConditionalMethod, DdfMethod, DvfMethod};

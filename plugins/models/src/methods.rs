@@ -1,6 +1,7 @@
 //! Registration methods: what the backbone predicts and how it becomes a transform.
 
 use serde::{Deserialize, Serialize};
+use voxreg_framework::candle;
 use voxreg_framework::prelude::*;
 
 /// `ddf`: the backbone predicts a dense displacement field directly (or, with the `global`
@@ -15,6 +16,10 @@ impl MethodConfig for DdfMethod {
             in_channels: 2,
             out_channels: spatial_dims,
         }
+    }
+
+    fn forward(&self, backbone: &dyn Backbone, batch: &PairBatch) -> candle::Result<MethodOutput> {
+        crate::forward::ddf_forward(self, backbone, batch)
     }
 }
 
@@ -46,6 +51,10 @@ impl MethodConfig for DvfMethod {
             out_channels: spatial_dims,
         }
     }
+
+    fn forward(&self, backbone: &dyn Backbone, batch: &PairBatch) -> candle::Result<MethodOutput> {
+        crate::forward::dvf_forward(self, backbone, batch)
+    }
 }
 
 register_component!(
@@ -71,6 +80,10 @@ impl MethodConfig for ConditionalMethod {
 
     fn requires_labels(&self) -> bool {
         true
+    }
+
+    fn forward(&self, backbone: &dyn Backbone, batch: &PairBatch) -> candle::Result<MethodOutput> {
+        crate::forward::conditional_forward(self, backbone, batch)
     }
 }
 
