@@ -2,6 +2,7 @@
 //! spellings (`--config_path`, …) are accepted as aliases so DeepReg users' scripts run.
 
 mod config;
+mod dataset;
 mod host;
 mod plugins;
 mod warp;
@@ -42,6 +43,51 @@ enum Command {
     Register(RegisterArgs),
     /// Visualise images and fields as PNG tiles or animated GIFs (DeepReg's deepreg_vis).
     Vis(VisArgs),
+    /// Build datasets in DeepReg's layout.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DatasetCommand {
+    /// A paired NIfTI dataset from one template (e.g. the MNI brain): each moving and fixed
+    /// image is the template warped by its own known random smooth field; label maps are
+    /// warped alike (binary masks, one channel each); the true fields are written too.
+    FromTemplate(FromTemplateArgs),
+}
+
+#[derive(Debug, Args)]
+struct FromTemplateArgs {
+    /// Template image (NIfTI).
+    #[arg(long, required = true)]
+    template: PathBuf,
+    /// Label map on the template's grid (repeatable), e.g. a tissue probability map.
+    #[arg(long)]
+    label: Vec<PathBuf>,
+    /// Output folder (created; must be new or empty).
+    #[arg(short = 'o', long, required = true)]
+    out: PathBuf,
+    /// Image shape of the dataset, e.g. 32,32,32.
+    #[arg(long, value_delimiter = ',', required = true)]
+    shape: Vec<usize>,
+    /// Crop start in template voxels, e.g. 40,50,40 (with --crop-size).
+    #[arg(long = "crop-start", value_delimiter = ',')]
+    crop_start: Option<Vec<usize>>,
+    /// Crop size in template voxels, e.g. 96,96,96 (with --crop-start).
+    #[arg(long = "crop-size", value_delimiter = ',')]
+    crop_size: Option<Vec<usize>>,
+    /// Pairs in the train, valid and test splits.
+    #[arg(long, value_delimiter = ',', default_value = "8,2,2")]
+    pairs: Vec<usize>,
+    /// Largest standard deviation of the random fields, in voxels.
+    #[arg(long = "field-strength", default_value_t = 2.0)]
+    field_strength: f64,
+    /// Size of the random low-resolution fields, e.g. 4,4,4.
+    #[arg(long = "low-res-size", value_delimiter = ',', default_value = "4,4,4")]
+    low_res_size: Vec<usize>,
+    /// Seed of the fields.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +276,7 @@ impl Cli {
             Command::Warp(args) => warp::warp(&args),
             Command::Register(args) => workflow::register(&plugins, &args),
             Command::Vis(args) => workflow::vis(&args),
+            Command::Dataset(DatasetCommand::FromTemplate(args)) => dataset::from_template(&args),
         }
     }
 }

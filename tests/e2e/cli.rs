@@ -253,3 +253,62 @@ fn warp_errors_name_the_file_and_write_nothing() {
         "only the two inputs exist"
     );
 }
+
+#[test]
+fn dataset_from_template_writes_deepregs_paired_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("t1.nii.gz");
+    let label = dir.path().join("mask.nii.gz");
+    write_volume(
+        &template,
+        &[12, 12, 12],
+        (0..1728).map(|v| (v % 17) as f32).collect(),
+        0.0,
+    );
+    write_volume(
+        &label,
+        &[12, 12, 12],
+        (0..1728)
+            .map(|v| f32::from(u8::from(v % 144 < 72)))
+            .collect(),
+        0.0,
+    );
+    let out = dir.path().join("dataset");
+    let args = |out: &std::path::Path| {
+        vec![
+            "dataset".to_owned(),
+            "from-template".to_owned(),
+            "--template".to_owned(),
+            template.display().to_string(),
+            "--label".to_owned(),
+            label.display().to_string(),
+            "--out".to_owned(),
+            out.display().to_string(),
+            "--shape".to_owned(),
+            "8,8,8".to_owned(),
+            "--pairs".to_owned(),
+            "2,1,0".to_owned(),
+        ]
+    };
+    let output = voxreg().args(args(&out)).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("wrote 3 pairs"));
+    for kind in [
+        "moving_images",
+        "fixed_images",
+        "moving_labels",
+        "fixed_labels",
+    ] {
+        assert_eq!(
+            std::fs::read_dir(out.join("train").join(kind))
+                .unwrap()
+                .count(),
+            2,
+            "{kind}"
+        );
+    }
+    let label = voxreg::data::read_nifti(&out.join("valid/fixed_labels/case_002.nii.gz")).unwrap();
+    assert_eq!(label.shape, vec![8, 8, 8, 1]);
+    let again = voxreg().args(args(&out)).output().unwrap();
+    assert_clean_failure(&again, &["the folder exists and is not empty"]);
+}

@@ -1,0 +1,45 @@
+//! `voxreg dataset from-template`: build a DeepReg-layout dataset from one template.
+
+use anyhow::bail;
+use voxreg::data::read_nifti;
+use voxreg::data::synthetic::{build_paired_dataset, TemplateDataset};
+
+use super::FromTemplateArgs;
+
+/// Reads the template and label maps, writes the dataset, and prints the split folders.
+pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
+    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+        bail!(
+            "--out {}: the folder exists and is not empty; choose a new folder",
+            args.out.display()
+        );
+    }
+    let crop = match (&args.crop_start, &args.crop_size) {
+        (Some(start), Some(size)) => Some((start.clone(), size.clone())),
+        (None, None) => None,
+        _ => bail!("--crop-start and --crop-size go together"),
+    };
+    let [train, valid, test] = args.pairs[..] else {
+        bail!("--pairs takes three counts: train,valid,test");
+    };
+    let options = TemplateDataset {
+        template: read_nifti(&args.template)?,
+        labels: args
+            .label
+            .iter()
+            .map(|path| read_nifti(path))
+            .collect::<Result<_, _>>()?,
+        crop,
+        shape: args.shape.clone(),
+        pairs: [train, valid, test],
+        field_strength: args.field_strength,
+        low_res_size: args.low_res_size.clone(),
+        seed: args.seed,
+    };
+    let summary = build_paired_dataset(&args.out, &options)?;
+    println!("wrote {} pairs in DeepReg's paired layout:", summary.pairs);
+    for (split, dir) in ["train", "valid", "test"].iter().zip(&summary.split_dirs) {
+        println!("  {split}: {}", dir.display());
+    }
+    Ok(())
+}
