@@ -35,6 +35,7 @@ pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
         field_strength: args.field_strength,
         low_res_size: args.low_res_size.clone(),
         seed: args.seed,
+        write_fields: !args.no_fields,
     };
     let summary = build_paired_dataset(&args.out, &options)?;
     println!("wrote {} pairs in DeepReg's paired layout:", summary.pairs);

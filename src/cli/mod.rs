@@ -88,6 +88,9 @@ struct FromTemplateArgs {
     /// Seed of the fields.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Do not write the true fields (they are large and compress poorly).
+    #[arg(long = "no-fields")]
+    no_fields: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -159,3 +159,35 @@ fn in_memory_documents_resolve_like_files() {
         resolve(&[path]).to_yaml().unwrap()
     );
 }
+
+/// The bundled demo data loads through the quick-start config, split by split.
+#[test]
+fn the_quickstart_config_loads_the_bundled_demo_data() {
+    use voxreg::component::{Split, SplitSource};
+
+    let config = resolve(&[repo_root().join("configs/quickstart.yaml")]);
+    let splits = [
+        (Split::Train, &config.dataset.train, 12),
+        (Split::Valid, &config.dataset.valid, 4),
+        (Split::Test, &config.dataset.test, 4),
+    ];
+    for (split, section, samples) in splits {
+        let section = section.as_ref().expect("the quick start has every split");
+        let dirs: Vec<_> = section.dir.iter().map(|d| repo_root().join(d)).collect();
+        let loader = config
+            .dataset
+            .loader
+            .build(&SplitSource {
+                split,
+                dirs: &dirs,
+                format: &*section.format,
+                labeled: section.labeled,
+            })
+            .unwrap();
+        let epoch = loader.epoch(0, 0);
+        assert_eq!(epoch.len(), samples, "{split:?}: pairs × labels");
+        let sample = loader.load(&epoch[0]).unwrap();
+        assert_eq!(sample.moving_image.len(), 32 * 32 * 32);
+        assert!(sample.fixed_label.unwrap().iter().any(|v| *v > 0.5));
+    }
+}

@@ -34,6 +34,7 @@ fn loading(c: &mut Criterion) {
         field_strength: 2.0,
         low_res_size: vec![4, 4, 4],
         seed: 1,
+        write_fields: false,
     };
     let summary = build_paired_dataset(dir.path(), &options).unwrap();
     let config = PairedLoader {

@@ -31,6 +31,8 @@ pub struct TemplateDataset {
     pub low_res_size: Vec<usize>,
     /// Seed of the fields.
     pub seed: u64,
+    /// Write the true fields (`<split>/fields/`).
+    pub write_fields: bool,
 }
 
 /// What was written.
@@ -117,6 +119,9 @@ pub fn build_paired_dataset(
                         &shape,
                         &template.affine,
                     )?;
+                }
+                if !options.write_fields {
+                    continue;
                 }
                 let field = ddf.squeeze(0).map_err(tensor_error("field"))?;
                 let components: Vec<Vec<f32>> = (0..ndim)
@@ -302,6 +307,7 @@ mod tests {
             field_strength: 1.5,
             low_res_size: vec![3, 3, 3],
             seed: 11,
+            write_fields: true,
         };
         let summary = build_paired_dataset(dir.path(), &options).unwrap();
         assert_eq!(summary.pairs, 4);
@@ -370,6 +376,7 @@ mod tests {
             field_strength: 1.0,
             low_res_size: vec![1, 1, 1],
             seed: 0,
+            write_fields: true,
         };
         let error = build_paired_dataset(Path::new("/nonexistent"), &options).unwrap_err();
         assert!(error.to_string().contains("does not fit"), "{error}");
