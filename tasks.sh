@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Developer tasks for voxreg on Debian/Ubuntu. Installs what is missing, then runs the task.
 #
-#   ./tasks.sh demo   build voxreg and run it on the bundled demo config
+#   ./tasks.sh demo   build voxreg, train the quick-start model on the bundled demo data, report
 #   ./tasks.sh test   run the whole test suite (what CI runs)
 #   ./tasks.sh lint   rustfmt and clippy checks
 #   ./tasks.sh deps   only install the system packages and the Rust toolchain
@@ -50,14 +50,10 @@ case "$task" in
         install_system_packages
         install_rust
         cargo build --release --bin voxreg
-        echo "== components voxreg knows (built-in, linked)"
-        ./target/release/voxreg plugins list
-        echo "== the quick-start config, resolved with every default"
-        ./target/release/voxreg config check configs/quickstart.yaml
-        echo "== a DeepReg v0.1.1 config, upgraded and resolved"
-        ./target/release/voxreg config check configs/deepreg/grouped_mr_heart_v011.yaml >/dev/null
-        echo "resolved configs/deepreg/grouped_mr_heart_v011.yaml"
-        echo "(training, prediction and the bundled demo data arrive with the engine; see README.md)"
+        logs="target/demo-logs"
+        rm -rf "$logs/quickstart"
+        echo "== training configs/quickstart.yaml on the bundled MNI demo data (demo/data), then testing it"
+        ./target/release/voxreg train --config-path configs/quickstart.yaml --exp-name quickstart --log-dir "$logs"
         ;;
     test)
         install_system_packages

@@ -8,6 +8,7 @@
 //!   through the registry;
 //! * [`plugin`]: the ABI and loader for plugin libraries;
 //! * [`data`]: the pipeline from a data loader to batches of tensors;
+//! * [`engine`]: training and evaluating a configuration's model;
 //! * [`ops`]: spatial tensor ops for 2D and 3D registration;
 //! * [`metrics`]: evaluation metrics (Dice, TRE, SSD, Jacobian determinant statistics).
 //!
@@ -25,6 +26,7 @@ pub use typetag;
 pub mod component;
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod metrics;
 pub mod ops;
 pub mod plugin;

@@ -5,6 +5,7 @@ mod config;
 mod dataset;
 mod host;
 mod plugins;
+mod train;
 mod warp;
 mod workflow;
 
@@ -274,7 +275,7 @@ impl Cli {
                 plugins::show(&plugins, &category, &name)
             }
             Command::Config(ConfigCommand::Check { files }) => config::check(&plugins, &files),
-            Command::Train(args) => workflow::train(&plugins, &args),
+            Command::Train(args) => train::train(&plugins, &args),
             Command::Predict(args) => workflow::predict(&plugins, &args),
             Command::Warp(args) => warp::warp(&args),
             Command::Register(args) => workflow::register(&plugins, &args),

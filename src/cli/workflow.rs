@@ -1,26 +1,14 @@
-//! train / predict / register / vis. Each checks its inputs (config, files) as far as
+//! predict / register / vis. Each checks its inputs (config, files) as far as
 //! this version can, then reports that the engine behind it is not built yet.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 
-use super::{host, PredictArgs, RegisterArgs, TrainArgs, VisArgs};
+use super::{host, PredictArgs, RegisterArgs, VisArgs};
 
 fn not_built(command: &str) -> anyhow::Result<()> {
     bail!("`voxreg {command}`: the engine behind this command is not built in this version of voxreg (inputs were checked and are valid)")
-}
-
-/// `voxreg train`: resolves the config and checks the resume checkpoint exists.
-pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
-    host::load_config(plugins, &args.config_path)?;
-    if let Some(ckpt) = &args.ckpt_path {
-        host::require_file(ckpt, "checkpoint")?;
-    }
-    if args.max_epochs == Some(0) {
-        bail!("--max-epochs must be at least 1");
-    }
-    not_built("train")
 }
 
 /// `voxreg predict`: checks the checkpoint and config exist.

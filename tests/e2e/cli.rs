@@ -125,23 +125,70 @@ fn config_check_reports_missing_required_keys() {
     );
 }
 
+/// A small overlay on the quick start: 16³ images, a tiny LocalNet, one epoch.
+fn tiny_training_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let overlay = dir.join("tiny.yaml");
+    let data = repo_root().join("demo/data/paired");
+    let split = |name: &str| {
+        format!(
+            "  {name}:\n    dir: {}\n    format: nifti\n    labeled: true\n",
+            data.join(name).display()
+        )
+    };
+    fs::write(
+        &overlay,
+        format!(
+            "dataset:\n{}{}{}  moving_image_shape: [16, 16, 16]\n  fixed_image_shape: [16, 16, 16]\ntrain:\n  backbone: {{name: local, num_channel_initial: 2, extract_levels: [0, 1, 2]}}\n  epochs: 1\n",
+            split("train"),
+            split("valid"),
+            split("test")
+        ),
+    )
+    .unwrap();
+    overlay
+}
+
 #[test]
-fn deepreg_underscore_flags_are_accepted() {
-    let config = repo_root().join("configs/quickstart.yaml");
-    let output = voxreg()
-        .args([
-            "train",
-            "--config_path",
-            config.to_str().unwrap(),
-            "--exp_name",
-            "x",
-        ])
-        .args(["--log_dir", "/tmp/voxreg-test-logs", "--max_epochs", "1"])
-        .output()
-        .unwrap();
+fn train_runs_on_the_demo_data_with_deepregs_flag_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = repo_root().join("configs/quickstart.yaml");
+    let overlay = tiny_training_config(dir.path());
+    let logs = dir.path().join("logs");
+    let run = |name: &str| {
+        voxreg()
+            .args([
+                "train",
+                "--config_path",
+                base.to_str().unwrap(),
+                overlay.to_str().unwrap(),
+            ])
+            .args([
+                "--exp_name",
+                name,
+                "--log_dir",
+                logs.to_str().unwrap(),
+                "--max_epochs",
+                "1",
+            ])
+            .output()
+            .unwrap()
+    };
+    let output = run("tiny");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("trained 1 epochs (6 steps)"), "{text}");
+    assert!(
+        text.contains("test split, 4 samples: before registration → after"),
+        "{text}"
+    );
+    assert!(text.contains("label Dice (mean)"), "{text}");
+    assert!(logs.join("tiny/save/weights.safetensors").is_file());
+    let saved = fs::read_to_string(logs.join("tiny/config.yaml")).unwrap();
+    assert!(saved.contains("num_channel_initial: 2"), "{saved}");
+    // A second run under the same name would overwrite it: refused.
     assert_clean_failure(
-        &output,
-        &["`voxreg train`: the engine behind this command is not built"],
+        &run("tiny"),
+        &["already holds a run; choose another --exp-name"],
     );
 }
 
