@@ -5,6 +5,8 @@ mod config;
 mod dataset;
 mod host;
 mod plugins;
+mod predict;
+mod report;
 mod train;
 mod warp;
 mod workflow;
@@ -276,7 +278,7 @@ impl Cli {
             }
             Command::Config(ConfigCommand::Check { files }) => config::check(&plugins, &files),
             Command::Train(args) => train::train(&plugins, &args),
-            Command::Predict(args) => workflow::predict(&plugins, &args),
+            Command::Predict(args) => predict::predict(&plugins, &args),
             Command::Warp(args) => warp::warp(&args),
             Command::Register(args) => workflow::register(&plugins, &args),
             Command::Vis(args) => workflow::vis(&args),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use voxreg::component::Split;
-use voxreg::engine::{self, Evaluation, TrainOptions};
+use voxreg::engine::{self, TrainOptions};
 
 use super::{host, TrainArgs};
 
@@ -60,44 +60,8 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let evaluation = engine::evaluate(&model, &config, split)?;
-    print_improvement(split, &evaluation);
+    super::report::print_improvement(split, &evaluation);
     Ok(())
-}
-
-fn print_improvement(split: Split, evaluation: &Evaluation) {
-    println!(
-        "{} split, {} samples: before registration → after",
-        split.as_str(),
-        evaluation.pairs.len()
-    );
-    let row = |name: &str, before: Option<f64>, after: Option<f64>| {
-        if let (Some(before), Some(after)) = (before, after) {
-            println!("  {name:<22} {before:>10.4} → {after:.4}");
-        }
-    };
-    row(
-        "label Dice (mean)",
-        evaluation.mean(|p| p.before.label_dice),
-        evaluation.mean(|p| p.after.label_dice),
-    );
-    row(
-        "label TRE, mm (mean)",
-        evaluation.mean(|p| p.before.label_tre_mm),
-        evaluation.mean(|p| p.after.label_tre_mm),
-    );
-    row(
-        "image SSD (mean)",
-        evaluation.mean(|p| Some(p.before.image_ssd)),
-        evaluation.mean(|p| Some(p.after.image_ssd)),
-    );
-    if let Some(folding) =
-        evaluation.mean(|p| p.jacobian.as_ref().map(|j| 100.0 * j.folding_fraction))
-    {
-        println!(
-            "  {:<22} {:>10} → {folding:.3} % of voxels",
-            "folding (det J ≤ 0)", "0 %"
-        );
-    }
 }
 
 /// The current UTC time as DeepReg names runs: `YYYYMMDD-HHMMSS`.

@@ -1,26 +1,14 @@
-//! predict / register / vis. Each checks its inputs (config, files) as far as
+//! register / vis. Each checks its inputs (config, files) as far as
 //! this version can, then reports that the engine behind it is not built yet.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 
-use super::{host, PredictArgs, RegisterArgs, VisArgs};
+use super::{host, RegisterArgs, VisArgs};
 
 fn not_built(command: &str) -> anyhow::Result<()> {
     bail!("`voxreg {command}`: the engine behind this command is not built in this version of voxreg (inputs were checked and are valid)")
-}
-
-/// `voxreg predict`: checks the checkpoint and config exist.
-pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
-    host::require_file(&args.ckpt_path, "checkpoint")?;
-    if !args.config_path.is_empty() {
-        host::load_config(plugins, &args.config_path)?;
-    }
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    not_built("predict")
 }
 
 /// `voxreg register`: checks the images (and config, if given) exist.

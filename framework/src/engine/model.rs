@@ -43,6 +43,24 @@ impl<'c> Model<'c> {
         })
     }
 
+    /// Loads trained weights (safetensors, as `train` saves them). A checkpoint that lacks a
+    /// weight of this model, or holds one of another shape (a checkpoint from another
+    /// configuration), is an error saying so.
+    pub fn load_weights(&mut self, path: &std::path::Path) -> Result<(), EngineError> {
+        if !path.is_file() {
+            return Err(EngineError::Io {
+                path: path.to_owned(),
+                message: "no such checkpoint file".to_owned(),
+            });
+        }
+        self.variables.load(path).map_err(|e| EngineError::Io {
+            path: path.to_owned(),
+            message: format!(
+                "cannot load it into this configuration's model (a checkpoint of another configuration, or a damaged file): {e}"
+            ),
+        })
+    }
+
     /// Runs the method on a batch.
     pub fn forward(&self, batch: &PairBatch) -> Result<MethodOutput, EngineError> {
         self.config
