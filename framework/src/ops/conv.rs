@@ -5,7 +5,7 @@
 //!
 //! The output is cut into tiles of whole output rows (a row is a line along the last spatial
 //! axis). For each tile the kernel gathers the input patches into a bounded column buffer
-//! (`Cin * prod(kernel)` rows by the tile's positions, about 1 MiB; im2col per tile, never for
+//! (`Cin * prod(kernel)` rows by the tile's positions, about 512 KiB; im2col per tile, never for
 //! the whole image) and multiplies it by the weight matrix with the `gemm` crate. Tiles are
 //! rayon tasks; each writes only its own output rows.
 //!
@@ -320,10 +320,11 @@ impl Core {
         }
     }
 
-    /// Rows per tile so that the column buffer stays near 2^18 values (1 MiB in f32).
+    /// Rows per tile so that the column buffer stays near 2^17 values (512 KiB in f32, half an
+    /// L2 cache).
     fn tile_rows(&self) -> usize {
         let per_row = self.krows() * self.out[2];
-        ((1 << 18) / per_row.max(1)).clamp(1, self.rows())
+        ((1 << 17) / per_row.max(1)).clamp(1, self.rows())
     }
 
     /// Gathers the input patches of output rows `[r0, r1)` into `col` (`krows` rows of
