@@ -1020,6 +1020,74 @@ mod tests {
     }
 
     #[test]
+    fn many_tiles_and_batches_match_candle_autograd() {
+        // Enough channels and rows that the column tiles split the output (several tiles per
+        // batch item), with gradients checked against candle's own conv2d backward.
+        let mut rng = Rng::new(17);
+        let x = candle_core::Var::from_tensor(&rng.tensor(&[2, 64, 45, 11], -1.0, 1.0, DType::F32))
+            .unwrap();
+        let w = candle_core::Var::from_tensor(&rng.tensor(&[8, 64, 3, 3], -0.1, 0.1, DType::F32))
+            .unwrap();
+        let g = rng.tensor(&[2, 8, 45, 11], -1.0, 1.0, DType::F32);
+        let core = Core::forward(
+            &ConvSpec {
+                ndim: 2,
+                stride: [1; 3],
+                lo: [0, 1, 1],
+                hi: [0, 1, 1],
+            },
+            x.dims(),
+            8,
+            [1, 3, 3],
+        );
+        assert!(
+            core.tile_rows() < core.rows(),
+            "test must span several tiles"
+        );
+        let ours = conv(
+            x.as_tensor(),
+            w.as_tensor(),
+            None,
+            &[1, 1],
+            &[(1, 1), (1, 1)],
+        )
+        .unwrap();
+        let theirs = x.as_tensor().conv2d(w.as_tensor(), 1, 1, 1, 1).unwrap();
+        assert!(max_abs_diff(&ours, &theirs) < 1e-4);
+        let ga = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (theirs * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [x.as_tensor(), w.as_tensor()] {
+            let (a, b) = (ga.get(v).unwrap(), gb.get(v).unwrap());
+            let scale = values(b).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(max_abs_diff(a, b) < 1e-5 * (1.0 + scale), "{:?}", v.dims());
+        }
+    }
+
+    #[test]
+    fn non_contiguous_inputs() {
+        let mut rng = Rng::new(18);
+        let x = rng.tensor(&[1, 2, 6, 5], -1.0, 1.0, DType::F64);
+        let w = rng.tensor(&[3, 2, 3, 3], -1.0, 1.0, DType::F64);
+        let xt = x
+            .transpose(2, 3)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .transpose(2, 3)
+            .unwrap();
+        assert!(!xt.is_contiguous());
+        let p = [(1, 1), (1, 1)];
+        let a = conv(&x, &w, None, &[1, 1], &p).unwrap();
+        let b = conv(&xt, &w, None, &[1, 1], &p).unwrap();
+        assert_eq!(max_abs_diff(&a, &b), 0.0);
+    }
+
+    #[test]
     fn bad_arguments_are_errors() {
         let x = Tensor::zeros((1, 2, 5, 5, 5), DType::F32, &Device::Cpu).unwrap();
         let w = Tensor::zeros((3, 2, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
