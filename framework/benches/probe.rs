@@ -106,20 +106,31 @@ fn main() {
                 }
             });
         }
-        "conv_fwd" | "conv_fwd_bwd" => {
+        "conv_fwd" | "conv_fwd_bwd" | "conv_fwd_bwd_x" | "conv_fwd_bwd_w" => {
             let x = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 4);
             let w = uniform(&[16, 16, 3, 3, 3], -0.08, 0.08, 5);
             let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
             let (xv, wv) = (var(&x), var(&w));
             time(&which, 5, || {
                 let pad = [(1, 1); 3];
-                if which == "conv_fwd" {
-                    conv(&x, &w, None, &[1, 1, 1], &pad).expect("conv");
-                } else {
-                    let y =
-                        conv(xv.as_tensor(), wv.as_tensor(), None, &[1, 1, 1], &pad).expect("conv");
+                let (xi, wi) = match which.as_str() {
+                    "conv_fwd" => (&x, &w),
+                    "conv_fwd_bwd_x" => (xv.as_tensor(), &w),
+                    "conv_fwd_bwd_w" => (&x, wv.as_tensor()),
+                    _ => (xv.as_tensor(), wv.as_tensor()),
+                };
+                let y = conv(xi, wi, None, &[1, 1, 1], &pad).expect("conv");
+                if which != "conv_fwd" {
                     backward_with(&y, &g);
                 }
+            });
+        }
+        "conv_transpose_s1" => {
+            let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
+            let w = uniform(&[16, 16, 3, 3, 3], -0.08, 0.08, 5);
+            time(&which, 5, || {
+                ops::conv_transpose(&g, &w, None, &[1, 1, 1], &[(1, 1); 3], &[0, 0, 0])
+                    .expect("conv_transpose");
             });
         }
         "maxpool_fwd_bwd" => {
@@ -156,7 +167,7 @@ fn main() {
         }
         other => eprintln!(
             "unknown workload {other:?}: warp_fwd, warp_fwd_bwd, warp_fwd_bwd_both, conv_fwd, \
-             conv_fwd_bwd, maxpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
+             conv_fwd_bwd, conv_fwd_bwd_x, conv_fwd_bwd_w, maxpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
         ),
     }
 }
