@@ -462,7 +462,9 @@ impl Core {
     fn run_weight<T: Real>(&self, x: &[T], g: &[T]) -> Vec<T> {
         let (ivol, ovol, wo) = (self.ivol(), self.ovol(), self.out[2]);
         let krows = self.krows();
-        let tr = self.tile_rows();
+        // Smaller tiles than the forward: gemm packs the column buffer transposed here (the
+        // reduction runs over positions), which is cheaper while it stays in L1/L2.
+        let tr = (self.tile_rows() / 4).max(1);
         let jobs = self.tiles(tr);
         let zero = || vec![T::zero(); self.cout * krows];
         jobs.into_par_iter()
