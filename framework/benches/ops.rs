@@ -1,6 +1,8 @@
 //! Benchmarks of the spatial ops on the workloads of `shared/bench/README.md` (peer: PyTorch).
 //!
-//! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-framework --bench ops`.
+//! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-framework --bench ops`; the PyTorch
+//! side of the extra workloads (pooling, resize, separable filter) is `benches/peer_ops.py`,
+//! the rest is `shared/bench/bench_torch.py`. Results: `docs/benchmarks_ops.md`.
 //!
 //! The framework is a `dylib`; an executable that links it needs `-C prefer-dynamic` for the
 //! whole build (one copy of std). Until the workspace sets that, the bench compiles the `ops`
@@ -15,7 +17,10 @@ mod ops;
 
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
-use ops::{warp, Interp, Padding};
+use ops::{
+    conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp, Padding,
+    ResizeMode,
+};
 
 fn uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
@@ -93,5 +98,74 @@ fn bench_warp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_warp);
+/// (a) conv3d x (1,16,64^3) * w (16,16,3^3), stride 1, padding 1, no bias.
+fn bench_conv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("a_conv3d");
+    g.sample_size(10);
+    let x = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 4);
+    let w = uniform(&[16, 16, 3, 3, 3], -0.08, 0.08, 5);
+    let gout = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
+    let pad = [(1, 1); 3];
+    g.bench_function("a_conv3d_fwd", |b| {
+        b.iter(|| conv(&x, &w, None, &[1, 1, 1], &pad).expect("conv"))
+    });
+    let xv = Var::from_tensor(&x).expect("var");
+    let wv = Var::from_tensor(&w).expect("var");
+    g.bench_function("a_conv3d_fwd_bwd", |b| {
+        b.iter(|| {
+            let y = conv(xv.as_tensor(), wv.as_tensor(), None, &[1, 1, 1], &pad).expect("conv");
+            backward_with(&y, &gout)
+        })
+    });
+    g.finish();
+}
+
+/// Pooling, resize and separable filtering (peer: `benches/peer_ops.py`).
+fn bench_small_ops(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ops");
+    g.sample_size(10);
+    // Max pooling, kernel 2 stride 2, (1,16,64^3) -> 32^3.
+    let x = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 7);
+    let gp = uniform(&[1, 16, 32, 32, 32], -1.0, 1.0, 8);
+    let xv = Var::from_tensor(&x).expect("var");
+    g.bench_function("maxpool3d_k2_fwd_bwd", |b| {
+        b.iter(|| {
+            let y = max_pool(xv.as_tensor(), &[2, 2, 2], &[2, 2, 2], &[(0, 0); 3]).expect("pool");
+            backward_with(&y, &gp)
+        })
+    });
+    // Trilinear 2x up-sampling (half-pixel), (1,32,32^3) -> 64^3.
+    let u = uniform(&[1, 32, 32, 32, 32], -1.0, 1.0, 9);
+    let gu = uniform(&[1, 32, 64, 64, 64], -1.0, 1.0, 10);
+    let uv = Var::from_tensor(&u).expect("var");
+    g.bench_function("resize_trilinear_x2_fwd_bwd", |b| {
+        b.iter(|| {
+            let y = resize(
+                uv.as_tensor(),
+                &[64, 64, 64],
+                ResizeMode::Linear,
+                Align::HalfPixel,
+            )
+            .expect("resize");
+            backward_with(&y, &gu)
+        })
+    });
+    // Separable box filter, 9 taps per axis, (1,1,128^3) (the LNCC window).
+    let f = uniform(&[1, 1, 128, 128, 128], 0.0, 1.0, 11);
+    let gf = uniform(&[1, 1, 128, 128, 128], -1.0, 1.0, 12);
+    let fv = Var::from_tensor(&f).expect("var");
+    let k = rectangular_kernel(9);
+    g.bench_function("separable_box9_128_fwd", |b| {
+        b.iter(|| separable_filter(&f, &k).expect("filter"))
+    });
+    g.bench_function("separable_box9_128_fwd_bwd", |b| {
+        b.iter(|| {
+            let y = separable_filter(fv.as_tensor(), &k).expect("filter");
+            backward_with(&y, &gf)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_warp, bench_conv, bench_small_ops);
 criterion_main!(benches);

@@ -1,18 +1,38 @@
-//! Quick timing probe for noisy shared machines: prints wall and process CPU time per
-//! iteration of a few op workloads (`cargo bench --bench probe -- warp|fwdcmp|inject`).
-#![allow(missing_docs, dead_code, unused_imports)]
+//! One workload per process, for peak RSS and CPU time on noisy shared machines: runs the
+//! workload named on the command line a few times and prints wall and process CPU time per
+//! iteration. Peak RSS: `/usr/bin/time -f %M target/release/deps/probe-* conv_fwd_bwd`.
+//! Build with `cargo bench -p voxreg-framework --bench probe --no-run`.
+
+#![allow(missing_docs)]
+
+#[allow(dead_code, unused_imports)]
 #[path = "../src/ops/mod.rs"]
 mod ops;
-use candle_core::{Device, Tensor, Var};
-use ops::*;
 
+use candle_core::{Device, Tensor, Var};
+use ops::{
+    conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp, Padding,
+    ResizeMode,
+};
+
+/// Process CPU time (user + system) in milliseconds, from `/proc/self/stat`.
 fn cpu_ms() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
-    let ut: f64 = f[11].parse().unwrap();
-    let st: f64 = f[12].parse().unwrap();
-    (ut + st) * 10.0
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) * 10.0
 }
+
 fn uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
     let mut s = seed;
@@ -24,155 +44,130 @@ fn uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Tensor {
             (lo + (hi - lo) * ((s >> 11) as f64 / (1u64 << 53) as f64)) as f32
         })
         .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
 }
-fn time(name: &str, k: usize, mut f: impl FnMut()) {
-    f();
-    let (c0, t0) = (cpu_ms(), std::time::Instant::now());
-    for _ in 0..k {
-        f();
-    }
-    let (c1, t1) = (cpu_ms(), t0.elapsed().as_secs_f64() * 1e3);
-    println!(
-        "{name}: wall {:.1} ms, cpu {:.1} ms per iter",
-        t1 / k as f64,
-        (c1 - c0) / k as f64
-    );
-}
-struct Inject(Tensor);
-impl candle_core::CustomOp1 for Inject {
+
+/// A scalar node whose gradient w.r.t. its input is a given tensor (`out.backward(gout)`).
+struct SeedGrad(Tensor);
+
+impl candle_core::CustomOp1 for SeedGrad {
     fn name(&self) -> &'static str {
-        "inject"
+        "seed-grad"
     }
+
     fn cpu_fwd(
         &self,
-        _s: &candle_core::CpuStorage,
-        _l: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        Ok((
-            candle_core::CpuStorage::F32(vec![0.0]),
-            candle_core::Shape::from(()),
-        ))
+        Ok((candle_core::CpuStorage::F32(vec![0.0]), ().into()))
     }
-    fn bwd(&self, _a: &Tensor, _r: &Tensor, _g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(self.0.clone()))
     }
 }
-fn backward_with(out: &Tensor, g: &Tensor) {
-    out.apply_op1(Inject(g.clone()))
-        .unwrap()
-        .backward()
-        .unwrap();
+
+fn backward_with(out: &Tensor, gout: &Tensor) {
+    out.apply_op1(SeedGrad(gout.clone()))
+        .and_then(|s| s.backward())
+        .expect("backward");
 }
+
+fn time(name: &str, iters: usize, mut f: impl FnMut()) {
+    f();
+    let (c0, t0) = (cpu_ms(), std::time::Instant::now());
+    for _ in 0..iters {
+        f();
+    }
+    let wall = t0.elapsed().as_secs_f64() * 1e3 / iters as f64;
+    let cpu = (cpu_ms() - c0) / iters as f64;
+    println!("{name}: wall {wall:.1} ms, cpu {cpu:.1} ms per iteration");
+}
+
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_default();
-    let img = uniform(&[1, 1, 128, 128, 128], 0.0, 1.0, 1);
-    let ddf = uniform(&[1, 3, 128, 128, 128], -2.0, 2.0, 2);
-    let gout = uniform(&[1, 1, 128, 128, 128], -1.0, 1.0, 3);
-    let dv = Var::from_tensor(&ddf).unwrap();
-    let iv = Var::from_tensor(&img).unwrap();
-    if which == "inject" {
-        for _ in 0..20 {
-            let o = warp(&img, dv.as_tensor(), Interp::Linear, Padding::Zeros).unwrap();
-            backward_with(&o, &gout);
-        }
-        return;
-    }
-    if which == "fwdcmp" {
-        let z = (ddf.clone() * 0.0).unwrap();
-        let small = (ddf.clone() * 0.01).unwrap();
-        for _ in 0..2 {
-            time("fwd zero", 10, || {
-                warp(&img, &z, Interp::Linear, Padding::Zeros).unwrap();
-            });
-            time("fwd small", 10, || {
-                warp(&img, &small, Interp::Linear, Padding::Zeros).unwrap();
-            });
-            time("fwd rand2", 10, || {
-                warp(&img, &ddf, Interp::Linear, Padding::Zeros).unwrap();
-            });
-            time("fwd nearest", 10, || {
-                warp(&img, &ddf, Interp::Nearest, Padding::Zeros).unwrap();
-            });
-            time("fwd border", 10, || {
-                warp(&img, &ddf, Interp::Linear, Padding::Border).unwrap();
-            });
-            time("copy", 10, || {
-                let _ = (&img * 1.0).unwrap();
+    let var = |t: &Tensor| Var::from_tensor(t).expect("var");
+    match which.as_str() {
+        "warp_fwd" | "warp_fwd_bwd" | "warp_fwd_bwd_both" => {
+            let img = uniform(&[1, 1, 128, 128, 128], 0.0, 1.0, 1);
+            let ddf = uniform(&[1, 3, 128, 128, 128], -2.0, 2.0, 2);
+            let gout = uniform(&[1, 1, 128, 128, 128], -1.0, 1.0, 3);
+            let (iv, dv) = (var(&img), var(&ddf));
+            time(&which, 10, || {
+                let (i, d) = match which.as_str() {
+                    "warp_fwd" => (&img, &ddf),
+                    "warp_fwd_bwd" => (&img, dv.as_tensor()),
+                    _ => (iv.as_tensor(), dv.as_tensor()),
+                };
+                let out = warp(i, d, Interp::Linear, Padding::Zeros).expect("warp");
+                if which != "warp_fwd" {
+                    backward_with(&out, &gout);
+                }
             });
         }
-        return;
-    }
-    if which == "convbwd" {
-        let x = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 4);
-        let w = uniform(&[16, 16, 3, 3, 3], -0.05, 0.05, 5);
-        let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
-        let xv = Var::from_tensor(&x).unwrap();
-        let wv = Var::from_tensor(&w).unwrap();
-        for _ in 0..5 {
-            let y = conv(
-                xv.as_tensor(),
-                wv.as_tensor(),
-                None,
-                &[1, 1, 1],
-                &[(1, 1); 3],
-            )
-            .unwrap();
-            backward_with(&y, &g);
+        "conv_fwd" | "conv_fwd_bwd" | "conv_fwd_bwd_x" | "conv_fwd_bwd_w" => {
+            let x = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 4);
+            let w = uniform(&[16, 16, 3, 3, 3], -0.08, 0.08, 5);
+            let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
+            let (xv, wv) = (var(&x), var(&w));
+            time(&which, 5, || {
+                let pad = [(1, 1); 3];
+                let (xi, wi) = match which.as_str() {
+                    "conv_fwd" => (&x, &w),
+                    "conv_fwd_bwd_x" => (xv.as_tensor(), &w),
+                    "conv_fwd_bwd_w" => (&x, wv.as_tensor()),
+                    _ => (xv.as_tensor(), wv.as_tensor()),
+                };
+                let y = conv(xi, wi, None, &[1, 1, 1], &pad).expect("conv");
+                if which != "conv_fwd" {
+                    backward_with(&y, &g);
+                }
+            });
         }
-        return;
-    }
-    if which.contains("conv") {
-        let x = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 4);
-        let w = uniform(&[16, 16, 3, 3, 3], -0.05, 0.05, 5);
-        let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
-        let xv = Var::from_tensor(&x).unwrap();
-        let wv = Var::from_tensor(&w).unwrap();
-        let p = vec![(1, 1); 3];
-        time("conv fwd", 5, || {
-            conv(&x, &w, None, &[1, 1, 1], &p).unwrap();
-        });
-        time("conv fwd_bwd", 3, || {
-            let y = conv(xv.as_tensor(), wv.as_tensor(), None, &[1, 1, 1], &p).unwrap();
-            backward_with(&y, &g);
-        });
-        return;
-    }
-    if which.contains("warp") {
-        time("warp fwd", 10, || {
-            warp(&img, &ddf, Interp::Linear, Padding::Zeros).unwrap();
-        });
-        time("warp fwd_bwd", 5, || {
-            let o = warp(&img, dv.as_tensor(), Interp::Linear, Padding::Zeros).unwrap();
-            (o * &gout).unwrap().sum_all().unwrap().backward().unwrap();
-        });
-        time("warp fwd_bwd inject", 5, || {
-            let o = warp(&img, dv.as_tensor(), Interp::Linear, Padding::Zeros).unwrap();
-            backward_with(&o, &gout);
-        });
-        time("warp fwd_bwd both inject", 5, || {
-            let o = warp(
-                iv.as_tensor(),
-                dv.as_tensor(),
-                Interp::Linear,
-                Padding::Zeros,
-            )
-            .unwrap();
-            backward_with(&o, &gout);
-        });
-        time("warp fwd_bwd both", 5, || {
-            let o = warp(
-                iv.as_tensor(),
-                dv.as_tensor(),
-                Interp::Linear,
-                Padding::Zeros,
-            )
-            .unwrap();
-            (o * &gout).unwrap().sum_all().unwrap().backward().unwrap();
-        });
-        time("mul+sum+backward overhead (no warp)", 5, || {
-            let o = (dv.as_tensor().narrow(1, 0, 1).unwrap() * 1.0).unwrap();
-            (o * &gout).unwrap().sum_all().unwrap().backward().unwrap();
-        });
+        "conv_transpose_s1" => {
+            let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
+            let w = uniform(&[16, 16, 3, 3, 3], -0.08, 0.08, 5);
+            time(&which, 5, || {
+                ops::conv_transpose(&g, &w, None, &[1, 1, 1], &[(1, 1); 3], &[0, 0, 0])
+                    .expect("conv_transpose");
+            });
+        }
+        "maxpool_fwd_bwd" => {
+            let x = var(&uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 7));
+            let g = uniform(&[1, 16, 32, 32, 32], -1.0, 1.0, 8);
+            time(&which, 10, || {
+                let y =
+                    max_pool(x.as_tensor(), &[2, 2, 2], &[2, 2, 2], &[(0, 0); 3]).expect("pool");
+                backward_with(&y, &g);
+            });
+        }
+        "resize_fwd_bwd" => {
+            let x = var(&uniform(&[1, 32, 32, 32, 32], -1.0, 1.0, 9));
+            let g = uniform(&[1, 32, 64, 64, 64], -1.0, 1.0, 10);
+            time(&which, 10, || {
+                let y = resize(
+                    x.as_tensor(),
+                    &[64, 64, 64],
+                    ResizeMode::Linear,
+                    Align::HalfPixel,
+                )
+                .expect("resize");
+                backward_with(&y, &g);
+            });
+        }
+        "box9_fwd_bwd" => {
+            let x = var(&uniform(&[1, 1, 128, 128, 128], 0.0, 1.0, 11));
+            let g = uniform(&[1, 1, 128, 128, 128], -1.0, 1.0, 12);
+            let k = rectangular_kernel(9);
+            time(&which, 10, || {
+                let y = separable_filter(x.as_tensor(), &k).expect("filter");
+                backward_with(&y, &g);
+            });
+        }
+        other => eprintln!(
+            "unknown workload {other:?}: warp_fwd, warp_fwd_bwd, warp_fwd_bwd_both, conv_fwd, \
+             conv_fwd_bwd, conv_fwd_bwd_x, conv_fwd_bwd_w, maxpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
+        ),
     }
 }

@@ -122,16 +122,25 @@ impl Pool {
         (a, b)
     }
 
+    /// The windows of every output position along each axis.
+    fn windows(&self, inp: [usize; 3]) -> [Vec<(usize, usize)>; 3] {
+        [0, 1, 2].map(|a| {
+            (0..self.out[a])
+                .map(|o| self.window(a, o, inp[a]))
+                .collect()
+        })
+    }
+
     /// Visits every output voxel `o` of one channel with its window (input ranges per axis).
     #[inline(always)]
-    fn for_each_window(&self, inp: [usize; 3], mut f: impl FnMut(usize, [(usize, usize); 3])) {
+    fn for_each_window(
+        wins: &[Vec<(usize, usize)>; 3],
+        mut f: impl FnMut(usize, [(usize, usize); 3]),
+    ) {
         let mut o = 0;
-        for oz in 0..self.out[0] {
-            let wz = self.window(0, oz, inp[0]);
-            for oy in 0..self.out[1] {
-                let wy = self.window(1, oy, inp[1]);
-                for ox in 0..self.out[2] {
-                    let wx = self.window(2, ox, inp[2]);
+        for &wz in &wins[0] {
+            for &wy in &wins[1] {
+                for &wx in &wins[2] {
                     f(o, [wz, wy, wx]);
                     o += 1;
                 }
@@ -142,12 +151,15 @@ impl Pool {
     /// Index of the maximum of a window (first one in memory order), and the value.
     #[inline(always)]
     fn argmax<T: Real>(xc: &[T], inp: [usize; 3], w: [(usize, usize); 3]) -> (usize, T) {
-        let mut best = (usize::MAX, T::zero());
+        // Windows are never empty (padding < kernel).
+        let first = (w[0].0 * inp[1] + w[1].0) * inp[2] + w[2].0;
+        let mut best = (first, xc[first]);
         for z in w[0].0..w[0].1 {
             for y in w[1].0..w[1].1 {
                 let row = (z * inp[1] + y) * inp[2];
                 for (i, &v) in xc[row + w[2].0..row + w[2].1].iter().enumerate() {
-                    if best.0 == usize::MAX || v > best.1 || (v.is_nan() && !best.1.is_nan()) {
+                    // Greater, or the first NaN (NaN wins, as in PyTorch).
+                    if v > best.1 || (v.is_nan() && !best.1.is_nan()) {
                         best = (row + w[2].0 + i, v);
                     }
                 }
@@ -164,10 +176,11 @@ impl Pool {
         let ivol: usize = inp.iter().product();
         let ovol: usize = self.out.iter().product();
         let mut y = vec![T::zero(); x.len() / ivol * ovol];
+        let wins = self.windows(inp);
         y.par_chunks_mut(ovol)
             .zip(x.par_chunks(ivol))
             .for_each(|(yc, xc)| {
-                self.for_each_window(inp, |o, w| {
+                Self::for_each_window(&wins, |o, w| {
                     yc[o] = match self.kind {
                         PoolKind::Max => Self::argmax(xc, inp, w).1,
                         PoolKind::Avg => {
@@ -192,10 +205,11 @@ impl Pool {
         let ivol: usize = inp.iter().product();
         let ovol: usize = self.out.iter().product();
         let mut gx = vec![T::zero(); x.len()];
+        let wins = self.windows(inp);
         gx.par_chunks_mut(ivol)
             .zip(x.par_chunks(ivol).zip(g.par_chunks(ovol)))
             .for_each(|(gc, (xc, goc))| {
-                self.for_each_window(inp, |o, w| match self.kind {
+                Self::for_each_window(&wins, |o, w| match self.kind {
                     PoolKind::Max => {
                         let (i, _) = Self::argmax(xc, inp, w);
                         gc[i] += goc[o];

@@ -1174,6 +1174,46 @@ mod tests {
     }
 
     #[test]
+    fn non_contiguous_and_f32_gradients() {
+        let mut rng = Rng::new(7);
+        let img = rng.tensor(&[1, 2, 5, 6], -1.0, 1.0, DType::F32);
+        let ddf = rng.tensor(&[1, 2, 6, 5], -1.5, 1.5, DType::F32);
+        // A transposed (non-contiguous) field gives the same result as its contiguous copy.
+        let ddf_t = ddf.transpose(2, 3).unwrap();
+        assert!(!ddf_t.is_contiguous());
+        let a = warp(&img, &ddf_t, Interp::Linear, Padding::Zeros).unwrap();
+        let b = warp(
+            &img,
+            &ddf_t.contiguous().unwrap(),
+            Interp::Linear,
+            Padding::Zeros,
+        )
+        .unwrap();
+        assert_eq!(max_abs_diff(&a, &b), 0.0);
+        // f32 gradients agree with the f64 ones to f32 precision.
+        let grads = |dtype: DType| {
+            let i = Var::from_tensor(&img.to_dtype(dtype).unwrap()).unwrap();
+            let d = Var::from_tensor(&ddf_t.to_dtype(dtype).unwrap()).unwrap();
+            let out = warp(
+                i.as_tensor(),
+                d.as_tensor(),
+                Interp::Linear,
+                Padding::Border,
+            )
+            .unwrap();
+            let g = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            (
+                g.get(i.as_tensor()).unwrap().clone(),
+                g.get(d.as_tensor()).unwrap().clone(),
+            )
+        };
+        let (i32g, d32g) = grads(DType::F32);
+        let (i64g, d64g) = grads(DType::F64);
+        assert!(max_abs_diff(&i32g, &i64g) < 1e-4);
+        assert!(max_abs_diff(&d32g, &d64g) < 1e-4);
+    }
+
+    #[test]
     fn bad_shapes_are_errors() {
         let img = Tensor::zeros((1, 1, 4, 4, 4), DType::F32, &Device::Cpu).unwrap();
         let good = Tensor::zeros((1, 3, 4, 4, 4), DType::F32, &Device::Cpu).unwrap();
