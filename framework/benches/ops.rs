@@ -2,22 +2,14 @@
 //!
 //! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-framework --bench ops`; the PyTorch
 //! side of the extra workloads (pooling, resize, separable filter) is `benches/peer_ops.py`,
-//! the rest is `shared/bench/bench_torch.py`. Results: `docs/benchmarks_ops.md`.
+//! the rest is `shared/bench/bench_torch.py`. Results: `docs/src/benchmarks.md`.
 //!
-//! The framework is a `dylib`; an executable that links it needs `-C prefer-dynamic` for the
-//! whole build (one copy of std). Until the workspace sets that, the bench compiles the `ops`
-//! module's source into itself (the same code, built with the same profile) and uses candle
-//! directly, so `cargo bench` works without extra flags.
 
 #![allow(missing_docs)]
 
-#[allow(dead_code, unused_imports)]
-#[path = "../src/ops/mod.rs"]
-mod ops;
-
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
-use ops::{
+use voxreg_framework::ops::{
     conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp, Padding,
     ResizeMode,
 };

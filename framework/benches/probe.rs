@@ -5,12 +5,8 @@
 
 #![allow(missing_docs)]
 
-#[allow(dead_code, unused_imports)]
-#[path = "../src/ops/mod.rs"]
-mod ops;
-
 use candle_core::{Device, Tensor, Var};
-use ops::{
+use voxreg_framework::ops::{
     conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp, Padding,
     ResizeMode,
 };
@@ -129,7 +125,7 @@ fn main() {
             let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
             let w = uniform(&[16, 16, 3, 3, 3], -0.08, 0.08, 5);
             time(&which, 5, || {
-                ops::conv_transpose(&g, &w, None, &[1, 1, 1], &[(1, 1); 3], &[0, 0, 0])
+                voxreg_framework::ops::conv_transpose(&g, &w, None, &[1, 1, 1], &[(1, 1); 3], &[0, 0, 0])
                     .expect("conv_transpose");
             });
         }
