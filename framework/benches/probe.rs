@@ -5,7 +5,10 @@
 
 #![allow(missing_docs)]
 
-use candle_core::{Device, Tensor, Var};
+mod support;
+
+use candle_core::{Tensor, Var};
+use support::{backward_with, uniform};
 use voxreg_framework::ops::{
     conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp, Padding,
     ResizeMode,
@@ -27,47 +30,6 @@ fn cpu_ms() -> f64 {
             .unwrap_or(0.0)
     };
     (tick(11) + tick(12)) * 10.0
-}
-
-fn uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (lo + (hi - lo) * ((s >> 11) as f64 / (1u64 << 53) as f64)) as f32
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
-}
-
-/// A scalar node whose gradient w.r.t. its input is a given tensor (`out.backward(gout)`).
-struct SeedGrad(Tensor);
-
-impl candle_core::CustomOp1 for SeedGrad {
-    fn name(&self) -> &'static str {
-        "seed-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        Ok((candle_core::CpuStorage::F32(vec![0.0]), ().into()))
-    }
-
-    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(self.0.clone()))
-    }
-}
-
-fn backward_with(out: &Tensor, gout: &Tensor) {
-    out.apply_op1(SeedGrad(gout.clone()))
-        .and_then(|s| s.backward())
-        .expect("backward");
 }
 
 fn time(name: &str, iters: usize, mut f: impl FnMut()) {
