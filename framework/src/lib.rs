@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod ops;
 pub mod plugin;
 pub mod registry;
+mod rng;
 mod suggest;
 
 /// The items a component crate usually needs.

@@ -17,6 +17,8 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         bail!("--batch-size must be at least 1");
     }
     host::require_file(&args.ckpt_path, "checkpoint")?;
+    // A checkpoint folder (<run>/save/ckpt-N) or a weights file (<run>/save/weights.safetensors):
+    // either way the run folder is two levels up.
     let config_paths = if args.config_path.is_empty() {
         // DeepReg's rule: <run>/save/<checkpoint> → <run>/config.yaml.
         let run = args.ckpt_path.parent().and_then(|save| save.parent());
@@ -50,7 +52,7 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         );
     }
     let mut model = Model::build(&config, &Device::Cpu)?;
-    model.load_weights(&args.ckpt_path)?;
+    model.load_weights(&engine::checkpoint::weights_file(&args.ckpt_path))?;
     let evaluation = engine::evaluate(&model, &config, split)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     report::write_metrics_csv(&metrics_path, &evaluation)?;

@@ -9,14 +9,12 @@ use voxreg::engine::{self, TrainOptions};
 
 use super::{host, TrainArgs};
 
-/// Trains, writes `<log-dir>/<exp-name>/{config.yaml, save/weights.safetensors}`, then
+/// Trains (resuming from `--ckpt-path`, a `save/ckpt-<epoch>` folder, if given), writes
+/// `<log-dir>/<exp-name>/{config.yaml, save/ckpt-<epoch>/, save/weights.safetensors}`, then
 /// evaluates on the test split (or the validation split) and prints each metric before and
 /// after registration.
 pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
     let (_registry, config) = host::load_config(plugins, &args.config_path)?;
-    if args.ckpt_path.is_some() {
-        bail!("--ckpt-path: resuming from a checkpoint is not built in this version of voxreg");
-    }
     if args.max_epochs == Some(0) {
         bail!("--max-epochs must be at least 1");
     }
@@ -32,6 +30,7 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
         seed: 0,
         max_epochs: args.max_epochs,
         run_dir: Some(run_dir.clone()),
+        resume: args.ckpt_path.clone(),
     };
     let (model, summary) = engine::train(&config, &options, |log| {
         let terms: Vec<String> = log

@@ -359,3 +359,81 @@ fn dataset_from_template_writes_deepregs_paired_layout() {
     let again = voxreg().args(args(&out)).output().unwrap();
     assert_clean_failure(&again, &["the folder exists and is not empty"]);
 }
+
+fn load_weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let mut tensors: Vec<(String, Vec<f32>)> =
+        voxreg::candle::safetensors::load(path, &voxreg::candle::Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(name, t)| (name, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+/// Two epochs straight through give exactly the weights of one epoch, a checkpoint and one
+/// more epoch resumed from it (CPU, same thread count).
+#[test]
+fn resuming_from_a_checkpoint_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = repo_root().join("configs/quickstart.yaml");
+    let overlay = tiny_training_config(dir.path());
+    let logs = dir.path().join("logs");
+    let train = |name: &str, epochs: &str, resume: Option<&std::path::Path>| {
+        let mut command = voxreg();
+        command
+            .args([
+                "train",
+                "-c",
+                base.to_str().unwrap(),
+                overlay.to_str().unwrap(),
+            ])
+            .args([
+                "--exp-name",
+                name,
+                "--log-dir",
+                logs.to_str().unwrap(),
+                "--max-epochs",
+                epochs,
+            ])
+            .env("RAYON_NUM_THREADS", "2");
+        if let Some(checkpoint) = resume {
+            command.args(["--ckpt-path", checkpoint.to_str().unwrap()]);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+    };
+    train("straight", "2", None);
+    train("first", "1", None);
+    let checkpoint = logs.join("first/save/ckpt-1");
+    assert!(checkpoint.join("optimizer.safetensors").is_file());
+    train("resumed", "2", Some(&checkpoint));
+    let straight = load_weights(&logs.join("straight/save/weights.safetensors"));
+    let resumed = load_weights(&logs.join("resumed/save/weights.safetensors"));
+    assert_eq!(straight.len(), resumed.len());
+    for ((name, a), (_, b)) in straight.iter().zip(&resumed) {
+        assert_eq!(a, b, "{name} differs after resuming");
+    }
+    let first = load_weights(&logs.join("first/save/weights.safetensors"));
+    assert_ne!(first, straight, "the second epoch changed the weights");
+    // A checkpoint at or past the target epoch is refused.
+    let output = voxreg()
+        .args([
+            "train",
+            "-c",
+            base.to_str().unwrap(),
+            overlay.to_str().unwrap(),
+        ])
+        .args([
+            "--exp-name",
+            "again",
+            "--log-dir",
+            logs.to_str().unwrap(),
+            "--max-epochs",
+            "1",
+        ])
+        .args(["--ckpt-path", checkpoint.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clean_failure(&output, &["is at epoch 1: train for more epochs"]);
+}

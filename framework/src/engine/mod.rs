@@ -1,10 +1,11 @@
 //! The training engine: a resolved [`Config`](crate::config::Config) turned into a model,
 //! trained on its `train` split, and evaluated on a held-out split.
 //!
-//! This first version trains for the configured epochs and writes the weights and the
-//! resolved configuration; checkpoints with optimiser state, exact resume and the prediction
-//! outputs come next.
+//! Training writes the resolved configuration, a [`checkpoint`] every `save_period` epochs
+//! and at the end (weights, optimiser state, progress), and the final weights; it resumes
+//! exactly from a checkpoint.
 
+pub mod checkpoint;
 mod evaluate;
 mod model;
 mod train;

@@ -10,6 +10,7 @@ use crate::component::{ComponentError, DataLoader, Split, SplitSource};
 use crate::config::{Config, LossTerm};
 use crate::data::{shuffle_buffer, to_pair_batch, BatchStream, PipelineConfig};
 use crate::registry::ComponentKind;
+use crate::rng::{mix, SplitMix};
 
 /// Options beyond the configuration.
 #[derive(Clone, Debug, Default)]
@@ -18,9 +19,11 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Overrides `train.epochs`.
     pub max_epochs: Option<usize>,
-    /// Where to write `config.yaml` and `save/weights.safetensors`; nothing is written when
-    /// `None`.
+    /// Where to write `config.yaml`, `save/ckpt-<epoch>/` checkpoints and
+    /// `save/weights.safetensors`; nothing is written when `None`.
     pub run_dir: Option<PathBuf>,
+    /// A checkpoint folder to resume from: its weights, optimiser state and epoch.
+    pub resume: Option<PathBuf>,
 }
 
 /// The mean losses of one epoch.
@@ -51,16 +54,6 @@ fn built<T>(kind: &str, result: Result<T, ComponentError>) -> Result<T, EngineEr
 fn term_name<K: ComponentKind + ?Sized>(category: &str, term: &LossTerm<K>) -> String {
     let name = K::serialized_name(&term.config).unwrap_or_else(|| "?".to_owned());
     format!("{category}/{name}")
-}
-
-/// Mixes seeds into one (splitmix64 finaliser), for per-step augmentation seeds.
-fn mix(values: &[u64]) -> u64 {
-    values.iter().fold(0x9E37_79B9_7F4A_7C15u64, |acc, v| {
-        let mut z = acc ^ v.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    })
 }
 
 /// Builds the split's data loader.
@@ -101,7 +94,7 @@ pub fn train<'c>(
     mut on_epoch: impl FnMut(&EpochLog),
 ) -> Result<(Model<'c>, TrainSummary), EngineError> {
     let device = Device::Cpu;
-    let model = Model::build(config, &device)?;
+    let mut model = Model::build_seeded(config, &device, options.seed)?;
     let spatial_dims = model.shapes.fixed.len();
     let loader = split_loader(config, Split::Train)?;
     let preprocess = &config.train.preprocess;
@@ -140,7 +133,7 @@ pub fn train<'c>(
         .iter()
         .map(|a| a.build(&model.shapes))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut optimizer = config.train.optimizer.build(model.variables.all_vars())?;
+    let mut optimizer = config.train.optimizer.build(model.trainable())?;
     let pipeline = PipelineConfig {
         batch_size: preprocess.batch_size,
         drop_remainder: true,
@@ -149,16 +142,31 @@ pub fn train<'c>(
     };
     let epochs = options.max_epochs.unwrap_or(config.train.epochs);
     let mut summary = TrainSummary::default();
-    for epoch in 1..=epochs {
-        let mut samples = loader.epoch(epoch as u64 - 1, options.seed);
-        let mut state = mix(&[options.seed, epoch as u64]);
+    let mut seed = options.seed;
+    let mut first_epoch = 1;
+    if let Some(checkpoint) = &options.resume {
+        let progress = super::checkpoint::load(checkpoint, &mut model, &mut *optimizer)?;
+        if progress.epoch >= epochs {
+            return Err(EngineError::Config(format!(
+                "the checkpoint {} is at epoch {}: train for more epochs than that (train.epochs or --max-epochs)",
+                checkpoint.display(),
+                progress.epoch
+            )));
+        }
+        first_epoch = progress.epoch + 1;
+        summary.steps = progress.steps;
+        seed = progress.seed;
+    }
+    if let Some(dir) = &options.run_dir {
+        write_config(dir, config)?;
+    }
+    for epoch in first_epoch..=epochs {
+        let mut samples = loader.epoch(epoch as u64 - 1, seed);
+        let mut generator = SplitMix::new(mix(&[seed, epoch as u64]));
         samples = shuffle_buffer(
             samples,
             preprocess.batch_size * preprocess.shuffle_buffer_num_batch,
-            |n| {
-                state = mix(&[state]);
-                (state % n as u64) as usize
-            },
+            |n| (generator.next_u64() % n as u64) as usize,
         );
         if samples.len() < preprocess.batch_size {
             return Err(EngineError::Config(format!(
@@ -261,50 +269,56 @@ pub fn train<'c>(
         };
         on_epoch(&log);
         summary.epochs.push(log);
+        if let Some(dir) = &options.run_dir {
+            if epoch % config.train.save_period == 0 || epoch == epochs {
+                let progress = super::checkpoint::Progress {
+                    epoch,
+                    steps: summary.steps,
+                    seed,
+                };
+                super::checkpoint::save(
+                    &dir.join("save").join(format!("ckpt-{epoch}")),
+                    &model,
+                    &*optimizer,
+                    progress,
+                )?;
+            }
+        }
     }
     if let Some(dir) = &options.run_dir {
-        save_run(dir, config, &model)?;
+        save_weights(dir, &model)?;
     }
     Ok((model, summary))
 }
 
-/// Writes `config.yaml` and `save/weights.safetensors` under `dir`, each through a
-/// temporary file renamed into place.
-fn save_run(dir: &std::path::Path, config: &Config, model: &Model<'_>) -> Result<(), EngineError> {
-    let io = |path: &std::path::Path| {
-        let path = path.to_owned();
-        move |e: std::io::Error| EngineError::Io {
-            path,
-            message: e.to_string(),
-        }
-    };
-    let save = dir.join("save");
-    std::fs::create_dir_all(&save).map_err(io(&save))?;
+fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |e| EngineError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes the resolved configuration to `<dir>/config.yaml` (through a temporary file).
+fn write_config(dir: &std::path::Path, config: &Config) -> Result<(), EngineError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let yaml = config
         .to_yaml()
         .map_err(|e| EngineError::Config(e.to_string()))?;
-    let config_path = dir.join("config.yaml");
+    let path = dir.join("config.yaml");
     let temporary = dir.join(".config.yaml.partial");
-    std::fs::write(&temporary, yaml).map_err(io(&temporary))?;
-    std::fs::rename(&temporary, &config_path).map_err(io(&config_path))?;
+    std::fs::write(&temporary, yaml).map_err(io_error(&temporary))?;
+    std::fs::rename(&temporary, &path).map_err(io_error(&path))
+}
+
+/// Writes the final weights to `<dir>/save/weights.safetensors` (through a temporary file).
+fn save_weights(dir: &std::path::Path, model: &Model<'_>) -> Result<(), EngineError> {
+    let save = dir.join("save");
+    std::fs::create_dir_all(&save).map_err(io_error(&save))?;
     let weights = save.join("weights.safetensors");
     let temporary = save.join(".weights.partial.safetensors");
     model
         .variables
         .save(&temporary)
         .map_err(tensor_error(format!("saving {}", weights.display())))?;
-    std::fs::rename(&temporary, &weights).map_err(io(&weights))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mix;
-
-    #[test]
-    fn seeds_mix_deterministically_and_spread() {
-        assert_eq!(mix(&[1, 2]), mix(&[1, 2]));
-        assert_ne!(mix(&[1, 2]), mix(&[2, 1]));
-        assert_ne!(mix(&[0]), mix(&[1]));
-    }
+    std::fs::rename(&temporary, &weights).map_err(io_error(&weights))
 }

@@ -466,11 +466,17 @@ impl Core {
         // reduction runs over positions), which is cheaper while it stays in L1/L2.
         let tr = (self.tile_rows() / 4).max(1);
         let jobs = self.tiles(tr);
-        let zero = || vec![T::zero(); self.cout * krows];
-        jobs.into_par_iter()
-            .fold(
-                || (zero(), vec![T::zero(); krows * tr * wo]),
-                |(mut acc, mut col), (b, r0, r1)| {
+        // Contiguous groups of tiles, one partial sum each, added in group order: the result
+        // depends only on the thread count, not on how rayon schedules the tasks (training
+        // must give the same weights twice).
+        let groups = rayon::current_num_threads().max(1);
+        let per_group = jobs.len().div_ceil(groups).max(1);
+        let partials: Vec<Vec<T>> = jobs
+            .par_chunks(per_group)
+            .map(|group| {
+                let mut acc = vec![T::zero(); self.cout * krows];
+                let mut col = vec![T::zero(); krows * tr * wo];
+                for &(b, r0, r1) in group {
                     let p = (r1 - r0) * wo;
                     let xb = &x[b * self.cin * ivol..(b + 1) * self.cin * ivol];
                     self.im2col(xb, r0, r1, &mut col[..krows * p]);
@@ -482,16 +488,17 @@ impl Core {
                         (gb, r0 * wo, ovol as isize, 1),
                         (&col[..krows * p], 1, p as isize),
                     );
-                    (acc, col)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(zero, |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
                 }
-                a
+                acc
             })
+            .collect();
+        let mut total = vec![T::zero(); self.cout * krows];
+        for partial in partials {
+            for (sum, value) in total.iter_mut().zip(partial) {
+                *sum += value;
+            }
+        }
+        total
     }
 }
 

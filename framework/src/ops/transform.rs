@@ -3,6 +3,7 @@
 //! random smooth DDF generator. All are compositions of differentiable tensor ops, so
 //! gradients flow through them.
 
+use crate::rng::SplitMix;
 use candle_core::{bail, DType, Device, Result, Tensor};
 
 use super::resize::{resize, Align, ResizeMode};
@@ -134,7 +135,7 @@ pub fn random_ddf(
     {
         bail!("random_ddf: sizes must be positive and field_strength >= 0");
     }
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix::new(seed);
     let vox: usize = lowres.iter().product();
     let mut values = Vec::with_capacity(batch * ndim * vox);
     for _ in 0..batch {
@@ -149,31 +150,6 @@ pub fn random_ddf(
     dims.extend_from_slice(lowres);
     let low = Tensor::from_vec(values, dims, device)?;
     resize(&low, shape, ResizeMode::Linear, Align::HalfPixel)
-}
-
-/// splitmix64: a small seeded generator for [`random_ddf`].
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
 }
 
 #[cfg(test)]
