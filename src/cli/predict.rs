@@ -56,6 +56,7 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     let evaluation = engine::evaluate(&model, &config, split)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     report::write_metrics_csv(&metrics_path, &evaluation)?;
+    report::write_stats_csvs(&out, &evaluation)?;
     report::print_improvement(split, &evaluation);
     println!("metrics of every sample: {}", metrics_path.display());
     if args.save_nifti || args.save_png {

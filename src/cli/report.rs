@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use voxreg::component::Split;
-use voxreg::engine::Evaluation;
+use voxreg::engine::{EvaluatedPair, Evaluation};
 
 /// Prints each metric's mean before → after registration.
 pub fn print_improvement(split: Split, evaluation: &Evaluation) {
@@ -75,4 +75,129 @@ pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result
     std::fs::write(&temporary, csv).with_context(|| format!("writing {}", temporary.display()))?;
     std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// The metrics DeepReg summarises, with how to read each from a sample.
+type Metric = (&'static str, fn(&EvaluatedPair) -> Option<f64>);
+
+const METRICS: [Metric; 3] = [
+    ("image_ssd", |p| Some(p.after.image_ssd)),
+    ("label_binary_dice", |p| p.after.label_dice),
+    ("label_tre", |p| p.after.label_tre_mm),
+];
+
+/// Sample statistics as pandas computes them: std with ddof 1, quantiles by linear
+/// interpolation.
+fn describe(mut values: Vec<f64>) -> Option<[f64; 8]> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let std = if values.len() > 1 {
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        f64::NAN
+    };
+    let quantile = |q: f64| {
+        let position = q * (n - 1.0);
+        let (lo, hi) = (position.floor() as usize, position.ceil() as usize);
+        values[lo] + (values[hi] - values[lo]) * (position - lo as f64)
+    };
+    Some([
+        n,
+        mean,
+        std,
+        values[0],
+        quantile(0.25),
+        quantile(0.5),
+        quantile(0.75),
+        values[values.len() - 1],
+    ])
+}
+
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let temporary = path.with_extension("csv.partial");
+    std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes DeepReg's summaries beside `metrics.csv`: `metrics_stats_per_label.csv` (mean,
+/// median and std of each metric per label index) and `metrics_stats_overall.csv` (count,
+/// mean, std, min, quartiles, max of each metric).
+pub fn write_stats_csvs(dir: &Path, evaluation: &Evaluation) -> anyhow::Result<()> {
+    let mut labels: Vec<i64> = evaluation
+        .pairs
+        .iter()
+        .map(|p| p.label.map(|l| l as i64).unwrap_or(-1))
+        .collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let mut per_label = String::from("label_index");
+    for (name, _) in METRICS {
+        per_label.push_str(&format!(",{name}_mean,{name}_median,{name}_std"));
+    }
+    per_label.push('\n');
+    for label in labels {
+        per_label.push_str(&label.to_string());
+        for (_, read) in METRICS {
+            let values: Vec<f64> = evaluation
+                .pairs
+                .iter()
+                .filter(|p| p.label.map(|l| l as i64).unwrap_or(-1) == label)
+                .filter_map(read)
+                .collect();
+            match describe(values) {
+                Some(stats) => {
+                    per_label.push_str(&format!(",{},{},{}", stats[1], stats[5], stats[2]))
+                }
+                None => per_label.push_str(",,,"),
+            }
+        }
+        per_label.push('\n');
+    }
+    write_atomically(&dir.join("metrics_stats_per_label.csv"), &per_label)?;
+    let mut overall = String::from("statistic");
+    for (name, _) in METRICS {
+        overall.push_str(&format!(",{name}"));
+    }
+    overall.push('\n');
+    let stats: Vec<Option<[f64; 8]>> = METRICS
+        .iter()
+        .map(|(_, read)| describe(evaluation.pairs.iter().filter_map(read).collect()))
+        .collect();
+    for (row, name) in ["count", "mean", "std", "min", "25%", "50%", "75%", "max"]
+        .iter()
+        .enumerate()
+    {
+        overall.push_str(name);
+        for column in &stats {
+            match column {
+                Some(values) => overall.push_str(&format!(",{}", values[row])),
+                None => overall.push(','),
+            }
+        }
+        overall.push('\n');
+    }
+    write_atomically(&dir.join("metrics_stats_overall.csv"), &overall)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn describes_like_pandas() {
+        let stats = describe(vec![4.0, 1.0, 3.0, 2.0]).unwrap();
+        assert_eq!(stats[0], 4.0);
+        assert_eq!(stats[1], 2.5);
+        assert!((stats[2] - 1.2909944487358056).abs() < 1e-12);
+        assert_eq!(
+            [stats[3], stats[4], stats[5], stats[6], stats[7]],
+            [1.0, 1.75, 2.5, 3.25, 4.0]
+        );
+        assert!(describe(Vec::new()).is_none());
+        assert!(describe(vec![1.0]).unwrap()[2].is_nan());
+    }
 }

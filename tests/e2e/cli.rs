@@ -183,6 +183,17 @@ fn train_runs_on_the_demo_data_with_deepregs_flag_spellings() {
     );
     assert!(text.contains("label Dice (mean)"), "{text}");
     assert!(logs.join("tiny/save/weights.safetensors").is_file());
+    let epochs = fs::read_to_string(logs.join("tiny/train_metrics.csv")).unwrap();
+    let mut lines = epochs.lines();
+    assert_eq!(
+        lines.next(),
+        Some("epoch,loss,image/lncc,label/dice,regularization/bending"),
+        "{epochs}"
+    );
+    assert!(lines.next().unwrap().starts_with("1,-"), "{epochs}");
+    assert!(logs
+        .join("tiny/save/ckpt-1/optimizer.safetensors")
+        .is_file());
     let saved = fs::read_to_string(logs.join("tiny/config.yaml")).unwrap();
     assert!(saved.contains("num_channel_initial: 2"), "{saved}");
     // A second run under the same name would overwrite it: refused.

@@ -270,6 +270,7 @@ pub fn train<'c>(
         on_epoch(&log);
         summary.epochs.push(log);
         if let Some(dir) = &options.run_dir {
+            write_epoch_csv(dir, &summary.epochs)?;
             if epoch % config.train.save_period == 0 || epoch == epochs {
                 let progress = super::checkpoint::Progress {
                     epoch,
@@ -307,6 +308,31 @@ fn write_config(dir: &std::path::Path, config: &Config) -> Result<(), EngineErro
     let path = dir.join("config.yaml");
     let temporary = dir.join(".config.yaml.partial");
     std::fs::write(&temporary, yaml).map_err(io_error(&temporary))?;
+    std::fs::rename(&temporary, &path).map_err(io_error(&path))
+}
+
+/// Rewrites `<dir>/train_metrics.csv`: one row per epoch, the mean total loss and the mean
+/// of each loss term (through a temporary file).
+fn write_epoch_csv(dir: &std::path::Path, epochs: &[EpochLog]) -> Result<(), EngineError> {
+    let Some(first) = epochs.first() else {
+        return Ok(());
+    };
+    let mut csv = String::from("epoch,loss");
+    for (name, _) in &first.terms {
+        csv.push(',');
+        csv.push_str(name);
+    }
+    csv.push('\n');
+    for log in epochs {
+        csv.push_str(&format!("{},{}", log.epoch, log.loss));
+        for (_, value) in &log.terms {
+            csv.push_str(&format!(",{value}"));
+        }
+        csv.push('\n');
+    }
+    let path = dir.join("train_metrics.csv");
+    let temporary = dir.join(".train_metrics.csv.partial");
+    std::fs::write(&temporary, csv).map_err(io_error(&temporary))?;
     std::fs::rename(&temporary, &path).map_err(io_error(&path))
 }
 
