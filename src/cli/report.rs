@@ -71,10 +71,7 @@ pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result
             optional(jacobian.map(|j| j.std)),
         ));
     }
-    let temporary = path.with_extension("csv.partial");
-    std::fs::write(&temporary, csv).with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    write_atomically(path, &csv)
 }
 
 /// The metrics DeepReg summarises, with how to read each from a sample.

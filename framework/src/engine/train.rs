@@ -305,10 +305,7 @@ fn write_config(dir: &std::path::Path, config: &Config) -> Result<(), EngineErro
     let yaml = config
         .to_yaml()
         .map_err(|e| EngineError::Config(e.to_string()))?;
-    let path = dir.join("config.yaml");
-    let temporary = dir.join(".config.yaml.partial");
-    std::fs::write(&temporary, yaml).map_err(io_error(&temporary))?;
-    std::fs::rename(&temporary, &path).map_err(io_error(&path))
+    replace_file(dir, "config.yaml", &yaml)
 }
 
 /// Rewrites `<dir>/train_metrics.csv`: one row per epoch, the mean total loss and the mean
@@ -330,9 +327,15 @@ fn write_epoch_csv(dir: &std::path::Path, epochs: &[EpochLog]) -> Result<(), Eng
         }
         csv.push('\n');
     }
-    let path = dir.join("train_metrics.csv");
-    let temporary = dir.join(".train_metrics.csv.partial");
-    std::fs::write(&temporary, csv).map_err(io_error(&temporary))?;
+    replace_file(dir, "train_metrics.csv", &csv)
+}
+
+/// Writes `<dir>/<name>` through a temporary file renamed into place, so a failed write never
+/// leaves a partial file.
+fn replace_file(dir: &std::path::Path, name: &str, contents: &str) -> Result<(), EngineError> {
+    let path = dir.join(name);
+    let temporary = dir.join(format!(".{name}.partial"));
+    std::fs::write(&temporary, contents).map_err(io_error(&temporary))?;
     std::fs::rename(&temporary, &path).map_err(io_error(&path))
 }
 
