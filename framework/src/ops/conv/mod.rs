@@ -21,6 +21,11 @@ use rayon::prelude::*;
 
 use super::common::{check_float, contiguous, spatial_ndim, storage, Real};
 
+mod direct;
+mod lanes;
+
+use lanes::Isa;
+
 /// Convolution of `x` with `w` (cross-correlation, as in PyTorch and TensorFlow), plus `bias`.
 ///
 /// `y[n, co, o] = bias[co] + sum_{ci, k} w[co, ci, k] * x[n, ci, o * stride + k - pad_lo]`,
@@ -502,6 +507,41 @@ impl Core {
     }
 }
 
+/// The kernels a dtype runs: the direct kernels for f32 where they apply (see [`direct`]),
+/// im2col + gemm otherwise.
+trait ConvKernels: Real {
+    /// `y = W x` (see [`Core::run_forward`]).
+    fn conv_forward(core: &Core, x: &[Self], wmat: &[Self]) -> Vec<Self>;
+    /// The weight gradient (see [`Core::run_weight`]).
+    fn conv_weight(core: &Core, x: &[Self], g: &[Self]) -> Vec<Self>;
+}
+
+impl ConvKernels for f32 {
+    fn conv_forward(core: &Core, x: &[f32], wmat: &[f32]) -> Vec<f32> {
+        if direct::supports(core) {
+            direct::forward(core, Isa::detect(), x, wmat)
+        } else {
+            core.run_forward(x, wmat)
+        }
+    }
+    fn conv_weight(core: &Core, x: &[f32], g: &[f32]) -> Vec<f32> {
+        if direct::supports(core) {
+            direct::weight(core, Isa::detect(), x, g)
+        } else {
+            core.run_weight(x, g)
+        }
+    }
+}
+
+impl ConvKernels for f64 {
+    fn conv_forward(core: &Core, x: &[f64], wmat: &[f64]) -> Vec<f64> {
+        core.run_forward(x, wmat)
+    }
+    fn conv_weight(core: &Core, x: &[f64], g: &[f64]) -> Vec<f64> {
+        core.run_weight(x, g)
+    }
+}
+
 /// A raw pointer to an output buffer that rayon tasks write disjoint parts of.
 #[derive(Clone, Copy)]
 struct SharedOut<T>(*mut T);
@@ -637,7 +677,7 @@ impl CustomOp2 for ConvFwd {
         with_float!("conv", s1, |F| {
             let x = contiguous::<F>(s1, l1, "conv", "input")?;
             let w = contiguous::<F>(s2, l2, "conv", "weight")?;
-            Ok(storage(core.run_forward(x, w), shape))
+            Ok(storage(F::conv_forward(&core, x, w), shape))
         })
     }
 
@@ -704,7 +744,7 @@ impl CustomOp2 for ConvData {
             let g = contiguous::<F>(s1, l1, "conv-transpose", "input")?;
             let w = contiguous::<F>(s2, l2, "conv-transpose", "weight")?;
             let wt = flip_swap(w, wd[0], wd[1], kvol);
-            Ok(storage(core.run_forward(g, &wt), shape))
+            Ok(storage(F::conv_forward(&core, g, &wt), shape))
         })
     }
 
@@ -767,7 +807,7 @@ impl CustomOp2 for ConvWeight {
         with_float!("conv-weight-grad", s1, |F| {
             let x = contiguous::<F>(s1, l1, "conv-weight-grad", "input")?;
             let g = contiguous::<F>(s2, l2, "conv-weight-grad", "grad")?;
-            Ok(storage(core.run_weight(x, g), shape))
+            Ok(storage(F::conv_weight(&core, x, g), shape))
         })
     }
 }
@@ -1075,6 +1115,41 @@ mod tests {
             let scale = values(b).iter().fold(0.0f64, |m, v| m.max(v.abs()));
             assert!(max_abs_diff(a, b) < 1e-5 * (1.0 + scale), "{:?}", v.dims());
         }
+    }
+
+    #[test]
+    fn f32_stride_one_path_matches_f64_with_gradients() {
+        // f32 stride-1 convolutions run the direct kernels, f64 the im2col path: forward and
+        // both gradients must agree (3D, odd sizes, channels not multiples of the SIMD width).
+        let mut rng = Rng::new(19);
+        let x64 = rng.tensor(&[2, 3, 5, 6, 7], -1.0, 1.0, DType::F64);
+        let w64 = rng.tensor(&[5, 3, 3, 2, 3], -1.0, 1.0, DType::F64);
+        let g64 = rng.tensor(&[2, 5, 5, 6, 7], -1.0, 1.0, DType::F64);
+        let pad = [(1, 1), (0, 1), (1, 1)];
+        let run = |dt: DType| {
+            let x = candle_core::Var::from_tensor(&x64.to_dtype(dt).unwrap()).unwrap();
+            let w = candle_core::Var::from_tensor(&w64.to_dtype(dt).unwrap()).unwrap();
+            let y = conv(x.as_tensor(), w.as_tensor(), None, &[1, 1, 1], &pad).unwrap();
+            let g = g64.to_dtype(dt).unwrap();
+            let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let gx = grads
+                .get(x.as_tensor())
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap();
+            let gw = grads
+                .get(w.as_tensor())
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap();
+            (y.to_dtype(DType::F64).unwrap(), gx, gw)
+        };
+        let (y32, gx32, gw32) = run(DType::F32);
+        let (y64, gx64, gw64) = run(DType::F64);
+        assert_eq!(y32.dims(), &[2, 5, 5, 6, 7]);
+        assert!(max_abs_diff(&y32, &y64) < 1e-5);
+        assert!(max_abs_diff(&gx32, &gx64) < 1e-5);
+        assert!(max_abs_diff(&gw32, &gw64) < 1e-4);
     }
 
     #[test]
