@@ -368,7 +368,8 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
         .map(|group| {
             let mut slab = vec![0.0f32; t.slab_len];
             let mut gt = vec![0.0f32; cop * t.qr];
-            let mut acc = vec![0.0f32; cop * ncols];
+            // Per-lane partial sums, reduced to scalars once per group.
+            let mut vacc = vec![0.0f32; cop * ncols * bl.lanes];
             for &(b, oz, oy) in group {
                 let xb = &x[b * core.cin * ivol..(b + 1) * core.cin * ivol];
                 t.fill_slab(core, xb, oz, oy, &mut slab);
@@ -382,9 +383,11 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
                             .copy_from_slice(&g[base + r * wo..base + (r + 1) * wo]);
                     }
                 }
-                weight_kernel(isa, &slab, &gt, &cols, t.qr, &mut acc);
+                weight_kernel(isa, &slab, &gt, &cols, t.qr, &mut vacc);
             }
-            acc
+            vacc.chunks_exact(bl.lanes)
+                .map(|lanes| lanes.iter().sum::<f32>())
+                .collect::<Vec<f32>>()
         })
         .collect();
     let mut total = vec![0.0f32; core.cout * krows];
@@ -399,14 +402,14 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
     total
 }
 
-/// Runs the weight-gradient micro-kernel of `isa` over one tile: `acc (cop, ncols) += g (cop,
-/// qr) * slab columns`.
+/// Runs the weight-gradient micro-kernel of `isa` over one tile: `acc (cop, ncols, lanes) +=
+/// g (cop, qr) * slab columns`, kept per lane (the sum over the lanes is the weight gradient).
 fn weight_kernel(isa: Isa, slab: &[f32], g: &[f32], cols: &[usize], qr: usize, acc: &mut [f32]) {
     let bl = blocking(isa);
     let cop = g.len() / qr;
     let max_off = cols.iter().copied().max().unwrap_or(0);
     assert!(qr.is_multiple_of(bl.lanes) && cop.is_multiple_of(bl.wco));
-    assert!(cols.len().is_multiple_of(bl.wkb) && acc.len() >= cop * cols.len());
+    assert!(cols.len().is_multiple_of(bl.wkb) && acc.len() >= cop * cols.len() * bl.lanes);
     assert!(max_off + qr <= slab.len());
     let args = WeightArgs {
         slab,
@@ -436,7 +439,7 @@ struct WeightArgs<'a> {
     /// Slab offset per column, padded to a multiple of `KB`.
     cols: &'a [usize],
     qr: usize,
-    /// Accumulated `(cop, cols.len())`.
+    /// Accumulated per lane, `(cop, cols.len(), lanes)`.
     acc: &'a mut [f32],
 }
 
@@ -454,13 +457,13 @@ unsafe fn weight_avx2(args: WeightArgs<'_>) {
     unsafe { weight_tile::<Avx2, 2, 6>(args) }
 }
 
-/// `acc[co, j] += sum_q g[co, q] * slab[q + cols[j]]` with `CO x KB` registers of partial sums
-/// (vectors along `q`), reduced once per tile.
+/// `acc[co, j, l] += sum_{q = l mod N} g[co, q] * slab[q + cols[j]]` with `CO x KB` registers
+/// of partial sums (vectors along `q`), added to `acc` once per tile.
 ///
 /// # Safety
 /// The CPU supports `L`; `qr` is a multiple of `L::N`, `g` holds `cop * qr` values with `cop` a
-/// multiple of `CO`, `cols.len()` is a multiple of `KB`, `acc` holds `cop * cols.len()` values
-/// and `slab` at least `max(cols) + qr`.
+/// multiple of `CO`, `cols.len()` is a multiple of `KB`, `acc` holds `cop * cols.len() * L::N`
+/// values and `slab` at least `max(cols) + qr`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // Index loops over `CO`/`KB` unroll into registers.
 unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize>(a: WeightArgs<'_>) {
@@ -471,7 +474,7 @@ unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize>(a: WeightArgs<
             // SAFETY: by the function's contract, gradient reads
             // `(cb * CO + c) * qr + q + L::N - 1 < cop * qr`, slab reads
             // `cols[jb + k] + q + L::N - 1 < max(cols) + qr`, and `acc` indices
-            // `(cb * CO + c) * ncols + jb + k < cop * ncols`.
+            // `((cb * CO + c) * ncols + jb + k + 1) * L::N <= cop * ncols * L::N`.
             unsafe {
                 let gp = a.g.as_ptr().add(cb * CO * a.qr);
                 let mut xp = [a.slab.as_ptr(); KB];
@@ -494,9 +497,10 @@ unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize>(a: WeightArgs<
                     q += L::N;
                 }
                 for c in 0..CO {
-                    let dst = a.acc.as_mut_ptr().add((cb * CO + c) * ncols + jb);
+                    let dst = a.acc.as_mut_ptr().add(((cb * CO + c) * ncols + jb) * L::N);
                     for k in 0..KB {
-                        *dst.add(k) += L::sum(acc[c][k]);
+                        let p = dst.add(k * L::N);
+                        L::store(p, L::add(L::load(p), acc[c][k]));
                     }
                 }
             }
