@@ -23,6 +23,7 @@ use super::common::{check_float, contiguous, spatial_ndim, storage, Real};
 
 mod direct;
 mod lanes;
+mod phase;
 
 use lanes::Isa;
 
@@ -520,6 +521,8 @@ impl ConvKernels for f32 {
     fn conv_forward(core: &Core, x: &[f32], wmat: &[f32]) -> Vec<f32> {
         if direct::supports(core) {
             direct::forward(core, Isa::detect(), x, wmat)
+        } else if phase::supports(core) {
+            phase::forward(core, Isa::detect(), x, wmat)
         } else {
             core.run_forward(x, wmat)
         }
