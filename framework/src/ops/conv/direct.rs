@@ -33,6 +33,9 @@ use super::{Core, SharedOut};
 const SLAB_BUDGET: usize = 1 << 15;
 /// Tiles are made small enough that there are at least this many (when the output allows).
 const MIN_TILES: usize = 16;
+/// Largest per-lane accumulator (values) the weight gradient keeps per group; larger weights
+/// are reduced to scalars after every tile instead.
+const PER_LANE_BUDGET: usize = 1 << 18;
 /// Number of groups the weight gradient's tiles are summed in (fixed, so the result does not
 /// depend on the thread count).
 const WEIGHT_GROUPS: usize = 16;
@@ -363,13 +366,19 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
     let [_, oh, wo] = core.out;
     let tiles = t.tiles(core);
     let per_group = tiles.len().div_ceil(WEIGHT_GROUPS).max(1);
+    let lanes = if cop * ncols * bl.lanes <= PER_LANE_BUDGET {
+        bl.lanes
+    } else {
+        1
+    };
     let partials: Vec<Vec<f32>> = tiles
         .par_chunks(per_group)
         .map(|group| {
             let mut slab = vec![0.0f32; t.slab_len];
             let mut gt = vec![0.0f32; cop * t.qr];
-            // Per-lane partial sums, reduced to scalars once per group.
-            let mut vacc = vec![0.0f32; cop * ncols * bl.lanes];
+            // Per-lane partial sums (reduced to scalars once per group) while they fit the
+            // budget, else scalar sums.
+            let mut vacc = vec![0.0f32; cop * ncols * lanes];
             for &(b, oz, oy) in group {
                 let xb = &x[b * core.cin * ivol..(b + 1) * core.cin * ivol];
                 t.fill_slab(core, xb, oz, oy, &mut slab);
@@ -385,7 +394,7 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
                 }
                 weight_kernel(isa, &slab, &gt, &cols, t.qr, &mut vacc);
             }
-            vacc.chunks_exact(bl.lanes)
+            vacc.chunks_exact(lanes)
                 .map(|lanes| lanes.iter().sum::<f32>())
                 .collect::<Vec<f32>>()
         })
@@ -403,13 +412,15 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
 }
 
 /// Runs the weight-gradient micro-kernel of `isa` over one tile: `acc (cop, ncols, lanes) +=
-/// g (cop, qr) * slab columns`, kept per lane (the sum over the lanes is the weight gradient).
+/// g (cop, qr) * slab columns`, kept per register lane when `acc` has room for them (the sum
+/// over the lanes is the weight gradient), else as scalars (`lanes = 1`).
 fn weight_kernel(isa: Isa, slab: &[f32], g: &[f32], cols: &[usize], qr: usize, acc: &mut [f32]) {
     let bl = blocking(isa);
     let cop = g.len() / qr;
     let max_off = cols.iter().copied().max().unwrap_or(0);
     assert!(qr.is_multiple_of(bl.lanes) && cop.is_multiple_of(bl.wco));
-    assert!(cols.len().is_multiple_of(bl.wkb) && acc.len() >= cop * cols.len() * bl.lanes);
+    let per_lane = acc.len() == cop * cols.len() * bl.lanes;
+    assert!(cols.len().is_multiple_of(bl.wkb) && acc.len() >= cop * cols.len());
     assert!(max_off + qr <= slab.len());
     let args = WeightArgs {
         slab,
@@ -417,6 +428,7 @@ fn weight_kernel(isa: Isa, slab: &[f32], g: &[f32], cols: &[usize], qr: usize, a
         cols,
         qr,
         acc,
+        per_lane,
     };
     match isa {
         // SAFETY: the callers checked that the CPU supports `isa`; the asserts above keep every
@@ -439,8 +451,9 @@ struct WeightArgs<'a> {
     /// Slab offset per column, padded to a multiple of `KB`.
     cols: &'a [usize],
     qr: usize,
-    /// Accumulated per lane, `(cop, cols.len(), lanes)`.
+    /// Accumulated `(cop, cols.len(), L::N)` if `per_lane`, else `(cop, cols.len())`.
     acc: &'a mut [f32],
+    per_lane: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -457,13 +470,14 @@ unsafe fn weight_avx2(args: WeightArgs<'_>) {
     unsafe { weight_tile::<Avx2, 2, 6>(args) }
 }
 
-/// `acc[co, j, l] += sum_{q = l mod N} g[co, q] * slab[q + cols[j]]` with `CO x KB` registers
-/// of partial sums (vectors along `q`), added to `acc` once per tile.
+/// `acc[co, j, l] += sum_{q = l mod N} g[co, q] * slab[q + cols[j]]` (per lane) or
+/// `acc[co, j] += sum_q g[co, q] * slab[q + cols[j]]`, with `CO x KB` registers of partial sums
+/// (vectors along `q`), added to `acc` once per tile.
 ///
 /// # Safety
 /// The CPU supports `L`; `qr` is a multiple of `L::N`, `g` holds `cop * qr` values with `cop` a
 /// multiple of `CO`, `cols.len()` is a multiple of `KB`, `acc` holds `cop * cols.len() * L::N`
-/// values and `slab` at least `max(cols) + qr`.
+/// values if `per_lane`, else `cop * cols.len()`, and `slab` at least `max(cols) + qr`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // Index loops over `CO`/`KB` unroll into registers.
 unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize>(a: WeightArgs<'_>) {
@@ -474,7 +488,8 @@ unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize>(a: WeightArgs<
             // SAFETY: by the function's contract, gradient reads
             // `(cb * CO + c) * qr + q + L::N - 1 < cop * qr`, slab reads
             // `cols[jb + k] + q + L::N - 1 < max(cols) + qr`, and `acc` indices
-            // `((cb * CO + c) * ncols + jb + k + 1) * L::N <= cop * ncols * L::N`.
+            // `((cb * CO + c) * ncols + jb + k + 1) * L::N <= cop * ncols * L::N` per lane,
+            // `(cb * CO + c) * ncols + jb + k < cop * ncols` otherwise.
             unsafe {
                 let gp = a.g.as_ptr().add(cb * CO * a.qr);
                 let mut xp = [a.slab.as_ptr(); KB];
@@ -497,10 +512,14 @@ unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize>(a: WeightArgs<
                     q += L::N;
                 }
                 for c in 0..CO {
-                    let dst = a.acc.as_mut_ptr().add(((cb * CO + c) * ncols + jb) * L::N);
+                    let row = (cb * CO + c) * ncols + jb;
                     for k in 0..KB {
-                        let p = dst.add(k * L::N);
-                        L::store(p, L::add(L::load(p), acc[c][k]));
+                        if a.per_lane {
+                            let p = a.acc.as_mut_ptr().add((row + k) * L::N);
+                            L::store(p, L::add(L::load(p), acc[c][k]));
+                        } else {
+                            *a.acc.as_mut_ptr().add(row + k) += L::sum(acc[c][k]);
+                        }
                     }
                 }
             }
@@ -613,6 +632,22 @@ mod tests {
                 let err = max_diff(&got, &expected);
                 assert!(err < 1e-6 * scale, "{isa:?} {case:?}: {err}");
             }
+        }
+    }
+
+    #[test]
+    fn weight_gradient_with_scalar_partials_matches_im2col() {
+        // Enough channels that the per-lane accumulator exceeds its budget on every ISA.
+        let case: Case = (1, 40, 32, [3, 4, 5], [3, 3, 3], [1, 1, 1], [1, 1, 1]);
+        let core = core(&case);
+        assert!(32 * core.krows() * 8 > PER_LANE_BUDGET);
+        let mut rng = Rng::new(45);
+        let x = random(&mut rng, core.n * core.cin * core.ivol());
+        let g = random(&mut rng, core.n * core.cout * core.ovol());
+        let expected = core.run_weight(&x, &g);
+        for isa in Isa::supported() {
+            let err = max_diff(&weight(&core, isa, &x, &g), &expected);
+            assert!(err < 1e-4, "{isa:?}: {err}");
         }
     }
 

@@ -78,6 +78,11 @@ pub(crate) trait Lanes {
     /// # Safety
     /// The CPU supports the instruction set.
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// The sum of the lanes.
+    ///
+    /// # Safety
+    /// The CPU supports the instruction set.
+    unsafe fn sum(v: Self::V) -> f32;
 }
 
 /// AVX-512F lanes.
@@ -117,6 +122,11 @@ impl Lanes for Avx512 {
     unsafe fn add(a: __m512, b: __m512) -> __m512 {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sum(v: __m512) -> f32 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_reduce_add_ps(v) }
     }
 }
 
@@ -158,6 +168,16 @@ impl Lanes for Avx2 {
         // SAFETY: the caller guarantees AVX.
         unsafe { _mm256_add_ps(a, b) }
     }
+    #[inline(always)]
+    unsafe fn sum(v: __m256) -> f32 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            _mm_cvtss_f32(s)
+        }
+    }
 }
 
 /// Portable lanes: 8 values in an array, plain multiply and add.
@@ -192,5 +212,9 @@ impl Lanes for Portable {
     #[inline(always)]
     unsafe fn add(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
         std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
+    unsafe fn sum(v: [f32; 8]) -> f32 {
+        ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
     }
 }
