@@ -3,17 +3,21 @@
 //! `(1, 2, 64, 64, 64)`. The peer's workload (f) also warps, computes LNCC + bending energy and
 //! takes an Adam step; this measures the network alone.
 //!
-//! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-models --bench backbones`.
+//! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-models --bench backbones`. On a shared,
+//! loaded machine, `VOXREG_PROBE_ITERS=3 cargo bench -p voxreg-models --bench backbones` instead
+//! runs 3 timed iterations (after one warm-up) and prints wall and process CPU time per
+//! iteration (CPU time is less disturbed by other processes).
 
 #![allow(missing_docs)]
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use voxreg_framework::candle::{DType, Device, Tensor};
 use voxreg_framework::candle_nn::{VarBuilder, VarMap};
 use voxreg_framework::prelude::*;
 use voxreg_models::{KernelSizes, LocalNetConfig};
 
-fn bench_local_net(c: &mut Criterion) {
+/// The benchmark's network and input.
+fn local_net() -> (Box<dyn Backbone>, Tensor, VarMap) {
     let config = LocalNetConfig {
         num_channel_initial: 16,
         extract_levels: vec![0, 1, 2, 3],
@@ -43,19 +47,65 @@ fn bench_local_net(c: &mut Criterion) {
         .build(&spec, VarBuilder::from_varmap(&varmap, DType::F32, &device))
         .expect("build LocalNet");
     let x = Tensor::rand(0f32, 1.0, (1, 2, 64, 64, 64), &device).expect("input");
+    (net, x, varmap)
+}
+
+/// One forward + backward pass.
+fn step(net: &dyn Backbone, x: &Tensor) {
+    let BackboneOutput::Dense(ddf) = net.forward(x).expect("forward") else {
+        panic!("LocalNet is dense")
+    };
+    let loss = ddf.sqr().and_then(|t| t.mean_all()).expect("loss");
+    loss.backward().expect("backward");
+}
+
+fn bench_local_net(c: &mut Criterion) {
+    let (net, x, _vars) = local_net();
     let mut g = c.benchmark_group("local_net");
     g.sample_size(10);
-    g.bench_function("forward_backward_64", |b| {
-        b.iter(|| {
-            let BackboneOutput::Dense(ddf) = net.forward(&x).expect("forward") else {
-                panic!("LocalNet is dense")
-            };
-            let loss = ddf.sqr().and_then(|t| t.mean_all()).expect("loss");
-            loss.backward().expect("backward")
-        })
-    });
+    g.bench_function("forward_backward_64", |b| b.iter(|| step(net.as_ref(), &x)));
     g.finish();
 }
 
+/// Process CPU time (user + system) in milliseconds, from `/proc/self/stat`.
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) * 10.0
+}
+
+/// Times `iters` steps after a warm-up one, printing wall and CPU time per step.
+fn probe(iters: usize) {
+    let (net, x, _vars) = local_net();
+    step(net.as_ref(), &x);
+    let (c0, t0) = (cpu_ms(), std::time::Instant::now());
+    for _ in 0..iters {
+        step(net.as_ref(), &x);
+    }
+    let wall = t0.elapsed().as_secs_f64() * 1e3 / iters as f64;
+    let cpu = (cpu_ms() - c0) / iters as f64;
+    println!("local_net forward_backward_64: wall {wall:.0} ms, cpu {cpu:.0} ms per iteration");
+}
+
 criterion_group!(benches, bench_local_net);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("VOXREG_PROBE_ITERS").map(|v| v.parse::<usize>()) {
+        Ok(Ok(iters)) if iters > 0 => probe(iters),
+        _ => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

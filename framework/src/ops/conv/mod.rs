@@ -1,19 +1,30 @@
 //! N-d convolution (2D and 3D) and transposed convolution, with gradients w.r.t. the input and
 //! the weights.
 //!
-//! # CPU kernel
+//! # CPU kernels
 //!
-//! The output is cut into tiles of whole output rows (a row is a line along the last spatial
-//! axis). For each tile the kernel gathers the input patches into a bounded column buffer
-//! (`Cin * prod(kernel)` rows by the tile's positions, about 512 KiB; im2col per tile, never for
-//! the whole image) and multiplies it by the weight matrix with the `gemm` crate. Tiles are
-//! rayon tasks; each writes only its own output rows.
+//! Every convolution runs as one "core" convolution: stride, input dilation and (possibly
+//! negative) padding per axis, over 3-D volumes (2D inputs are volumes of depth 1). The input
+//! gradient is the transposed convolution of the output gradient: a convolution with the
+//! flipped, channel-swapped kernel over the output gradient dilated by the stride. The kernel
+//! that runs depends on the dtype and the geometry:
 //!
-//! The input gradient is the transposed convolution of the output gradient: a convolution with
-//! the flipped, channel-swapped kernel over the output gradient dilated by the stride, run by
-//! the same kernel. The weight gradient multiplies the output gradient of a tile by the tile's
-//! column buffer and sums the per-task partial results. Neither keeps any input-sized buffer
-//! besides its result.
+//! * f32, stride 1, no dilation (forward convolutions of stride 1, their input gradients, and
+//!   every weight gradient of a stride-1 convolution): the direct kernels of `direct.rs`, with
+//!   AVX-512, AVX2 + FMA or portable micro-kernels chosen at run time (`lanes.rs`);
+//! * f32, stride 1 with input dilation (transposed convolutions, input gradients of strided
+//!   convolutions): one direct convolution per output phase (`phase.rs`), skipping the zero
+//!   taps of the dilated input;
+//! * everything else (strided forward convolutions and their weight gradients, and f64): the
+//!   output is cut into tiles of whole output rows; each tile gathers its input patches into a
+//!   bounded column buffer (`Cin * prod(kernel)` rows by the tile's positions, about 512 KiB;
+//!   im2col per tile, never for the whole image) and multiplies it by the weight matrix with
+//!   the `gemm` crate. The weight gradient multiplies the output gradient of a tile by its
+//!   column buffer.
+//!
+//! Tiles are rayon tasks that each write only their own output rows. Weight-gradient partial
+//! sums are added in a fixed order, so training gives the same weights on every run. No kernel
+//! keeps an input-sized buffer besides its result.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -472,11 +483,10 @@ impl Core {
         // reduction runs over positions), which is cheaper while it stays in L1/L2.
         let tr = (self.tile_rows() / 4).max(1);
         let jobs = self.tiles(tr);
-        // Contiguous groups of tiles, one partial sum each, added in group order: the result
-        // depends only on the thread count, not on how rayon schedules the tasks (training
-        // must give the same weights twice).
-        let groups = rayon::current_num_threads().max(1);
-        let per_group = jobs.len().div_ceil(groups).max(1);
+        // A fixed number of contiguous groups of tiles, one partial sum each, added in group
+        // order: the result depends neither on the thread count nor on how rayon schedules the
+        // tasks (training must give the same weights twice).
+        let per_group = jobs.len().div_ceil(IM2COL_WEIGHT_GROUPS).max(1);
         let partials: Vec<Vec<T>> = jobs
             .par_chunks(per_group)
             .map(|group| {
@@ -507,6 +517,9 @@ impl Core {
         total
     }
 }
+
+/// Number of groups the im2col weight gradient's tiles are summed in.
+const IM2COL_WEIGHT_GROUPS: usize = 8;
 
 /// The kernels a dtype runs: the direct kernels for f32 where they apply (see [`direct`]),
 /// im2col + gemm otherwise.
@@ -1153,6 +1166,30 @@ mod tests {
         assert!(max_abs_diff(&y32, &y64) < 1e-5);
         assert!(max_abs_diff(&gx32, &gx64) < 1e-5);
         assert!(max_abs_diff(&gw32, &gw64) < 1e-4);
+    }
+
+    #[test]
+    fn im2col_weight_gradient_does_not_depend_on_the_thread_count() {
+        let mut rng = Rng::new(20);
+        let x = rng.tensor(&[2, 3, 9, 10, 11], -1.0, 1.0, DType::F64);
+        let w = rng.tensor(&[4, 3, 3, 3, 3], -1.0, 1.0, DType::F64);
+        let x = candle_core::Var::from_tensor(&x).unwrap();
+        let w = candle_core::Var::from_tensor(&w).unwrap();
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let y =
+                        conv(x.as_tensor(), w.as_tensor(), None, &[2, 2, 2], &[(1, 1); 3]).unwrap();
+                    let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+                    values(grads.get(w.as_tensor()).unwrap())
+                })
+        };
+        let one = run(1);
+        assert_eq!(one, run(3));
+        assert_eq!(one, run(5));
     }
 
     #[test]
