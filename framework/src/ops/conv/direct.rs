@@ -60,6 +60,10 @@ struct Blocking {
     wkb: usize,
 }
 
+/// The blocking of `isa`. It must match the const parameters of the `*_avx512`, `*_avx2` and
+/// portable calls below (the kernels assert the sizes it implies). Each register tile fits the
+/// register file without spills: AVX-512 8 × 3 forward and 4 × 6 weight accumulators of 32
+/// registers, AVX2 4 × 2 and 2 × 6 of 16.
 fn blocking(isa: Isa) -> Blocking {
     match isa {
         Isa::Avx512 => Blocking {
@@ -72,7 +76,7 @@ fn blocking(isa: Isa) -> Blocking {
         Isa::Avx2 => Blocking {
             lanes: 8,
             co: 4,
-            nv: 3,
+            nv: 2,
             wco: 2,
             wkb: 6,
         },
@@ -297,7 +301,7 @@ unsafe fn forward_avx512(args: ForwardArgs<'_>) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_avx2(args: ForwardArgs<'_>) {
     // SAFETY: forwarded from the caller (AVX2 and FMA available, operands sized).
-    unsafe { forward_tile::<Avx2, 4, 3>(args) }
+    unsafe { forward_tile::<Avx2, 4, 2>(args) }
 }
 
 /// `acc[co, q] = sum_j w[co, j] * slab[q + offs[j]]` for all `co < cop`, `q < qr`, with `CO x
