@@ -6,6 +6,7 @@
 use std::arch::x86_64::*;
 
 /// The instruction set a direct kernel runs with.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Isa {
     /// 16 f32 lanes, 32 registers.
