@@ -6,6 +6,11 @@
 //! window of each output voxel, windows may overlap when the stride is smaller than the kernel)
 //! stays inside one task and needs no synchronisation. The max backward recomputes the arg-max
 //! of each window from the input instead of storing indices.
+//!
+//! Max pooling whose windows tile the input (kernel = stride, no leading padding, every window
+//! inside the input, e.g. the usual `2³` / stride 2) takes a row-wise path: for each row of
+//! output windows it scans the `kernel[0] * kernel[1]` input rows once, in memory order, keeping
+//! the running maximum (and its index, for the backward) of every window of the row.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
@@ -168,11 +173,111 @@ impl Pool {
         best
     }
 
+    /// Whether every window is a full block of the input and the blocks do not overlap
+    /// (kernel = stride, no leading padding, the last window inside the input).
+    fn tiles_input(&self, inp: [usize; 3]) -> bool {
+        (0..3)
+            .all(|a| self.k[a] == self.s[a] && self.lo[a] == 0 && self.out[a] * self.s[a] <= inp[a])
+    }
+
+    /// Visits, in memory order, the input rows that the row `(oz, oy)` of output windows of a
+    /// tiling pool covers: `f(first index of the row, the row's covered values)`.
+    #[inline(always)]
+    fn for_each_row<T: Real>(
+        &self,
+        xc: &[T],
+        inp: [usize; 3],
+        (oz, oy): (usize, usize),
+        ow: usize,
+        mut f: impl FnMut(usize, &[T]),
+    ) {
+        let [sz, sy, sx] = self.s;
+        for kz in 0..sz {
+            for ky in 0..sy {
+                let start = ((oz * sz + kz) * inp[1] + oy * sy + ky) * inp[2];
+                f(start, &xc[start..start + ow * sx]);
+            }
+        }
+    }
+
+    /// Max-pooling forward of one channel when the windows tile the input (NaN wins).
+    fn tiled_max_forward<T: Real>(&self, xc: &[T], inp: [usize; 3], yc: &mut [T]) {
+        let [od, oh, ow] = self.out;
+        let sx = self.s[2];
+        for oz in 0..od {
+            for oy in 0..oh {
+                let out = &mut yc[(oz * oh + oy) * ow..(oz * oh + oy + 1) * ow];
+                let mut first = true;
+                self.for_each_row(xc, inp, (oz, oy), ow, |_, row| {
+                    if first {
+                        for (o, win) in out.iter_mut().zip(row.chunks_exact(sx)) {
+                            *o = win[0];
+                        }
+                        first = false;
+                    }
+                    for (o, win) in out.iter_mut().zip(row.chunks_exact(sx)) {
+                        for &v in win {
+                            *o = if v > *o || v.is_nan() { v } else { *o };
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Max-pooling backward of one channel when the windows tile the input (`gc` zero): each
+    /// window's gradient goes to its first maximum in memory order (the first NaN if any).
+    fn tiled_max_backward<T: Real>(&self, xc: &[T], inp: [usize; 3], goc: &[T], gc: &mut [T]) {
+        let [od, oh, ow] = self.out;
+        let sx = self.s[2];
+        let mut best = vec![T::zero(); ow];
+        let mut at = vec![0usize; ow];
+        for oz in 0..od {
+            for oy in 0..oh {
+                let mut first = true;
+                self.for_each_row(xc, inp, (oz, oy), ow, |start, row| {
+                    if first {
+                        for (ox, (b, i)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
+                            (*b, *i) = (row[ox * sx], start + ox * sx);
+                        }
+                        first = false;
+                    }
+                    for (ox, (b, i)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
+                        for kx in 0..sx {
+                            let v = row[ox * sx + kx];
+                            let take = v > *b || (v.is_nan() && !b.is_nan());
+                            *b = if take { v } else { *b };
+                            *i = if take { start + ox * sx + kx } else { *i };
+                        }
+                    }
+                });
+                let g = &goc[(oz * oh + oy) * ow..(oz * oh + oy + 1) * ow];
+                for (&i, &gv) in at.iter().zip(g) {
+                    gc[i] += gv;
+                }
+            }
+        }
+    }
+
     fn count(w: [(usize, usize); 3]) -> usize {
         (w[0].1 - w[0].0) * (w[1].1 - w[1].0) * (w[2].1 - w[2].0)
     }
 
     fn forward<T: Real>(&self, x: &[T], inp: [usize; 3]) -> Vec<T> {
+        if self.kind != PoolKind::Max || !self.tiles_input(inp) {
+            return self.generic_forward(x, inp);
+        }
+        let ivol: usize = inp.iter().product();
+        let ovol: usize = self.out.iter().product();
+        let mut y = vec![T::zero(); x.len() / ivol * ovol];
+        y.par_chunks_mut(ovol)
+            .zip(x.par_chunks(ivol))
+            .for_each(|(yc, xc)| self.tiled_max_forward(xc, inp, yc));
+        y
+    }
+
+    /// Forward for any window geometry.
+    fn generic_forward<T: Real>(&self, x: &[T], inp: [usize; 3]) -> Vec<T> {
         let ivol: usize = inp.iter().product();
         let ovol: usize = self.out.iter().product();
         let mut y = vec![T::zero(); x.len() / ivol * ovol];
@@ -202,6 +307,20 @@ impl Pool {
     }
 
     fn backward<T: Real>(&self, x: &[T], g: &[T], inp: [usize; 3]) -> Vec<T> {
+        if self.kind != PoolKind::Max || !self.tiles_input(inp) {
+            return self.generic_backward(x, g, inp);
+        }
+        let ivol: usize = inp.iter().product();
+        let ovol: usize = self.out.iter().product();
+        let mut gx = vec![T::zero(); x.len()];
+        gx.par_chunks_mut(ivol)
+            .zip(x.par_chunks(ivol).zip(g.par_chunks(ovol)))
+            .for_each(|(gc, (xc, goc))| self.tiled_max_backward(xc, inp, goc, gc));
+        gx
+    }
+
+    /// Backward for any window geometry.
+    fn generic_backward<T: Real>(&self, x: &[T], g: &[T], inp: [usize; 3]) -> Vec<T> {
         let ivol: usize = inp.iter().product();
         let ovol: usize = self.out.iter().product();
         let mut gx = vec![T::zero(); x.len()];
@@ -373,6 +492,57 @@ mod tests {
             let f = |t: &[Tensor]| pool(&t[0], kind, &[2, 2], &[2, 2], &[(0, 0), (0, 0)]);
             check_grads(&f, std::slice::from_ref(&x), 1e-6, 1e-7, &[]);
         }
+    }
+
+    #[test]
+    fn tiled_max_path_matches_the_generic_one() {
+        // Values on a coarse grid so windows have ties (the first in memory order must win),
+        // a NaN, sizes that leave trailing voxels outside every window, 2D and 3D.
+        let mut rng = Rng::new(23);
+        let cases: [([usize; 3], [usize; 3]); 4] = [
+            ([5, 6, 7], [2, 2, 2]),
+            ([1, 9, 8], [1, 3, 2]),
+            ([7, 4, 9], [3, 1, 4]),
+            ([4, 4, 4], [1, 1, 1]),
+        ];
+        for (inp, k) in cases {
+            let pool = Pool {
+                kind: PoolKind::Max,
+                k,
+                s: k,
+                lo: [0; 3],
+                out: [0, 1, 2].map(|a| inp[a] / k[a]),
+            };
+            assert!(pool.tiles_input(inp));
+            let channels = 3;
+            let len = channels * inp.iter().product::<usize>();
+            let mut x: Vec<f32> = (0..len)
+                .map(|_| (rng.uniform() * 4.0).floor() as f32)
+                .collect();
+            x[len / 2] = f32::NAN;
+            let g: Vec<f32> = (0..channels * pool.out.iter().product::<usize>())
+                .map(|_| rng.uniform() as f32)
+                .collect();
+            let (fast, slow) = (pool.forward(&x, inp), pool.generic_forward(&x, inp));
+            assert_eq!(fast.len(), slow.len());
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!(a == b || (a.is_nan() && b.is_nan()), "{inp:?} {k:?}");
+            }
+            assert_eq!(
+                pool.backward(&x, &g, inp),
+                pool.generic_backward(&x, &g, inp),
+                "{inp:?} {k:?}"
+            );
+        }
+        // Overlapping windows and padding keep the generic path.
+        let overlapping = Pool {
+            kind: PoolKind::Max,
+            k: [1, 3, 3],
+            s: [1, 2, 2],
+            lo: [0, 1, 1],
+            out: [1, 3, 3],
+        };
+        assert!(!overlapping.tiles_input([1, 6, 6]));
     }
 
     #[test]
