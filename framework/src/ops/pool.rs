@@ -215,8 +215,11 @@ impl Pool {
                         }
                         first = false;
                     }
-                    for (o, win) in out.iter_mut().zip(row.chunks_exact(sx)) {
-                        for &v in win {
+                    // Window offset outer, windows inner: long uniform inner loops, and each
+                    // window still sees its values in memory order.
+                    for kx in 0..sx {
+                        for (ox, o) in out.iter_mut().enumerate() {
+                            let v = row[ox * sx + kx];
                             *o = if v > *o || v.is_nan() { v } else { *o };
                         }
                     }
@@ -242,8 +245,8 @@ impl Pool {
                         }
                         first = false;
                     }
-                    for (ox, (b, i)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
-                        for kx in 0..sx {
+                    for kx in 0..sx {
+                        for (ox, (b, i)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
                             let v = row[ox * sx + kx];
                             let take = v > *b || (v.is_nan() && !b.is_nan());
                             *b = if take { v } else { *b };
