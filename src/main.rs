@@ -21,7 +21,10 @@ fn main() -> ExitCode {
                     eprintln!("  caused by: {cause}");
                 }
             }
-            ExitCode::FAILURE
+            match error.downcast_ref::<voxreg::engine::EngineError>() {
+                Some(voxreg::engine::EngineError::Interrupted { .. }) => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 mod config;
 mod dataset;
 mod host;
+mod loss_curve;
 mod plugins;
 mod predict;
 mod report;

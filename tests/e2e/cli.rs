@@ -126,7 +126,7 @@ fn config_check_reports_missing_required_keys() {
 }
 
 /// A small overlay on the quick start: 16³ images, a tiny LocalNet, one epoch.
-fn tiny_training_config(dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn tiny_training_config(dir: &std::path::Path) -> std::path::PathBuf {
     let overlay = dir.join("tiny.yaml");
     let data = repo_root().join("demo/data/paired");
     let split = |name: &str| {
@@ -371,7 +371,7 @@ fn dataset_from_template_writes_deepregs_paired_layout() {
     assert_clean_failure(&again, &["the folder exists and is not empty"]);
 }
 
-fn load_weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+pub(crate) fn load_weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     let mut tensors: Vec<(String, Vec<f32>)> =
         voxreg::candle::safetensors::load(path, &voxreg::candle::Device::Cpu)
             .unwrap()

@@ -6,4 +6,5 @@ mod configs;
 mod docs;
 mod dynamic_plugins;
 mod static_plugins;
+mod training;
 mod util;
