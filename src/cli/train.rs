@@ -64,7 +64,7 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
 }
 
 /// The current UTC time as DeepReg names runs: `YYYYMMDD-HHMMSS`.
-fn timestamp() -> String {
+pub(super) fn timestamp() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -10,7 +10,7 @@ mod evaluate;
 mod model;
 mod train;
 
-pub use evaluate::{evaluate, EvaluatedPair, Evaluation, PairMetrics};
+pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetrics, PairTensors};
 pub use model::Model;
 pub use train::{train, EpochLog, TrainOptions, TrainSummary};
 
