@@ -55,15 +55,20 @@ pub fn sanitise(text: &str) -> String {
         .collect()
 }
 
-/// A pair's folder name: DeepReg's `pair_<indices>` (the pair's index, or the moving and
-/// fixed indices when they differ), then the image ids (once when they are equal),
-/// sanitised: `pair_3_case003`, `pair_1_4_img1_img4`.
-pub fn pair_folder_name(reference: &SampleRef, ids: &(ImageId, ImageId)) -> String {
-    let indices = if reference.moving == reference.fixed {
+/// DeepReg's pair indices: the pair's index (`3`), or the moving and fixed image indices
+/// when they differ (`1_4`).
+pub fn pair_indices(reference: &SampleRef) -> String {
+    if reference.moving == reference.fixed {
         reference.moving.to_string()
     } else {
         format!("{}_{}", reference.moving, reference.fixed)
-    };
+    }
+}
+
+/// A pair's folder name: `pair_<indices>` (see [`pair_indices`]), then the image ids (once
+/// when they are equal), sanitised: `pair_3_case003`, `pair_1_4_img1_img4`.
+pub fn pair_folder_name(reference: &SampleRef, ids: &(ImageId, ImageId)) -> String {
+    let indices = pair_indices(reference);
     let (moving, fixed) = (ids.0.to_string(), ids.1.to_string());
     let names = if moving == fixed {
         sanitise(&moving)

@@ -26,6 +26,8 @@ pub struct PairMetrics {
 /// One evaluated sample.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvaluatedPair {
+    /// Which pair and label this is.
+    pub reference: SampleRef,
     /// Moving and fixed image ids.
     pub ids: (ImageId, ImageId),
     /// The label index, for labelled data.
@@ -214,6 +216,7 @@ fn evaluate_pair(
         None => None,
     };
     Ok(EvaluatedPair {
+        reference: tensors.reference.clone(),
         ids: tensors.ids.clone(),
         label: tensors.reference.label,
         before: PairMetrics {
