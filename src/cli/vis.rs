@@ -110,12 +110,12 @@ pub fn linspace_unit(n: usize) -> Vec<f32> {
 
 /// Runs the chosen mode and prints each file written.
 pub fn vis(args: &VisArgs) -> anyhow::Result<()> {
+    if args.mode == 1 && args.ddf_path.is_none() {
+        bail!("--mode 1 animates a DDF: give --ddf-path");
+    }
     let paths = split_list(&args.image_paths);
     if paths.is_empty() {
         bail!("--image-paths is empty: give one or more comma-separated NIfTI files");
-    }
-    if args.mode == 1 && args.ddf_path.is_none() {
-        bail!("--mode 1 animates a DDF: give --ddf-path");
     }
     if args.scale == 0 {
         bail!("--scale must be at least 1");

@@ -2,7 +2,9 @@
 
 use std::fs;
 
-use crate::util::{assert_clean_failure, repo_root, run, stderr, stdout, voxreg};
+use crate::util::{
+    assert_clean_failure, repo_root, run, stderr, stdout, tiny_training_config, voxreg,
+};
 
 #[test]
 fn plugins_list_shows_every_builtin_category() {
@@ -123,29 +125,6 @@ fn config_check_reports_missing_required_keys() {
             "`train.epochs`: missing required key",
         ],
     );
-}
-
-/// A small overlay on the quick start: 16³ images, a tiny LocalNet, one epoch.
-fn tiny_training_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let overlay = dir.join("tiny.yaml");
-    let data = repo_root().join("demo/data/paired");
-    let split = |name: &str| {
-        format!(
-            "  {name}:\n    dir: {}\n    format: nifti\n    labeled: true\n",
-            data.join(name).display()
-        )
-    };
-    fs::write(
-        &overlay,
-        format!(
-            "dataset:\n{}{}{}  moving_image_shape: [16, 16, 16]\n  fixed_image_shape: [16, 16, 16]\ntrain:\n  backbone: {{name: local, num_channel_initial: 2, extract_levels: [0, 1, 2]}}\n  epochs: 1\n",
-            split("train"),
-            split("valid"),
-            split("test")
-        ),
-    )
-    .unwrap();
-    overlay
 }
 
 #[test]

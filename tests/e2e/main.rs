@@ -5,5 +5,7 @@ mod cli;
 mod configs;
 mod docs;
 mod dynamic_plugins;
+mod predict_outputs;
 mod static_plugins;
 mod util;
+mod vis;
