@@ -52,7 +52,7 @@ fn png_size(path: &Path) -> (u32, u32, png::ColorType) {
 fn predict_writes_every_pair_output_in_the_fixed_space() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    let checkpoint = train_tiny_model(dir.path(), &logs, "tiny");
+    let checkpoint = train_tiny_model(dir.path(), &logs, "tiny", "");
     let output = predict(
         &checkpoint,
         &logs,
@@ -138,7 +138,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn format_flags_choose_the_files_and_the_last_one_wins() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    let checkpoint = train_tiny_model(dir.path(), &logs, "tiny");
+    let checkpoint = train_tiny_model(dir.path(), &logs, "tiny", "");
     // DeepReg's defaults: NIfTI, no PNG.
     let output = predict(&checkpoint, &logs, "default", &[]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -178,7 +178,7 @@ fn format_flags_choose_the_files_and_the_last_one_wins() {
 fn predict_never_replaces_earlier_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    let checkpoint = train_tiny_model(dir.path(), &logs, "tiny");
+    let checkpoint = train_tiny_model(dir.path(), &logs, "tiny", "");
     let output = predict(&checkpoint, &logs, "out", &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let metrics = fs::read(logs.join("out/metrics.csv")).unwrap();
@@ -194,4 +194,44 @@ fn predict_never_replaces_earlier_outputs() {
     let zero = predict(&checkpoint, &logs, "zero", &["--batch-size", "0"]);
     assert_clean_failure(&zero, &["--batch-size must be at least 1"]);
     assert!(!logs.join("zero").exists());
+}
+
+#[test]
+fn methods_with_a_velocity_field_or_an_affine_save_them_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let dvf = train_tiny_model(dir.path(), &logs, "dvf", "train:\n  method: dvf\n");
+    let output = predict(&dvf, &logs, "dvf-out", &["--save-png"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let pair = logs.join("dvf-out").join(PAIRS[0]);
+    let field = read_nifti(&pair.join("dvf.nii.gz")).unwrap();
+    assert_eq!(field.shape, [16, 16, 16, 3]);
+    assert_eq!(
+        field.affine,
+        read_nifti(&pair.join("fixed_image.nii.gz")).unwrap().affine
+    );
+    assert_eq!(
+        png_size(&pair.join("dvf/depth0_dvf.png")),
+        (16, 16, png::ColorType::Rgb)
+    );
+    assert!(!pair.join("affine.txt").exists());
+
+    let global = train_tiny_model(
+        dir.path(),
+        &logs,
+        "global",
+        "train:\n  backbone: {name: global, num_channel_initial: 2, extract_levels: [0, 1, 2]}\n",
+    );
+    // affine.txt is written even without NIfTI or PNG, as DeepReg does.
+    let output = predict(&global, &logs, "global-out", &["--no-nifti"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let pair = logs.join("global-out").join(PAIRS[1]);
+    let text = fs::read_to_string(pair.join("affine.txt")).unwrap();
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .map(|line| line.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    assert!(rows.iter().all(|row| row.len() == 3), "{text}");
+    assert!(!pair.join("ddf.nii.gz").exists());
 }

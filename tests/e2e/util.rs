@@ -93,14 +93,19 @@ pub fn tiny_training_config(dir: &Path) -> PathBuf {
     overlay
 }
 
-/// Trains the quick start with [`tiny_training_config`] for one epoch as run `name` under
-/// `logs` and returns its last checkpoint folder.
-pub fn train_tiny_model(dir: &Path, logs: &Path, name: &str) -> PathBuf {
+/// Trains the quick start with [`tiny_training_config`] and then the YAML `extra` (if not
+/// empty) for one epoch as run `name` under `logs`, and returns its last checkpoint folder.
+pub fn train_tiny_model(dir: &Path, logs: &Path, name: &str, extra: &str) -> PathBuf {
     let base = repo_root().join("configs/quickstart.yaml");
-    let overlay = tiny_training_config(dir);
+    let mut files = vec![base, tiny_training_config(dir)];
+    if !extra.is_empty() {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, extra).unwrap();
+        files.push(path);
+    }
     let output = voxreg()
         .args(["train", "-c"])
-        .args([&base, &overlay])
+        .args(&files)
         .args(["--exp-name", name, "--log-dir"])
         .arg(logs)
         .args(["--max-epochs", "1"])

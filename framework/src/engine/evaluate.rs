@@ -232,3 +232,79 @@ fn evaluate_pair(
         jacobian,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(values: &[f32], channels: usize) -> Tensor {
+        Tensor::from_vec(values.to_vec(), (channels, 2, 2, 2), &Device::Cpu).unwrap()
+    }
+
+    /// A pair on a 2×2×2 grid with 2 mm voxels: the moving image is black, the prediction
+    /// equals the fixed image; the moving label sits one voxel (2 mm) off the fixed label
+    /// along axis 1, the predicted label on it.
+    fn pair() -> PairTensors {
+        let fixed: Vec<f32> = (0..8).map(|v| v as f32 / 8.0).collect();
+        let fixed_label = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let moving_label = [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        let mut affine = [[0.0; 4]; 4];
+        for (axis, row) in affine.iter_mut().enumerate() {
+            row[axis] = if axis < 3 { 2.0 } else { 1.0 };
+        }
+        PairTensors {
+            reference: SampleRef {
+                moving: 0,
+                fixed: 0,
+                label: Some(1),
+            },
+            ids: (
+                ImageId {
+                    group: None,
+                    name: "m".to_owned(),
+                },
+                ImageId {
+                    group: None,
+                    name: "f".to_owned(),
+                },
+            ),
+            fixed_affine: affine,
+            moving_image: tensor(&[0.0; 8], 1),
+            fixed_image: tensor(&fixed, 1),
+            pred_fixed_image: Some(tensor(&fixed, 1)),
+            moving_label: Some(tensor(&moving_label, 1)),
+            fixed_label: Some(tensor(&fixed_label, 1)),
+            pred_fixed_label: Some(tensor(&fixed_label, 1)),
+            ddf: Some(tensor(&[0.0; 24], 3)),
+            dvf: None,
+            theta: None,
+        }
+    }
+
+    #[test]
+    fn a_pair_is_measured_before_and_after_registration() {
+        let evaluated = evaluate_pair(&pair(), &[2, 2, 2]).unwrap();
+        assert_eq!(evaluated.label, Some(1));
+        assert_eq!(evaluated.reference.label, Some(1));
+        // Σ (i/8)² over i < 8 = 140/64, averaged over 8 voxels.
+        assert!((evaluated.before.image_ssd - 140.0 / 512.0).abs() < 1e-9);
+        assert_eq!(evaluated.after.image_ssd, 0.0);
+        assert!(evaluated.before.label_dice.unwrap() < 1e-5);
+        assert!((evaluated.after.label_dice.unwrap() - 1.0).abs() < 1e-9);
+        assert!((evaluated.before.label_tre_mm.unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!(evaluated.after.label_tre_mm, Some(0.0));
+        assert_eq!(evaluated.jacobian.unwrap().folding_count, 0);
+    }
+
+    #[test]
+    fn without_a_prediction_the_moving_image_is_the_after_image() {
+        let mut tensors = pair();
+        tensors.pred_fixed_image = None;
+        tensors.pred_fixed_label = None;
+        tensors.ddf = None;
+        let evaluated = evaluate_pair(&tensors, &[2, 2, 2]).unwrap();
+        assert_eq!(evaluated.after.image_ssd, evaluated.before.image_ssd);
+        assert_eq!(evaluated.after.label_dice, None);
+        assert!(evaluated.jacobian.is_none());
+    }
+}
