@@ -37,7 +37,10 @@ enum Scaling {
 pub struct PairWriter {
     root: PathBuf,
     formats: Formats,
-    seen: HashSet<(String, Option<usize>)>,
+    /// Pair folders written so far.
+    pairs: HashSet<String>,
+    /// Samples (pair folder, label) written so far.
+    samples: HashSet<(String, Option<usize>)>,
 }
 
 /// Keeps ASCII letters, digits, `-` and `_`, replaces anything else with `_`, and keeps at
@@ -109,7 +112,8 @@ impl PairWriter {
         PairWriter {
             root: root.to_owned(),
             formats,
-            seen: HashSet::new(),
+            pairs: HashSet::new(),
+            samples: HashSet::new(),
         }
     }
 
@@ -120,12 +124,11 @@ impl PairWriter {
         let name = pair_folder_name(&tensors.reference, &tensors.ids);
         let pair_dir = self.root.join(&name);
         let label = tensors.reference.label;
-        let first_of_pair = !self.seen.iter().any(|(seen, _)| *seen == name);
-        if !self.seen.insert((name.clone(), label)) {
+        if !self.samples.insert((name.clone(), label)) {
             bail!("sample {name} (label {label:?}) appears twice in the split: is the dataset repeated?");
         }
         let affine = tensors.fixed_affine;
-        if first_of_pair {
+        if self.pairs.insert(name) {
             let images = [
                 ("moving_image", Some(&tensors.moving_image)),
                 ("fixed_image", Some(&tensors.fixed_image)),
@@ -302,5 +305,71 @@ mod tests {
             channel_last_volume(&single, affine).unwrap().shape,
             vec![2, 2, 2]
         );
+    }
+
+    fn sample(label: usize) -> PairTensors {
+        let zeros = |c: usize| {
+            Tensor::zeros((c, 2, 2, 2), voxreg::candle::DType::F32, &Device::Cpu).unwrap()
+        };
+        PairTensors {
+            reference: SampleRef {
+                moving: 0,
+                fixed: 0,
+                label: Some(label),
+            },
+            ids: (id(None, "a"), id(None, "a")),
+            fixed_affine: [
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+            moving_image: zeros(1),
+            fixed_image: zeros(1),
+            pred_fixed_image: Some(zeros(1)),
+            moving_label: Some(zeros(1)),
+            fixed_label: Some(zeros(1)),
+            pred_fixed_label: Some(zeros(1)),
+            ddf: Some(zeros(3)),
+            dvf: None,
+            theta: Some(Tensor::zeros((4, 3), voxreg::candle::DType::F32, &Device::Cpu).unwrap()),
+        }
+    }
+
+    #[test]
+    fn each_label_gets_its_folder_and_a_repeated_sample_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PairWriter::new(
+            dir.path(),
+            Formats {
+                nifti: true,
+                png: false,
+            },
+        );
+        let pair = writer.write(&sample(0)).unwrap();
+        assert_eq!(pair, dir.path().join("pair_0_a"));
+        assert_eq!(writer.write(&sample(1)).unwrap(), pair);
+        let mut names: Vec<String> = std::fs::read_dir(&pair)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "affine.txt",
+                "ddf.nii.gz",
+                "fixed_image.nii.gz",
+                "label_0",
+                "label_1",
+                "moving_image.nii.gz",
+                "pred_fixed_image.nii.gz"
+            ]
+        );
+        assert!(pair.join("label_1/pred_fixed_label.nii.gz").is_file());
+        let theta = std::fs::read_to_string(pair.join("affine.txt")).unwrap();
+        assert_eq!(theta, "0e0,0e0,0e0\n".repeat(4));
+        let error = writer.write(&sample(1)).unwrap_err().to_string();
+        assert!(error.contains("appears twice"), "{error}");
     }
 }
