@@ -246,9 +246,7 @@ fn tile_slices(
         }
     }
     let grid = tile(&tiles, slices.len(), images.len(), GAP)?;
-    let path = args
-        .save_path
-        .join(args.fname.as_deref().unwrap_or("visualisation.png"));
+    let path = output_path(args, "png")?;
     write_png(&path, &grid, &[("Title", titles.join(" | "))])?;
     Ok(path)
 }
@@ -284,11 +282,24 @@ fn gif_tile_slices(images: &[Image], args: &VisArgs) -> anyhow::Result<PathBuf> 
             tile(&tiles, rows, cols, GAP)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let path = args
-        .save_path
-        .join(args.fname.as_deref().unwrap_or("visualisation.gif"));
+    let path = output_path(args, "gif")?;
     write_gif(&path, &frames, args.interval)?;
     Ok(path)
+}
+
+/// `--save-path` joined with `--fname` (default `visualisation.<extension>`), which must
+/// end in `.<extension>`: the file is written in that format.
+fn output_path(args: &VisArgs, extension: &str) -> anyhow::Result<PathBuf> {
+    let default = format!("visualisation.{extension}");
+    let name = args.fname.as_deref().unwrap_or(&default);
+    ensure!(
+        name.to_ascii_lowercase()
+            .ends_with(&format!(".{extension}")),
+        "--fname {name}: mode {} writes a {} file, so the name must end in .{extension}",
+        args.mode,
+        extension.to_ascii_uppercase()
+    );
+    Ok(args.save_path.join(name))
 }
 
 /// Side-by-side slices need images whose first two axes agree.

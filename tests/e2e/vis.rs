@@ -287,6 +287,19 @@ fn bad_inputs_are_clear_errors_that_write_nothing() {
         ]),
         &["--slice-inds: `x` is not a non-negative whole number"],
     );
+    assert_clean_failure(
+        &vis(&[
+            "-m",
+            "2",
+            "-i",
+            &inputs.images[0],
+            "--fname",
+            "a.jpeg",
+            "-s",
+            out,
+        ]),
+        &["--fname a.jpeg: mode 2 writes a PNG file"],
+    );
     let written = files(&inputs.out);
     assert!(written.is_empty(), "{written:?}");
 }
