@@ -1,9 +1,12 @@
 //! The run folder's `loss_curve.png`: the mean training loss and the validation loss of each
-//! epoch, drawn with plotters and encoded with the png crate.
+//! epoch, drawn with plotters.
 
 use std::path::Path;
 
 use anyhow::{anyhow, Context};
+
+use super::image_files::write_png;
+use super::raster::Raster;
 use plotters::prelude::*;
 use voxreg::engine::EpochLog;
 
@@ -93,23 +96,15 @@ fn draw(epochs: &[EpochLog], buffer: &mut [u8]) -> anyhow::Result<()> {
 /// Writes `<dir>/loss_curve.png` (through a temporary file renamed into place).
 pub fn write(dir: &Path, epochs: &[EpochLog]) -> anyhow::Result<()> {
     register_font()?;
-    let mut buffer = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(epochs, &mut buffer)?;
-    let mut encoded = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut encoded, WIDTH, HEIGHT);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().context("encoding the loss curve")?;
-        writer
-            .write_image_data(&buffer)
-            .context("encoding the loss curve")?;
-    }
-    let path = dir.join("loss_curve.png");
-    let temporary = dir.join(".loss_curve.png.partial");
-    std::fs::write(&temporary, &encoded)
-        .with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, &path).with_context(|| format!("writing {}", path.display()))
+    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    draw(epochs, &mut pixels)?;
+    let raster = Raster {
+        width: WIDTH as usize,
+        height: HEIGHT as usize,
+        channels: 3,
+        pixels,
+    };
+    write_png(&dir.join("loss_curve.png"), &raster, &[])
 }
 
 #[cfg(test)]

@@ -4,11 +4,15 @@
 mod config;
 mod dataset;
 mod host;
+mod image_files;
 mod loss_curve;
+mod pair_outputs;
 mod plugins;
 mod predict;
+mod raster;
 mod report;
 mod train;
+mod vis;
 mod warp;
 mod workflow;
 
@@ -169,7 +173,8 @@ struct PredictArgs {
     /// Config files (default: the run's config.yaml beside the checkpoint).
     #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1..)]
     config_path: Vec<PathBuf>,
-    /// Pairs per batch.
+    /// Pairs per batch (backbones normalise with batch statistics, so predictions can
+    /// depend on it).
     #[arg(
         short = 'b',
         long = "batch-size",
@@ -177,17 +182,18 @@ struct PredictArgs {
         default_value_t = 1
     )]
     batch_size: usize,
-    /// Write NIfTI outputs (default).
+    /// Write each pair's arrays as NIfTI (default; the last of --save-nifti / --no-nifti
+    /// wins).
     #[arg(long = "save-nifti", alias = "save_nifti", overrides_with = "no_nifti")]
     save_nifti: bool,
     /// Do not write NIfTI outputs.
-    #[arg(long = "no-nifti", alias = "no_nifti")]
+    #[arg(long = "no-nifti", alias = "no_nifti", overrides_with = "save_nifti")]
     no_nifti: bool,
-    /// Write PNG slices.
+    /// Write each pair's arrays as PNG slices (the last of --save-png / --no-png wins).
     #[arg(long = "save-png", alias = "save_png", overrides_with = "no_png")]
     save_png: bool,
-    /// Do not write PNG slices (default).
-    #[arg(long = "no-png", alias = "no_png")]
+    /// Do not write PNG slices (default, as in DeepReg's predict command).
+    #[arg(long = "no-png", alias = "no_png", overrides_with = "save_png")]
     no_png: bool,
     /// Output folder name under --log-dir (default: a timestamp).
     #[arg(short = 'n', long = "exp-name", alias = "exp_name")]
@@ -232,11 +238,12 @@ struct RegisterArgs {
 
 #[derive(Debug, Args)]
 struct VisArgs {
-    /// 0: GIF through slices; 1: GIF of a DDF applied from 0 to 1; 2: tiled PNG of slices;
-    /// 3: tiled GIF.
+    /// 0: a GIF through the slices of each image; 1: a GIF of each image warped by a DDF
+    /// scaled from 0 to 1; 2: a tiled PNG of slices (rows: slices, columns: images); 3: a
+    /// GIF through the slices of images tiled on a grid.
     #[arg(short = 'm', long, value_parser = clap::value_parser!(u8).range(0..=3), required = true)]
     mode: u8,
-    /// Comma-separated image paths.
+    /// Comma-separated NIfTI image paths.
     #[arg(
         short = 'i',
         long = "image-paths",
@@ -244,7 +251,7 @@ struct VisArgs {
         required = true
     )]
     image_paths: String,
-    /// Output folder.
+    /// Output folder (created if missing).
     #[arg(
         short = 's',
         long = "save-path",
@@ -252,18 +259,32 @@ struct VisArgs {
         default_value = "."
     )]
     save_path: PathBuf,
-    /// DDF for mode 1.
+    /// DDF (d1, d2, d3, 3) for mode 1.
     #[arg(long = "ddf-path", alias = "ddf_path")]
     ddf_path: Option<PathBuf>,
-    /// Comma-separated slice indices (modes 1, 2).
+    /// Comma-separated slice indices along the last axis (modes 1, 2; default: the middle
+    /// slice).
     #[arg(long = "slice-inds", alias = "slice_inds")]
     slice_inds: Option<String>,
-    /// Milliseconds between frames.
+    /// Milliseconds between frames (modes 0, 1, 3).
     #[arg(long, default_value_t = 50)]
     interval: u32,
-    /// Output file name.
+    /// Frames of the DDF animation (mode 1).
+    #[arg(long = "num-interval", alias = "num_interval", default_value_t = 100)]
+    num_interval: usize,
+    /// Output file name (modes 2, 3).
     #[arg(long)]
     fname: Option<String>,
+    /// Comma-separated column titles (mode 2; default: the file names), stored in the PNG's
+    /// Title text field.
+    #[arg(long = "col-titles", alias = "col_titles")]
+    col_titles: Option<String>,
+    /// Rows and columns of the tiled GIF (mode 3).
+    #[arg(long, default_value = "2,2")]
+    size: String,
+    /// Enlarge every pixel to a scale × scale block.
+    #[arg(long, default_value_t = 1)]
+    scale: usize,
 }
 
 impl Cli {
@@ -282,7 +303,7 @@ impl Cli {
             Command::Predict(args) => predict::predict(&plugins, &args),
             Command::Warp(args) => warp::warp(&args),
             Command::Register(args) => workflow::register(&plugins, &args),
-            Command::Vis(args) => workflow::vis(&args),
+            Command::Vis(args) => vis::vis(&args),
             Command::Dataset(DatasetCommand::FromTemplate(args)) => dataset::from_template(&args),
         }
     }

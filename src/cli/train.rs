@@ -160,7 +160,7 @@ impl TrainObserver for Progress<'_> {
 }
 
 /// The current UTC time as DeepReg names runs: `YYYYMMDD-HHMMSS`.
-fn timestamp() -> String {
+pub(super) fn timestamp() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

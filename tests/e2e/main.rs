@@ -5,6 +5,8 @@ mod cli;
 mod configs;
 mod docs;
 mod dynamic_plugins;
+mod predict_outputs;
 mod static_plugins;
 mod training;
 mod util;
+mod vis;

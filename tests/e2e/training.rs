@@ -11,8 +11,8 @@ use voxreg::config::ConfigSources;
 use voxreg::engine::{self, EngineError, TrainObserver, TrainOptions};
 use voxreg::registry::Registry;
 
-use crate::cli::{load_weights, tiny_training_config};
-use crate::util::{assert_clean_failure, repo_root, stderr, voxreg};
+use crate::cli::load_weights;
+use crate::util::{assert_clean_failure, repo_root, stderr, tiny_training_config, voxreg};
 
 /// `voxreg train -c quickstart.yaml <tiny overlay> <extra…> --exp-name <name> --log-dir <logs>`.
 fn train_command(dir: &Path, extra: &[&Path], name: &str) -> std::process::Command {

@@ -68,3 +68,49 @@ pub fn assert_clean_failure(output: &Output, needles: &[&str]) {
         assert!(err.contains(needle), "expected `{needle}` in: {err}");
     }
 }
+
+/// Writes a small overlay on the quick start into `dir` and returns its path: 16³ images of
+/// the bundled demo data, a tiny LocalNet, one epoch.
+pub fn tiny_training_config(dir: &Path) -> PathBuf {
+    let overlay = dir.join("tiny.yaml");
+    let data = repo_root().join("demo/data/paired");
+    let split = |name: &str| {
+        format!(
+            "  {name}:\n    dir: {}\n    format: nifti\n    labeled: true\n",
+            data.join(name).display()
+        )
+    };
+    std::fs::write(
+        &overlay,
+        format!(
+            "dataset:\n{}{}{}  moving_image_shape: [16, 16, 16]\n  fixed_image_shape: [16, 16, 16]\ntrain:\n  backbone: {{name: local, num_channel_initial: 2, extract_levels: [0, 1, 2]}}\n  epochs: 1\n",
+            split("train"),
+            split("valid"),
+            split("test")
+        ),
+    )
+    .unwrap();
+    overlay
+}
+
+/// Trains the quick start with [`tiny_training_config`] and then the YAML `extra` (if not
+/// empty) for one epoch as run `name` under `logs`, and returns its last checkpoint folder.
+pub fn train_tiny_model(dir: &Path, logs: &Path, name: &str, extra: &str) -> PathBuf {
+    let base = repo_root().join("configs/quickstart.yaml");
+    let mut files = vec![base, tiny_training_config(dir)];
+    if !extra.is_empty() {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, extra).unwrap();
+        files.push(path);
+    }
+    let output = voxreg()
+        .args(["train", "-c"])
+        .args(&files)
+        .args(["--exp-name", name, "--log-dir"])
+        .arg(logs)
+        .args(["--max-epochs", "1"])
+        .output()
+        .expect("the voxreg binary runs");
+    assert!(output.status.success(), "training: {}", stderr(&output));
+    logs.join(name).join("save/ckpt-1")
+}

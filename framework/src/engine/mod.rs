@@ -15,7 +15,7 @@ mod run_dir;
 mod train;
 mod validate;
 
-pub use evaluate::{evaluate, EvaluatedPair, Evaluation, PairMetrics};
+pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetrics, PairTensors};
 pub use logs::{EpochLog, SplitLog};
 pub use model::Model;
 pub use train::{train, TrainObserver, TrainOptions, TrainSummary};
