@@ -12,12 +12,14 @@ mod logs;
 mod losses;
 mod model;
 mod run_dir;
+mod step;
 mod train;
 mod validate;
 
 pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetrics, PairTensors};
 pub use logs::{EpochLog, SplitLog};
 pub use model::Model;
+pub use step::{NonFinite, StepError, StepOutcome, Trainer};
 pub use train::{train, TrainObserver, TrainOptions, TrainSummary};
 
 use crate::component::ComponentError;

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
-use super::batch_metrics::{add_batch_metrics, first_non_finite, first_non_finite_output};
+use super::batch_metrics::add_batch_metrics;
 use super::checkpoint::{self, Progress};
 use super::logs::{write_csv, Accumulator, EpochLog};
-use super::losses::LossTerms;
 use super::run_dir::{config_yaml, save_weights, write_config};
+use super::step::Trainer;
 use super::validate::validate;
 use super::{tensor_error, EngineError, Model};
 use crate::component::{DataLoader, Split, SplitSource};
@@ -107,20 +107,18 @@ pub fn train<'c>(
     observer: &mut dyn TrainObserver,
 ) -> Result<(Model<'c>, TrainSummary), EngineError> {
     let device = Device::Cpu;
-    let mut model = Model::build_seeded(config, &device, options.seed)?;
+    let mut trainer = Trainer::new(config, &device, options.seed)?;
     let loader = split_loader(config, Split::Train)?;
     let valid_loader = match config.dataset.valid {
         Some(_) => Some(split_loader(config, Split::Valid)?),
         None => None,
     };
     let preprocess = &config.train.preprocess;
-    let terms = LossTerms::build(config, model.shapes.fixed.len())?;
     let augmentations = preprocess
         .data_augmentation
         .iter()
-        .map(|a| a.build(&model.shapes))
+        .map(|a| a.build(&trainer.model.shapes))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut optimizer = config.train.optimizer.build(model.trainable())?;
     let pipeline = PipelineConfig {
         batch_size: preprocess.batch_size,
         drop_remainder: true,
@@ -137,7 +135,7 @@ pub fn train<'c>(
         partial: Accumulator::default(),
     };
     if let Some(checkpoint) = &options.resume {
-        progress = checkpoint::load(checkpoint, &mut model, &mut *optimizer)?;
+        progress = checkpoint::load(checkpoint, &mut trainer.model, &mut *trainer.optimizer)?;
         if progress.epoch >= epochs {
             return Err(EngineError::Config(format!(
                 "the checkpoint {} is at epoch {}: train for more epochs than that (train.epochs or --max-epochs)",
@@ -181,74 +179,27 @@ pub fn train<'c>(
         let stream = BatchStream::start(Arc::clone(&loader), samples, &pipeline)?;
         for (index, loaded) in stream.enumerate() {
             let step = done + index + 1;
-            let (mut batch, info) = to_pair_batch(&loaded?, &model.shapes, &device)
+            let (mut batch, info) = to_pair_batch(&loaded?, &trainer.model.shapes, &device)
                 .map_err(tensor_error("stacking a batch"))?;
             for (a, augmentation) in augmentations.iter().enumerate() {
                 batch = augmentation.apply(
                     &batch,
-                    mix(&[options.seed, epoch as u64, step as u64, a as u64]),
+                    mix(&[seed, epoch as u64, step as u64, a as u64]),
                 )?;
             }
-            let output = model.forward(&batch)?;
-            let non_finite = |place: String, value: f64| EngineError::NonFinite {
-                epoch,
-                step,
-                place,
-                value,
-            };
-            if let Some((name, value)) = first_non_finite_output(&output)? {
-                return Err(non_finite(
-                    format!("the network's output `{name}`"),
-                    value.into(),
-                ));
+            let outcome = trainer
+                .step(&batch)
+                .map_err(|error| error.at(epoch, step))?;
+            for (name, value) in &outcome.terms {
+                accumulator.add_term(name, *value);
             }
-            let mut total: Option<Tensor> = None;
-            for term in terms.evaluate(&batch, &output)? {
-                let value = term
-                    .value
-                    .to_scalar::<f32>()
-                    .map_err(tensor_error(term.name.clone()))? as f64;
-                if !value.is_finite() {
-                    return Err(non_finite(format!("loss term `{}`", term.name), value));
-                }
-                accumulator.add_term(&term.name, value);
-                let weighted = (term.value * term.weight).map_err(tensor_error(term.name))?;
-                total = Some(match total {
-                    None => weighted,
-                    Some(sum) => (sum + weighted).map_err(tensor_error("the total loss"))?,
-                });
-            }
-            let total = total.ok_or_else(|| EngineError::Config("no loss".to_owned()))?;
-            let loss = total
-                .to_scalar::<f32>()
-                .map_err(tensor_error("the total loss"))? as f64;
-            if !loss.is_finite() {
-                return Err(non_finite("the total loss".to_owned(), loss));
-            }
-            accumulator.add_loss(loss);
-            add_batch_metrics(
-                &batch,
-                &info,
-                &output,
-                &model.shapes.fixed,
-                |name, value| accumulator.add_metric(name, value),
-            )?;
-            let grads = total.backward().map_err(tensor_error("back-propagation"))?;
-            for (name, var) in model.named_trainable() {
-                if let Some(gradient) = grads.get(&var) {
-                    if let Some(value) = first_non_finite(gradient)? {
-                        return Err(non_finite(
-                            format!("the gradient of weight `{name}`"),
-                            value.into(),
-                        ));
-                    }
-                }
-            }
-            optimizer
-                .step(&grads)
-                .map_err(tensor_error("the optimiser step"))?;
+            accumulator.add_loss(outcome.loss);
+            let shape = &trainer.model.shapes.fixed;
+            add_batch_metrics(&batch, &info, &outcome.output, shape, |name, value| {
+                accumulator.add_metric(name, value)
+            })?;
             summary.steps += 1;
-            observer.step_finished(step, loss);
+            observer.step_finished(step, outcome.loss);
             if stop_requested() {
                 let progress = Progress {
                     epoch: epoch - 1,
@@ -260,7 +211,8 @@ pub fn train<'c>(
                 let checkpoint = match &options.run_dir {
                     Some(dir) => {
                         let path = dir.join("save").join(checkpoint::folder_name(&progress));
-                        checkpoint::save(&path, &model, &*optimizer, &progress, &yaml)?;
+                        let (model, optimizer) = (&trainer.model, &*trainer.optimizer);
+                        checkpoint::save(&path, model, optimizer, &progress, &yaml)?;
                         Some(path)
                     }
                     None => None,
@@ -275,7 +227,7 @@ pub fn train<'c>(
         let valid = match &valid_loader {
             Some(valid_loader) => {
                 observer.validation_started();
-                Some(validate(&model, &terms, valid_loader, &pipeline, &device)?)
+                Some(validate(&trainer.model, &trainer.terms, valid_loader, &pipeline, &device)?)
             }
             None => None,
         };
@@ -302,12 +254,12 @@ pub fn train<'c>(
                     partial: Accumulator::default(),
                 };
                 let path = dir.join("save").join(checkpoint::folder_name(&progress));
-                checkpoint::save(&path, &model, &*optimizer, &progress, &yaml)?;
+                checkpoint::save(&path, &trainer.model, &*trainer.optimizer, &progress, &yaml)?;
             }
         }
     }
     if let Some(dir) = &options.run_dir {
-        save_weights(dir, &model)?;
+        save_weights(dir, &trainer.model)?;
     }
-    Ok((model, summary))
+    Ok((trainer.model, summary))
 }
