@@ -2,7 +2,9 @@
 //! shipped configs. One test binary with a module per area.
 
 mod cli;
+mod compat;
 mod configs;
+mod deepreg_layout;
 mod docs;
 mod dynamic_plugins;
 mod static_plugins;
