@@ -35,7 +35,7 @@ struct Case {
 fn train(configs: &[PathBuf], logs: &Path, name: &str, epochs: &str, resume: Option<&Path>) {
     let mut command = voxreg();
     command
-        .arg("train")
+        .args(["train", "--gpu", ""])
         .arg("--config_path")
         .args(configs)
         .args(["--log_dir", logs.to_str().unwrap()])
@@ -96,7 +96,7 @@ fn run(case: &Case) {
 
     // Predict on the test split with the resumed run's checkpoint and saved config.
     let output = voxreg()
-        .arg("predict")
+        .args(["predict", "--gpu", "", "-gr"])
         .arg("--ckpt_path")
         .arg(run.join("save/ckpt-2"))
         .args(["--split", "test", "--log_dir", logs.to_str().unwrap()])

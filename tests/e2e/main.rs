@@ -7,5 +7,6 @@ mod configs;
 mod deepreg_layout;
 mod docs;
 mod dynamic_plugins;
+mod errors;
 mod static_plugins;
 mod util;
