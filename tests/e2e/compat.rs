@@ -286,3 +286,23 @@ fn conditional_method_trains_resumes_and_predicts() {
 fn affine_global_backbone_trains_resumes_and_predicts() {
     run(&unpaired(Format::Nifti, Some("affine.yaml")));
 }
+
+/// DeepReg v0.1.1's layout (upgraded on load as DeepReg does), shrunk by an overlay in the
+/// same layout: DeepReg upgrades after merging, so the sizes go where v0.1.1 kept them.
+#[test]
+fn deepreg_v011_layout_trains_resumes_and_predicts() {
+    run(&Case {
+        configs: &["grouped_mr_heart_v011.yaml"],
+        tiny: Some(
+            "dataset:
+  image_shape: [8, 8, 8]
+train:
+  model:
+    local:
+      num_channel_initial: 2
+      extract_levels: [0, 1, 2]
+",
+        ),
+        ..grouped(Format::Nifti)
+    });
+}

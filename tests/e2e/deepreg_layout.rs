@@ -220,17 +220,26 @@ fn volume(data: Vec<f32>, shape: Vec<usize>) -> Volume {
 
 /// The text of `configs/deepreg/<name>` (DeepReg's configs), with the `dir` of each split
 /// (train, valid, test, in file order) replaced by `dirs` and, for HDF5 data, each split's
-/// `format` set to `h5`. Nothing else changes.
+/// `format` set to `h5`. Nothing else changes. Both of DeepReg's layouts are understood:
+/// `dir` inside each split, and v0.1's one `dir:` mapping of split to folder.
 pub fn deepreg_config(name: &str, dirs: &SplitDirs, format: Format) -> String {
     let text = fs::read_to_string(repo_root().join("configs/deepreg").join(name)).unwrap();
     let mut targets = [&dirs.train, &dirs.valid, &dirs.test].into_iter();
     let mut lines = Vec::new();
+    let mut dir_block: Option<usize> = None;
     for line in text.lines() {
         let trimmed = line.trim_start();
         let indent = &line[..line.len() - trimmed.len()];
-        if trimmed.starts_with("dir:") {
+        if dir_block.is_some_and(|outer| indent.len() <= outer) {
+            dir_block = None;
+        }
+        if trimmed == "dir:" {
+            dir_block = Some(indent.len());
+            lines.push(line.to_owned());
+        } else if trimmed.starts_with("dir:") || dir_block.is_some() {
+            let (key, _) = trimmed.split_once(':').expect("a key");
             let dir = targets.next().expect("at most three split folders");
-            lines.push(format!("{indent}dir: \"{}\"", dir.display()));
+            lines.push(format!("{indent}{key}: \"{}\"", dir.display()));
         } else if trimmed.starts_with("format:") && format == Format::H5 {
             lines.push(format!("{indent}format: \"h5\""));
         } else {
