@@ -146,7 +146,7 @@ train:
     extract_levels: [0, 1, 2]
 ";
 
-/// DeepReg's unpaired MR brain demo config, shrunk: 8³ images, 2 initial channels.
+/// Unpaired configs sized for scans or wide networks, shrunk: 8³ images, 2 initial channels.
 const TINY_UNPAIRED: &str = "dataset:
   image_shape: [8, 8, 8]
 train:
@@ -177,6 +177,7 @@ fn unpaired(format: Format, overlay: Option<&'static str>) -> Case {
         None => &["unpaired_labeled_ddf.yaml"],
         Some("conditional.yaml") => &["unpaired_labeled_ddf.yaml", "conditional.yaml"],
         Some("affine.yaml") => &["unpaired_labeled_ddf.yaml", "affine.yaml"],
+        Some("composite_loss.yaml") => &["unpaired_labeled_ddf.yaml", "composite_loss.yaml"],
         Some(other) => panic!("no case for {other}"),
     };
     Case {
@@ -304,5 +305,17 @@ train:
 ",
         ),
         ..grouped(Format::Nifti)
+    });
+}
+
+/// Lists of weighted losses in every category (DeepReg's "Composite Loss" documentation and
+/// its v0.1.1 upgrade tests), each term logged.
+#[test]
+fn composite_losses_train_resume_and_predict() {
+    run(&Case {
+        metrics_header: "epoch,loss,image/lncc,image/gmi,label/dice,label/cross-entropy,\
+                         regularization/bending,regularization/gradient",
+        tiny: Some(TINY_UNPAIRED),
+        ..unpaired(Format::Nifti, Some("composite_loss.yaml"))
     });
 }
