@@ -147,6 +147,24 @@ fn a_missing_data_dir_is_named_and_no_run_is_started() {
 }
 
 #[test]
+fn a_damaged_data_file_is_named() {
+    let trained = Trained::new();
+    let images = trained.tmp.path().join("data/train/images");
+    for entry in fs::read_dir(&images).unwrap() {
+        truncate(&entry.unwrap().path(), 200);
+    }
+    let output = trained.train(&[], "damaged_data", &[]);
+    assert_clean_failure(
+        &output,
+        &[
+            &images.display().to_string(),
+            ".nii.gz: cannot read NIfTI: the file ends early",
+            "it is truncated or damaged",
+        ],
+    );
+}
+
+#[test]
 fn a_checkpoint_of_another_config_is_a_shape_mismatch() {
     let trained = Trained::new();
     let wider = trained.overlay(
