@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::deepreg_layout::{deepreg_config, Format, LoaderType, TinyDataset};
-use crate::util::{repo_root, stderr, stdout, voxreg};
+use crate::util::{repo_root, stderr, stdout, voxreg_reading_test_h5};
 
 /// One compatibility case.
 struct Case {
@@ -33,7 +33,7 @@ struct Case {
 
 /// Runs `voxreg train` with DeepReg's flag spellings.
 fn train(configs: &[PathBuf], logs: &Path, name: &str, epochs: &str, resume: Option<&Path>) {
-    let mut command = voxreg();
+    let mut command = voxreg_reading_test_h5();
     command
         .args(["train", "--gpu", ""])
         .arg("--config_path")
@@ -95,7 +95,7 @@ fn run(case: &Case) {
     assert!(rows.last().unwrap().starts_with("2,"), "{epochs}");
 
     // Predict on the test split with the resumed run's checkpoint and saved config.
-    let output = voxreg()
+    let output = voxreg_reading_test_h5()
         .args(["predict", "--gpu", "", "-gr"])
         .arg("--ckpt_path")
         .arg(run.join("save/ckpt-2"))

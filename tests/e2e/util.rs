@@ -92,3 +92,15 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8
     walk(dir, dir, &mut out);
     out
 }
+
+/// The binary, for commands that read HDF5 files written by this test process. HDF5 opens
+/// files without close-on-exec, so a child that another test forks while this process has
+/// such a file open inherits the descriptor and, with it, HDF5's exclusive file lock, for
+/// as long as that child runs; HDF5's lock check would then refuse the file to our command
+/// ("unable to lock file"). The command runs with HDF5's file locking off; the files are
+/// complete (written under a temporary name, then renamed) before it starts.
+pub fn voxreg_reading_test_h5() -> Command {
+    let mut command = voxreg();
+    command.env("HDF5_USE_FILE_LOCKING", "FALSE");
+    command
+}
