@@ -5,10 +5,8 @@ mod logging;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     logging::init();
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,

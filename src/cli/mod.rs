@@ -16,13 +16,23 @@ mod vis;
 mod warp;
 mod workflow;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 /// voxreg: deep-learning image registration (DeepReg-compatible configs, plugins).
+///
+/// A flag given twice takes its last value, as with DeepReg's argparse command lines;
+/// repeatable flags (`--plugin`, `--config-path`) collect every value.
 #[derive(Debug, Parser)]
-#[command(name = "voxreg", version, about, propagate_version = true)]
+#[command(
+    name = "voxreg",
+    version,
+    about,
+    propagate_version = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// Dynamic plugin library to load before anything else (repeatable). Also read from the
     /// VOXREG_PLUGINS environment variable (a `:`-separated list).
@@ -139,6 +149,16 @@ struct DeviceArgs {
     /// Worker threads (default: one per core).
     #[arg(long = "num-workers", alias = "num_workers")]
     num_workers: Option<usize>,
+    /// Accepted for DeepReg's command lines (`--gpu_allow_growth`, `-gr`, with or without a
+    /// value) and ignored: voxreg allocates memory as it needs it.
+    #[arg(
+        long = "gpu-allow-growth",
+        alias = "gpu_allow_growth",
+        num_args = 0..=1,
+        value_name = "VALUE",
+        default_missing_value = "true"
+    )]
+    gpu_allow_growth: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -146,8 +166,9 @@ struct TrainArgs {
     /// Config files, merged in order (later ones win).
     #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1.., required = true)]
     config_path: Vec<PathBuf>,
-    /// Run name: the folder under --log-dir (default: a timestamp).
-    #[arg(short = 'l', long = "exp-name", alias = "exp_name")]
+    /// Run name: the folder under --log-dir (default: a timestamp). `-n` is the spelling in
+    /// DeepReg's documentation, `-l` the one its code accepts.
+    #[arg(short = 'l', short_alias = 'n', long = "exp-name", alias = "exp_name")]
     exp_name: Option<String>,
     /// Root folder of runs.
     #[arg(long = "log-dir", alias = "log_dir", default_value = "logs")]
@@ -288,6 +309,13 @@ struct VisArgs {
 }
 
 impl Cli {
+    /// Parses the process's arguments. DeepReg's two-letter short flag `-gr` is read as
+    /// `--gpu-allow-growth` first (clap's short flags are one letter, and would read it as
+    /// `-g r`).
+    pub fn parse_args() -> Self {
+        Self::parse_from(deepreg_spellings(std::env::args_os()))
+    }
+
     /// Runs the chosen command.
     pub fn run(self) -> anyhow::Result<()> {
         let plugins = host::plugin_paths(&self.plugins);
@@ -306,5 +334,98 @@ impl Cli {
             Command::Vis(args) => vis::vis(&args),
             Command::Dataset(DatasetCommand::FromTemplate(args)) => dataset::from_template(&args),
         }
+    }
+}
+
+/// `args` with DeepReg's `-gr` spelled `--gpu-allow-growth`.
+fn deepreg_spellings(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|arg| {
+            if arg == "-gr" {
+                OsString::from("--gpu-allow-growth")
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{deepreg_spellings, Cli, Command};
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value_and_lists_collect() {
+        let cli = Cli::try_parse_from([
+            "voxreg",
+            "train",
+            "--plugin",
+            "a.so",
+            "--plugin",
+            "b.so",
+            "--config_path",
+            "base.yaml",
+            "-c",
+            "tiny.yaml",
+            "--max_epochs",
+            "1",
+            "--max-epochs",
+            "3",
+            "--exp_name",
+            "first",
+            "-l",
+            "second",
+        ])
+        .unwrap();
+        assert_eq!(cli.plugins.len(), 2);
+        let Command::Train(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.max_epochs, Some(3));
+        assert_eq!(args.exp_name.as_deref(), Some("second"));
+        assert_eq!(args.config_path.len(), 2);
+    }
+
+    /// DeepReg's train and predict flags, as its documentation and code spell them.
+    #[test]
+    fn deepregs_flag_spellings_parse() {
+        let parse = |args: &[&str]| {
+            let args = args.iter().map(std::ffi::OsString::from);
+            Cli::try_parse_from(deepreg_spellings(
+                std::iter::once("voxreg".into()).chain(args),
+            ))
+        };
+        for growth in [&["-gr"][..], &["-gr", "true"], &["--gpu_allow_growth"]] {
+            let mut args = vec!["train", "--gpu", "", "-c", "a.yaml", "-n", "run"];
+            args.extend_from_slice(growth);
+            args.extend_from_slice(&["--num_workers", "2", "--log_dir", "logs"]);
+            let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let Command::Train(train) = cli.command else {
+                panic!("parsed as another command");
+            };
+            assert_eq!(train.exp_name.as_deref(), Some("run"));
+            assert!(train.device.gpu_allow_growth.is_some());
+            assert_eq!(train.device.gpu.as_deref(), Some(""));
+        }
+        let cli = parse(&[
+            "predict",
+            "-g",
+            "",
+            "-gr",
+            "-k",
+            "logs/run/save/ckpt-2",
+            "--split",
+            "test",
+            "-b",
+            "1",
+            "-n",
+            "out",
+            "--save_nifti",
+            "--no_png",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Predict(_)));
     }
 }

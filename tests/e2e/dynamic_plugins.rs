@@ -364,7 +364,14 @@ fn the_binary_trains_and_predicts_with_a_dynamically_loaded_backbone() {
     let output = voxreg()
         .args(["--plugin", path_str(&plugin), "predict", "--ckpt-path"])
         .arg(&checkpoint)
-        .args(["--split", "test", "--log-dir", path_str(&logs), "--exp-name", "predicted"])
+        .args([
+            "--split",
+            "test",
+            "--log-dir",
+            path_str(&logs),
+            "--exp-name",
+            "predicted",
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
@@ -373,7 +380,14 @@ fn the_binary_trains_and_predicts_with_a_dynamically_loaded_backbone() {
     let output = voxreg()
         .args(["predict", "--ckpt-path"])
         .arg(&checkpoint)
-        .args(["--split", "test", "--log-dir", path_str(&logs), "--exp-name", "no-plugin"])
+        .args([
+            "--split",
+            "test",
+            "--log-dir",
+            path_str(&logs),
+            "--exp-name",
+            "no-plugin",
+        ])
         .output()
         .unwrap();
     assert_clean_failure(&output, &["tiny_net"]);

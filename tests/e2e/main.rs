@@ -2,9 +2,12 @@
 //! shipped configs. One test binary with a module per area.
 
 mod cli;
+mod compat;
 mod configs;
+mod deepreg_layout;
 mod docs;
 mod dynamic_plugins;
+mod errors;
 mod predict_outputs;
 mod static_plugins;
 mod training;

@@ -114,3 +114,39 @@ pub fn train_tiny_model(dir: &Path, logs: &Path, name: &str, extra: &str) -> Pat
     assert!(output.status.success(), "training: {}", stderr(&output));
     logs.join(name).join("save/ckpt-1")
 }
+
+/// Every file under `dir` (relative path → bytes) and every folder (→ no bytes), to check
+/// that a failed command left earlier output byte-identical.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+    ) {
+        for entry in std::fs::read_dir(dir).expect("the folder is readable") {
+            let path = entry.expect("the entry is readable").path();
+            let relative = path.strip_prefix(root).unwrap().to_owned();
+            if path.is_dir() {
+                out.insert(relative, None);
+                walk(root, &path, out);
+            } else {
+                out.insert(relative, Some(std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The binary, for commands that read HDF5 files written by this test process. HDF5 opens
+/// files without close-on-exec, so a child that another test forks while this process has
+/// such a file open inherits the descriptor and, with it, HDF5's exclusive file lock, for
+/// as long as that child runs; HDF5's lock check would then refuse the file to our command
+/// ("unable to lock file"). The command runs with HDF5's file locking off; the files are
+/// complete (written under a temporary name, then renamed) before it starts.
+pub fn voxreg_reading_test_h5() -> Command {
+    let mut command = voxreg();
+    command.env("HDF5_USE_FILE_LOCKING", "FALSE");
+    command
+}

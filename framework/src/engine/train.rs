@@ -182,10 +182,8 @@ pub fn train<'c>(
             let (mut batch, info) = to_pair_batch(&loaded?, &trainer.model.shapes, &device)
                 .map_err(tensor_error("stacking a batch"))?;
             for (a, augmentation) in augmentations.iter().enumerate() {
-                batch = augmentation.apply(
-                    &batch,
-                    mix(&[seed, epoch as u64, step as u64, a as u64]),
-                )?;
+                batch = augmentation
+                    .apply(&batch, mix(&[seed, epoch as u64, step as u64, a as u64]))?;
             }
             let outcome = trainer
                 .step(&batch)
@@ -227,7 +225,13 @@ pub fn train<'c>(
         let valid = match &valid_loader {
             Some(valid_loader) => {
                 observer.validation_started();
-                Some(validate(&trainer.model, &trainer.terms, valid_loader, &pipeline, &device)?)
+                Some(validate(
+                    &trainer.model,
+                    &trainer.terms,
+                    valid_loader,
+                    &pipeline,
+                    &device,
+                )?)
             }
             None => None,
         };
