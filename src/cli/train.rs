@@ -31,6 +31,18 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
             run_dir.display()
         );
     }
+    // The split evaluated after training is opened now, so a wrong folder fails before
+    // training rather than after it.
+    let evaluation_split = if config.dataset.test.is_some() {
+        Some(Split::Test)
+    } else if config.dataset.valid.is_some() {
+        Some(Split::Valid)
+    } else {
+        None
+    };
+    if let Some(split) = evaluation_split {
+        engine::open_split(&config, split)?;
+    }
     let options = TrainOptions {
         seed: 0,
         max_epochs: args.max_epochs,
@@ -46,11 +58,7 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
         summary.steps,
         run_dir.display()
     );
-    let split = if config.dataset.test.is_some() {
-        Split::Test
-    } else if config.dataset.valid.is_some() {
-        Split::Valid
-    } else {
+    let Some(split) = evaluation_split else {
         return Ok(());
     };
     let evaluation = engine::evaluate(&model, &config, split)?;

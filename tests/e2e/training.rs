@@ -182,7 +182,10 @@ fn a_loss_that_overflows_is_reported_where_it_first_appears() {
         err.contains("loss term `") || err.contains("the network's output `"),
         "{err}"
     );
-    assert!(dir.path().join("logs/nan/config.yaml").is_file());
+    assert!(
+        !dir.path().join("logs/nan").exists(),
+        "a run stopped before any result leaves no folder"
+    );
 }
 
 /// Sets the stop flag once `step` of `epoch` has finished, as Ctrl-C would.
@@ -266,4 +269,38 @@ fn resuming_from_the_middle_of_an_epoch_is_exact() {
     let weights =
         |name: &str| load_weights(&dir.path().join(name).join("save/weights.safetensors"));
     assert_eq!(weights("resumed"), weights("straight"));
+}
+
+#[test]
+fn a_wrong_test_folder_fails_before_training_and_a_failed_run_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong_test = dir.path().join("wrong-test.yaml");
+    fs::write(
+        &wrong_test,
+        format!(
+            "dataset:\n  test: {{dir: {}, format: nifti, labeled: true}}\n",
+            dir.path().join("nowhere").display()
+        ),
+    )
+    .unwrap();
+    let output = train_command(dir.path(), &[&wrong_test], "wrong-test")
+        .output()
+        .unwrap();
+    assert_clean_failure(&output, &["nowhere"]);
+    assert!(!dir.path().join("logs/wrong-test").exists());
+    // Bending energy needs 5 voxels per axis: the first step fails, after the run folder
+    // was created; the folder is removed so the name can be used again.
+    let small = dir.path().join("small.yaml");
+    fs::write(
+        &small,
+        "dataset:\n  moving_image_shape: [4, 4, 4]\n  fixed_image_shape: [4, 4, 4]\ntrain:\n  backbone: {name: local, num_channel_initial: 2, extract_levels: [0]}\n",
+    )
+    .unwrap();
+    let output = train_command(dir.path(), &[&small], "small")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(!dir.path().join("logs/small").exists());
+    let output = train_command(dir.path(), &[], "small").output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
-use super::train::{loader_threads, split_loader};
+use super::train::{loader_threads, open_split};
 use super::{tensor_error, EngineError, Model};
 use crate::component::{ImageId, SampleRef, Split};
 use crate::data::{to_pair_batch, BatchStream, PipelineConfig};
@@ -119,7 +119,7 @@ pub fn evaluate_each<E: From<EngineError>>(
         return Err(EngineError::Config("the batch size must be at least 1".to_owned()).into());
     }
     let device = Device::Cpu;
-    let loader = split_loader(config, split)?;
+    let loader = open_split(config, split)?;
     let samples = loader.epoch(0, 0);
     let pipeline = PipelineConfig {
         batch_size,

@@ -20,7 +20,7 @@ pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetri
 pub use logs::{EpochLog, SplitLog};
 pub use model::Model;
 pub use step::{NonFinite, StepError, StepOutcome, Trainer};
-pub use train::{train, TrainObserver, TrainOptions, TrainSummary};
+pub use train::{open_split, train, TrainObserver, TrainOptions, TrainSummary};
 
 use crate::component::ComponentError;
 

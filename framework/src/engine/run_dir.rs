@@ -30,7 +30,7 @@ pub(super) fn config_yaml(config: &Config) -> Result<String, EngineError> {
 }
 
 /// Creates the run folder and writes the resolved configuration to `<dir>/config.yaml`.
-pub(super) fn write_config(dir: &Path, yaml: &str) -> Result<(), EngineError> {
+fn write_config(dir: &Path, yaml: &str) -> Result<(), EngineError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     replace_file(dir, "config.yaml", yaml)
 }
@@ -46,4 +46,38 @@ pub(super) fn save_weights(dir: &Path, model: &Model<'_>) -> Result<(), EngineEr
         .save(&temporary)
         .map_err(tensor_error(format!("saving {}", weights.display())))?;
     std::fs::rename(&temporary, &weights).map_err(io_error(&weights))
+}
+
+/// Removes the run folder a failed run created, when the run wrote nothing but its
+/// `config.yaml`, so the same run name can be used again; it is dropped at the end of
+/// training. A folder that existed before, or that holds results (metrics, checkpoints,
+/// weights) or anything else, is left as it is.
+pub(super) struct NewRunDir {
+    dir: Option<std::path::PathBuf>,
+}
+
+impl NewRunDir {
+    /// Creates the run folder `dir` (if it is new) and writes `config.yaml` into it.
+    pub fn create(dir: &Path, yaml: &str) -> Result<Self, EngineError> {
+        let existed = dir.exists();
+        write_config(dir, yaml)?;
+        Ok(Self {
+            dir: (!existed).then(|| dir.to_owned()),
+        })
+    }
+
+    /// The run has written results: keep the folder whatever happens next.
+    pub fn keep(&mut self) {
+        self.dir = None;
+    }
+}
+
+impl Drop for NewRunDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            // Best effort: a folder that cannot be cleaned up stays as it is.
+            let _ = std::fs::remove_file(dir.join("config.yaml"));
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }

@@ -9,7 +9,7 @@ use candle_core::Device;
 use super::batch_metrics::add_batch_metrics;
 use super::checkpoint::{self, Progress};
 use super::logs::{write_csv, Accumulator, EpochLog};
-use super::run_dir::{config_yaml, save_weights, write_config};
+use super::run_dir::{config_yaml, save_weights, NewRunDir};
 use super::step::Trainer;
 use super::validate::validate;
 use super::{tensor_error, EngineError, Model};
@@ -63,11 +63,9 @@ pub struct TrainSummary {
     pub steps: usize,
 }
 
-/// Builds the split's data loader.
-pub(super) fn split_loader(
-    config: &Config,
-    split: Split,
-) -> Result<Arc<dyn DataLoader>, EngineError> {
+/// Builds the data loader of `split`; an error when the configuration lacks the split or its
+/// data cannot be listed (missing folder, mismatched file names, …).
+pub fn open_split(config: &Config, split: Split) -> Result<Arc<dyn DataLoader>, EngineError> {
     let section = match split {
         Split::Train => &config.dataset.train,
         Split::Valid => &config.dataset.valid,
@@ -108,9 +106,9 @@ pub fn train<'c>(
 ) -> Result<(Model<'c>, TrainSummary), EngineError> {
     let device = Device::Cpu;
     let mut trainer = Trainer::new(config, &device, options.seed)?;
-    let loader = split_loader(config, Split::Train)?;
+    let loader = open_split(config, Split::Train)?;
     let valid_loader = match config.dataset.valid {
-        Some(_) => Some(split_loader(config, Split::Valid)?),
+        Some(_) => Some(open_split(config, Split::Valid)?),
         None => None,
     };
     let preprocess = &config.train.preprocess;
@@ -146,9 +144,15 @@ pub fn train<'c>(
         summary.steps = progress.steps;
     }
     let yaml = config_yaml(config)?;
-    if let Some(dir) = &options.run_dir {
-        write_config(dir, &yaml)?;
-    }
+    let mut new_run_dir = match &options.run_dir {
+        Some(dir) => Some(NewRunDir::create(dir, &yaml)?),
+        None => None,
+    };
+    let mut keep_run_dir = || {
+        if let Some(guard) = &mut new_run_dir {
+            guard.keep();
+        }
+    };
     let seed = progress.seed;
     let stop_requested = || {
         options
@@ -208,6 +212,7 @@ pub fn train<'c>(
                 };
                 let checkpoint = match &options.run_dir {
                     Some(dir) => {
+                        keep_run_dir();
                         let path = dir.join("save").join(checkpoint::folder_name(&progress));
                         let (model, optimizer) = (&trainer.model, &*trainer.optimizer);
                         checkpoint::save(&path, model, optimizer, &progress, &yaml)?;
@@ -243,6 +248,7 @@ pub fn train<'c>(
         observer.epoch_finished(&log);
         summary.epochs.push(log);
         if let Some(dir) = &options.run_dir {
+            keep_run_dir();
             write_csv(dir, "train_metrics.csv", &summary.epochs, |e| {
                 Some(&e.train)
             })?;
