@@ -10,11 +10,11 @@ mod pair_outputs;
 mod plugins;
 mod predict;
 mod raster;
+mod register;
 mod report;
 mod train;
 mod vis;
 mod warp;
-mod workflow;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -247,10 +247,23 @@ struct RegisterArgs {
     /// Fixed image (NIfTI).
     #[arg(long, required = true)]
     fixed: PathBuf,
-    /// Config files selecting losses and transform (optional).
+    /// Moving label (NIfTI, one channel): warped too, and used by label losses and metrics.
+    #[arg(long = "moving-label", alias = "moving_label")]
+    moving_label: Option<PathBuf>,
+    /// Fixed label (NIfTI, one channel).
+    #[arg(long = "fixed-label", alias = "fixed_label")]
+    fixed_label: Option<PathBuf>,
+    /// Config files: their `train.loss` and `train.optimizer` replace the defaults (lncc
+    /// kernel 9 + 0.5 · bending; Adam at 0.1 for a DDF, 0.01 for an affine transform).
     #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1..)]
     config_path: Vec<PathBuf>,
-    /// Output folder.
+    /// What is optimised: a dense displacement field or an affine matrix.
+    #[arg(long, value_parser = ["ddf", "affine"], default_value = "ddf")]
+    transform: String,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Output folder (must be new or empty).
     #[arg(short = 'o', long, default_value = "registered")]
     out: PathBuf,
     #[command(flatten)]
@@ -330,7 +343,7 @@ impl Cli {
             Command::Train(args) => train::train(&plugins, &args),
             Command::Predict(args) => predict::predict(&plugins, &args),
             Command::Warp(args) => warp::warp(&args),
-            Command::Register(args) => workflow::register(&plugins, &args),
+            Command::Register(args) => register::register(&plugins, &args),
             Command::Vis(args) => vis::vis(&args),
             Command::Dataset(DatasetCommand::FromTemplate(args)) => dataset::from_template(&args),
         }

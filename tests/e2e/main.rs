@@ -9,6 +9,7 @@ mod docs;
 mod dynamic_plugins;
 mod errors;
 mod predict_outputs;
+mod register;
 mod static_plugins;
 mod training;
 mod util;

@@ -11,6 +11,7 @@ mod evaluate;
 mod logs;
 mod losses;
 mod model;
+mod register;
 mod run_dir;
 mod step;
 mod train;
@@ -19,6 +20,7 @@ mod validate;
 pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetrics, PairTensors};
 pub use logs::{EpochLog, SplitLog};
 pub use model::Model;
+pub use register::{register, Registration, Transform};
 pub use step::{NonFinite, StepError, StepOutcome, Trainer};
 pub use train::{open_split, train, TrainObserver, TrainOptions, TrainSummary};
 
