@@ -28,8 +28,9 @@ train:
     image: {name: lncc, kernel_size: 9, weight: 1.0}
     regularization: {name: bending, weight: 0.5}
   optimizer: {name: Adam, learning_rate: 1.0e-4}
-  preprocess: {batch_size: 1}
+  preprocess: {batch_size: 1, shuffle_buffer_num_batch: 1}
   epochs: 1
+  save_period: 1
 ";
 
 fn random_pair(shape: &[usize], device: &Device) -> PairBatch {
