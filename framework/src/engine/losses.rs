@@ -129,3 +129,20 @@ impl LossTerms {
         Ok(values)
     }
 }
+
+/// The weighted total `Σ weight · value` of the terms (attached to the graph) and its value.
+pub(super) fn weighted_total(values: &[TermValue]) -> Result<(Tensor, f64), EngineError> {
+    let mut total: Option<Tensor> = None;
+    for term in values {
+        let weighted = (&term.value * term.weight).map_err(tensor_error(term.name.clone()))?;
+        total = Some(match total {
+            None => weighted,
+            Some(sum) => (sum + weighted).map_err(tensor_error("the total loss"))?,
+        });
+    }
+    let total = total.ok_or_else(|| EngineError::Config("no loss term".to_owned()))?;
+    let value = total
+        .to_scalar::<f32>()
+        .map_err(tensor_error("the total loss"))? as f64;
+    Ok((total, value))
+}

@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor, Var};
 
 use super::batch_metrics::first_non_finite;
-use super::losses::LossTerms;
+use super::losses::{weighted_total, LossTerms};
 use super::{tensor_error, EngineError};
 use crate::component::{MethodOutput, PairBatch};
 use crate::config::Config;
@@ -96,18 +96,7 @@ pub fn register(
         let ddf = current_ddf(transform, &parameters, &shape)
             .map_err(tensor_error("the transform's DDF"))?;
         let output = warped(batch, ddf).map_err(tensor_error("warping the moving image"))?;
-        let mut total: Option<Tensor> = None;
-        for term in terms.evaluate(batch, &output)? {
-            let weighted = (&term.value * term.weight).map_err(tensor_error(term.name.clone()))?;
-            total = Some(match total {
-                None => weighted,
-                Some(sum) => (sum + weighted).map_err(tensor_error("the total loss"))?,
-            });
-        }
-        let total = total.ok_or_else(|| EngineError::Config("no loss".to_owned()))?;
-        let loss = total
-            .to_scalar::<f32>()
-            .map_err(tensor_error("the total loss"))? as f64;
+        let (total, loss) = weighted_total(&terms.evaluate(batch, &output)?)?;
         if !loss.is_finite() {
             return Err(EngineError::Config(format!(
                 "the loss became {loss} at iteration {iteration}: lower the learning rate (train.optimizer.learning_rate)"

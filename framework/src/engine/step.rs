@@ -1,9 +1,9 @@
 //! One training step: a model with its loss terms and optimiser, stepped on a batch.
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use super::batch_metrics::{first_non_finite, first_non_finite_output};
-use super::losses::LossTerms;
+use super::losses::{weighted_total, LossTerms};
 use super::{tensor_error, EngineError, Model};
 use crate::component::{MethodOutput, Optimizer, PairBatch};
 use crate::config::Config;
@@ -97,9 +97,9 @@ impl<'c> Trainer<'c> {
                 value.into(),
             ));
         }
-        let mut total: Option<Tensor> = None;
-        let mut terms = Vec::new();
-        for term in self.terms.evaluate(batch, &output)? {
+        let values = self.terms.evaluate(batch, &output)?;
+        let mut terms = Vec::with_capacity(values.len());
+        for term in &values {
             let value = term
                 .value
                 .to_scalar::<f32>()
@@ -107,17 +107,9 @@ impl<'c> Trainer<'c> {
             if !value.is_finite() {
                 return Err(non_finite(format!("loss term `{}`", term.name), value));
             }
-            let weighted = (term.value * term.weight).map_err(tensor_error(term.name.clone()))?;
-            terms.push((term.name, value));
-            total = Some(match total {
-                None => weighted,
-                Some(sum) => (sum + weighted).map_err(tensor_error("the total loss"))?,
-            });
+            terms.push((term.name.clone(), value));
         }
-        let total = total.ok_or_else(|| EngineError::Config("no loss".to_owned()))?;
-        let loss = total
-            .to_scalar::<f32>()
-            .map_err(tensor_error("the total loss"))? as f64;
+        let (total, loss) = weighted_total(&values)?;
         if !loss.is_finite() {
             return Err(non_finite("the total loss".to_owned(), loss));
         }
