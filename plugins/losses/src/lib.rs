@@ -9,6 +9,7 @@
 //! regularisers a DDF `(N, ndim, *spatial)`. Losses with `scales` average the loss
 //! over Gaussian- or Cauchy-smoothed copies of both inputs, as DeepReg's `MultiScaleMixin`.
 
+mod bending_kernel;
 mod config;
 mod cpu;
 mod deform;
@@ -17,6 +18,7 @@ mod label;
 #[cfg(test)]
 mod lncc;
 mod lncc_kernel;
+mod saved;
 mod scale;
 mod simd;
 #[cfg(test)]
