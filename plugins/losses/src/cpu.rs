@@ -42,9 +42,35 @@ pub(crate) fn split_range(len: usize, parts: usize, min_len: usize) -> Vec<(usiz
         .collect()
 }
 
+/// The number of plane ranges to split each of `images` images into so that the tasks
+/// (`images × parts`) divide evenly among the rayon threads: `threads / gcd(images,
+/// threads)`.
+pub(crate) fn parts_per_image(images: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let (mut a, mut b) = (images.max(1), threads);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    threads / a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_divide_evenly_among_threads() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            assert_eq!(parts_per_image(1), 4);
+            assert_eq!(parts_per_image(3), 4);
+            assert_eq!(parts_per_image(6), 2);
+            assert_eq!(parts_per_image(8), 1);
+        });
+    }
 
     #[test]
     fn ranges_cover_the_axis_without_gaps() {

@@ -6,15 +6,19 @@
 //! one voxel on each side, so all `D_a u` share the shape `(N, ndim, m₁ − 2, …)` and are taken
 //! at the same voxels. Second differences apply `D` twice (`D_b D_a u`, a step of 2 voxels,
 //! shape `m − 4`).
+//!
+//! Both regularisers run as one fused op each ([`crate::deform_kernel`]); the compositions
+//! of tensor operations below are kept in the tests as the reference.
 
 use voxreg_framework::candle::{self, Tensor};
 use voxreg_framework::prelude::*;
 
-use crate::bending_kernel::bending_energy;
+use crate::deform_kernel::{regularise, Stencils};
 use crate::util::check_input;
 
 /// `D_axis x`: the central difference along spatial axis `axis` of `x = (N, C, *spatial)`,
 /// every other spatial axis cropped by one voxel on each side.
+#[cfg(test)]
 fn central_difference(x: &Tensor, axis: usize, ndim: usize) -> candle::Result<Tensor> {
     let mut cropped = x.clone();
     for other in (0..ndim).filter(|b| *b != axis) {
@@ -28,6 +32,7 @@ fn central_difference(x: &Tensor, axis: usize, ndim: usize) -> candle::Result<Te
 }
 
 /// Sums tensors of one shape.
+#[cfg(test)]
 fn sum_all_of(terms: Vec<Tensor>) -> candle::Result<Tensor> {
     let mut terms = terms.into_iter();
     let first = terms
@@ -70,20 +75,27 @@ pub(crate) struct GradientNorm {
 
 impl Regularization for GradientNorm {
     fn loss(&self, ddf: &Tensor) -> candle::Result<Tensor> {
-        let ndim = self.spatial_dims;
-        check_ddf("regularization `gradient`", ndim, 3, ddf)?;
-        let terms = (0..ndim)
-            .map(|axis| {
-                let difference = central_difference(ddf, axis, ndim)?;
-                if self.l1 {
-                    difference.abs()
-                } else {
-                    difference.sqr()
-                }
-            })
-            .collect::<candle::Result<Vec<_>>>()?;
-        sum_all_of(terms)?.flatten_from(1)?.mean(1)
+        check_ddf("regularization `gradient`", self.spatial_dims, 3, ddf)?;
+        // One fused op: stencils plane by plane, gradient in the same pass.
+        regularise(ddf, Stencils::Gradient { l1: self.l1 })
     }
+}
+
+/// The gradient norm composed of tensor operations (autograd gradients), the reference the
+/// fused kernel is tested against.
+#[cfg(test)]
+fn composed_gradient_norm(ddf: &Tensor, ndim: usize, l1: bool) -> candle::Result<Tensor> {
+    let terms = (0..ndim)
+        .map(|axis| {
+            let difference = central_difference(ddf, axis, ndim)?;
+            if l1 {
+                difference.abs()
+            } else {
+                difference.sqr()
+            }
+        })
+        .collect::<candle::Result<Vec<_>>>()?;
+    sum_all_of(terms)?.flatten_from(1)?.mean(1)
 }
 
 /// Bending energy: `mean_{i, x} [Σ_a (D_a D_a u_i)² + 2 Σ_{a<b} (D_b D_a u_i)²]`, the mean
@@ -98,7 +110,7 @@ impl Regularization for BendingEnergy {
     fn loss(&self, ddf: &Tensor) -> candle::Result<Tensor> {
         check_ddf("regularization `bending`", self.spatial_dims, 5, ddf)?;
         // One fused op: stencils plane by plane, gradient in the same pass.
-        bending_energy(ddf)
+        regularise(ddf, Stencils::Bending)
     }
 }
 
@@ -250,8 +262,11 @@ mod tests {
         Ok(())
     }
 
+    /// A regulariser written with tensor operations.
+    type Composed<'a> = dyn Fn(&Tensor) -> candle::Result<Tensor> + 'a;
+
     #[test]
-    fn fused_bending_energy_matches_the_composed_one() {
+    fn fused_regularisers_match_the_composed_ones() {
         for (seed, shape) in [
             &[2, 2, 7, 5][..],
             &[1, 2, 5, 12],
@@ -263,13 +278,25 @@ mod tests {
         {
             let ndim = shape.len() - 2;
             let u = pseudo_random(shape, -1.0, 1.0, 60 + seed as u64);
-            for dtype in [DType::F64, DType::F32] {
+            let cases: [(&dyn RegularizationConfig, &Composed); 3] = [
+                (&BendingConfig::default(), &|u| {
+                    composed_bending_energy(u, ndim)
+                }),
+                (&GradientConfig { l1: false }, &|u| {
+                    composed_gradient_norm(u, ndim, false)
+                }),
+                (&GradientConfig { l1: true }, &|u| {
+                    composed_gradient_norm(u, ndim, true)
+                }),
+            ];
+            for ((config, composed_loss), dtype) in cases
+                .iter()
+                .flat_map(|case| [(case, DType::F64), (case, DType::F32)])
+            {
                 let u = u.to_dtype(dtype).unwrap();
                 let var = Var::from_tensor(&u).unwrap();
-                let fused = regulariser(&BendingConfig::default(), ndim)
-                    .loss(var.as_tensor())
-                    .unwrap();
-                let composed = composed_bending_energy(var.as_tensor(), ndim).unwrap();
+                let fused = regulariser(*config, ndim).loss(var.as_tensor()).unwrap();
+                let composed = composed_loss(var.as_tensor()).unwrap();
                 let weights = Tensor::arange(1.0, shape[0] as f64 + 1.0, &Device::Cpu)
                     .unwrap()
                     .to_dtype(dtype)

@@ -9,10 +9,10 @@
 //! regularisers a DDF `(N, ndim, *spatial)`. Losses with `scales` average the loss
 //! over Gaussian- or Cauchy-smoothed copies of both inputs, as DeepReg's `MultiScaleMixin`.
 
-mod bending_kernel;
 mod config;
 mod cpu;
 mod deform;
+mod deform_kernel;
 mod image;
 mod label;
 #[cfg(test)]

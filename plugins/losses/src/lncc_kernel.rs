@@ -22,7 +22,7 @@ use voxreg_framework::candle::{
     self, bail, CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType,
 };
 
-use crate::cpu::{data, float_dispatch, split_range};
+use crate::cpu::{data, float_dispatch, parts_per_image, split_range};
 use crate::saved::SavedGradient;
 use crate::simd::simd_kernel;
 use crate::window::{filter_plane, SliceStream, Window};
@@ -286,12 +286,11 @@ fn ncc_grad(s: [f64; 5], g: f64, c: NccParams) -> [f64; 5] {
     ]
 }
 
-/// The planes each task covers: ranges of at least twice the window length, about one per
-/// rayon thread over all images (each range recomputes up to two window lengths of planes
-/// beyond its ends).
+/// The planes each task covers: ranges of at least twice the window length, as many per
+/// image as make the tasks divide evenly among the rayon threads (each range recomputes up
+/// to two window lengths of planes beyond its ends).
 fn plane_ranges(geo: &Geometry, images: usize, window: usize) -> Vec<(usize, usize)> {
-    let parts = rayon::current_num_threads().div_ceil(images);
-    split_range(geo.depth, parts, 2 * window)
+    split_range(geo.depth, parts_per_image(images), 2 * window)
 }
 
 /// `Σ_x ncc(x)` over planes `z0..z1` of one image.
