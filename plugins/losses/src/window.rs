@@ -65,28 +65,60 @@ impl Window {
         self.weights == [1.0]
     }
 
-    /// Filters one contiguous line: `y = W x`. Taps are added one by one as shifted
-    /// vectorised additions; only a long box uses a (scalar) running sum.
+    /// Filters one contiguous line: `y = W x`. A box of at least [`DOUBLING_BOX`] taps
+    /// sums by doubling, other windows add their taps one by one as shifted vectorised
+    /// additions. `buffers` are scratch lines.
     #[inline(always)]
-    fn filter_line(&self, x: &[f64], y: &mut [f64]) {
+    fn filter_line(&self, x: &[f64], y: &mut [f64], buffers: &mut [Vec<f64>; 2]) {
         match self.uniform {
-            Some(w) if self.weights.len() > LONG_BOX => {
-                let n = x.len();
-                let (lo, hi) = (self.lo(), self.hi() as usize);
-                let mut sum: f64 = x[..=hi.min(n - 1)].iter().sum();
-                y[0] = w * sum;
-                for i in 1..n {
-                    if i + hi < n {
-                        sum += x[i + hi];
-                    }
-                    let sub = i as isize - 1 + lo;
-                    if sub >= 0 {
-                        sum -= x[sub as usize];
-                    }
-                    y[i] = w * sum;
-                }
-            }
+            Some(w) if self.weights.len() >= DOUBLING_BOX => self.box_line(w, x, y, buffers),
             _ => self.add_taps(x, y, 1),
+        }
+    }
+
+    /// A box along one line by doubling, O(log K) vectorised passes: with `z` the line
+    /// padded by `c` zeros in front and `K − 1 − c` behind, `y[i] = w Σ_{m<K} z[i + m]`;
+    /// the sums of runs of `2^b` values are built by doubling and those of `K`'s binary
+    /// digits added up.
+    #[inline(always)]
+    fn box_line(&self, w: f64, x: &[f64], y: &mut [f64], buffers: &mut [Vec<f64>; 2]) {
+        let (n, k) = (x.len(), self.weights.len());
+        let [run, next] = buffers;
+        let mut len = n + k - 1;
+        for buffer in [&mut *run, &mut *next] {
+            if buffer.len() != len {
+                buffer.resize(len, 0.0);
+            }
+        }
+        // Only the padding needs clearing: the rest of each buffer is written before use.
+        run[..self.centre].fill(0.0);
+        run[self.centre + n..].fill(0.0);
+        run[self.centre..self.centre + n].copy_from_slice(x);
+        let (mut first, mut offset, mut width) = (true, 0, 1);
+        loop {
+            if k & width != 0 {
+                let part = &run[offset..offset + n];
+                if first {
+                    y.copy_from_slice(part);
+                    first = false;
+                } else {
+                    add(part, y);
+                }
+                offset += width;
+            }
+            if 2 * width > k {
+                break;
+            }
+            len -= width;
+            let (doubled, source) = (&mut next[..len], &run[..len + width]);
+            for i in 0..len {
+                doubled[i] = source[i] + source[i + width];
+            }
+            std::mem::swap(run, next);
+            width *= 2;
+        }
+        if w != 1.0 {
+            y.iter_mut().for_each(|v| *v *= w);
         }
     }
 
@@ -154,8 +186,8 @@ impl Window {
     }
 }
 
-/// The window length above which a box runs as a running sum along lines too.
-const LONG_BOX: usize = 16;
+/// The shortest box that sums along lines by doubling rather than tap by tap.
+const DOUBLING_BOX: usize = 5;
 
 /// `y += x`.
 #[inline(always)]
@@ -264,8 +296,9 @@ fn filter_plane_inner(
     if along_lines.is_identity() {
         scratch.copy_from_slice(src);
     } else {
+        let mut buffers = [Vec::new(), Vec::new()];
         for (line, out) in src.chunks_exact(width).zip(scratch.chunks_exact_mut(width)) {
-            along_lines.filter_line(line, out);
+            along_lines.filter_line(line, out, &mut buffers);
         }
     }
     if along_rows.is_identity() {
@@ -368,22 +401,28 @@ mod tests {
             .collect()
     }
 
-    const WINDOWS: [&[f64]; 6] = [
+    const WINDOWS: [&[f64]; 9] = [
         &[1.0],
         &[2.0, 2.0],
         &[1.0, 1.0, 1.0, 1.0],
+        &[1.0; 5],
+        &[0.5; 6],
         &[1.0; 9],
+        &[1.0; 12],
         &[1.0, 2.0, 3.0, 2.0, 1.0],
         &[0.5, -1.0, 0.25],
     ];
 
     #[test]
     fn lines_and_blocks_match_the_definition() {
-        let x: Vec<f64> = (0..7).map(|i| ((i * 7 + 3) % 5) as f64 - 1.5).collect();
-        for weights in WINDOWS {
+        for (len, weights) in [7, 20]
+            .into_iter()
+            .flat_map(|len| WINDOWS.map(|w| (len, w)))
+        {
+            let x: Vec<f64> = (0..len).map(|i| ((i * 7 + 3) % 5) as f64 - 1.5).collect();
             let window = Window::new(weights.to_vec());
             let mut y = vec![0.0; x.len()];
-            window.filter_line(&x, &mut y);
+            window.filter_line(&x, &mut y, &mut Default::default());
             let want = by_definition(weights, &x);
             for (a, b) in y.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-12, "{weights:?}: {y:?} vs {want:?}");
@@ -405,8 +444,10 @@ mod tests {
         for weights in WINDOWS {
             let window = Window::new(weights.to_vec());
             let (mut wx, mut wtg) = (vec![0.0; 6], vec![0.0; 6]);
-            window.filter_line(&x, &mut wx);
-            window.adjoint().filter_line(&g, &mut wtg);
+            window.filter_line(&x, &mut wx, &mut Default::default());
+            window
+                .adjoint()
+                .filter_line(&g, &mut wtg, &mut Default::default());
             let left: f64 = g.iter().zip(&wx).map(|(a, b)| a * b).sum();
             let right: f64 = wtg.iter().zip(&x).map(|(a, b)| a * b).sum();
             assert!((left - right).abs() < 1e-12, "{weights:?}");
