@@ -328,8 +328,9 @@ fn sum_of<T: WithDType>(values: &[T], f: impl Fn(T) -> T) -> f64 {
     let whole = values.len() - values.len() % LANES;
     let mut base = 0;
     while base < whole {
+        let chunk = &values[base..base + LANES];
         for lane in 0..LANES {
-            lanes[lane] += f(values[base + lane]);
+            lanes[lane] += f(chunk[lane]);
         }
         base += LANES;
     }

@@ -173,9 +173,17 @@ fn plane_ncc_inner(sums: &[f64], params: NccParams) -> f64 {
     let mut lanes = [0.0; LANES];
     let whole = plane - plane % LANES;
     let mut base = 0;
+    let (st, rest) = sums.split_at(plane);
+    let (sp, rest) = rest.split_at(plane);
+    let (stt, rest) = rest.split_at(plane);
+    let (spp, stp) = rest.split_at(plane);
     while base < whole {
+        // Fixed-length chunks, so that the lanes carry no bounds checks and vectorise.
+        let at = base..base + LANES;
+        let (a, b, c) = (&st[at.clone()], &sp[at.clone()], &stt[at.clone()]);
+        let (d, e) = (&spp[at.clone()], &stp[at]);
         for lane in 0..LANES {
-            lanes[lane] += ncc(sums_at(sums, plane, base + lane), params);
+            lanes[lane] += ncc([a[lane], b[lane], c[lane], d[lane], e[lane]], params);
         }
         base += LANES;
     }
