@@ -267,11 +267,18 @@ mod tests {
 
     #[test]
     fn fused_regularisers_match_the_composed_ones() {
+        // The last two are deep enough to split into ranges of planes on four threads.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
         for (seed, shape) in [
             &[2, 2, 7, 5][..],
             &[1, 2, 5, 12],
             &[2, 3, 5, 6, 7],
             &[1, 3, 9, 5, 6],
+            &[1, 2, 35, 6],
+            &[1, 3, 34, 5, 6],
         ]
         .iter()
         .enumerate()
@@ -295,7 +302,9 @@ mod tests {
             {
                 let u = u.to_dtype(dtype).unwrap();
                 let var = Var::from_tensor(&u).unwrap();
-                let fused = regulariser(*config, ndim).loss(var.as_tensor()).unwrap();
+                let fused = pool
+                    .install(|| regulariser(*config, ndim).loss(var.as_tensor()))
+                    .unwrap();
                 let composed = composed_loss(var.as_tensor()).unwrap();
                 let weights = Tensor::arange(1.0, shape[0] as f64 + 1.0, &Device::Cpu)
                     .unwrap()

@@ -701,6 +701,29 @@ mod tests {
     }
 
     #[test]
+    fn ranges_of_planes_split_among_threads_give_the_same_result() {
+        // Four threads: each image splits into ranges of planes that recompute their borders.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        for (shape, kernel) in [
+            (&[1, 1, 27, 4, 5][..], rectangular_kernel(3)),
+            (&[1, 1, 33, 6][..], gaussian_kernel_sized(4)),
+        ] {
+            let c = params(&kernel, shape.len() as i32 - 2);
+            let t = pseudo_random(shape, 0.0, 1.0, 90);
+            let p = pseudo_random(shape, 0.0, 1.0, 91);
+            let (la, ta, pa) =
+                pool.install(|| loss_and_grads(|t, p| lncc_loss(t, p, &kernel, c), &t, &p));
+            let (lb, tb, pb) = loss_and_grads(|t, p| composed_lncc(t, p, &kernel, c), &t, &p);
+            assert!(max_diff(&la, &lb) < 1e-10 * largest(&lb), "{shape:?}");
+            assert!(max_diff(&ta, &tb) < 1e-7 * largest(&tb), "{shape:?}");
+            assert!(max_diff(&pa, &pb) < 1e-7 * largest(&pb), "{shape:?}");
+        }
+    }
+
+    #[test]
     fn a_second_backward_pass_gives_the_same_gradient() -> candle::Result<()> {
         let kernel = rectangular_kernel(3);
         let t = pseudo_random(&[2, 1, 5, 6], 0.0, 1.0, 70);
