@@ -57,6 +57,9 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     }
     let mut model = Model::build(&config, &Device::Cpu)?;
     model.load_weights(&engine::checkpoint::weights_file(&args.ckpt_path))?;
+    // The split's data is listed before the output folder exists: a wrong folder leaves
+    // nothing behind.
+    engine::open_split(&config, split)?;
     std::fs::create_dir_all(&args.log_dir)
         .with_context(|| format!("creating {}", args.log_dir.display()))?;
     // create_dir (not create_dir_all): a folder that appeared meanwhile is refused too.
