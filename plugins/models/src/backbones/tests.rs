@@ -422,8 +422,8 @@ fn configs_that_cannot_work_are_rejected_with_a_reason() {
 }
 
 /// The backbone and method of every shipped config (the quick start, `voxelmorph.yaml` and
-/// DeepReg's) build for the config's image shape (16³
-/// for overlays without one), and the small ones run.
+/// DeepReg's) build for the config's image shape (16³ for overlays without one), and the
+/// small ones run.
 #[test]
 fn shipped_configs_backbones_build_and_run() -> candle::Result<()> {
     use voxreg_framework::config::{ConfigDocument, ConfigValue};
