@@ -94,7 +94,7 @@ impl VxmUNetConfig {
             ));
         }
         let c = &self.channels;
-        if c.len() < 2 || c.len() % 2 != 0 {
+        if c.len() < 2 || !c.len().is_multiple_of(2) {
             return Err(format!(
                 "channels must list pairs (encoder, below) of channel counts, one pair per \
                  level (at least one pair), got {} values ({c:?}); e.g. [16, 32, 32, 32, 32, \
@@ -113,7 +113,7 @@ impl VxmUNetConfig {
             ("kernel_size", self.kernel_size),
             ("up_kernel_size", self.up_kernel_size),
         ] {
-            if k % 2 == 0 {
+            if k.is_multiple_of(2) {
                 return Err(format!(
                     "{key} must be odd (the convolutions keep the size with padding {key} / 2 \
                      on both sides), got {k}; e.g. 3"
@@ -121,8 +121,15 @@ impl VxmUNetConfig {
             }
         }
         let levels = c.len() / 2;
-        let factor = 1usize << levels;
-        if spec.image_size.iter().any(|&s| s % factor != 0) {
+        let factor = u32::try_from(levels)
+            .ok()
+            .and_then(|l| 2usize.checked_pow(l))
+            .ok_or_else(|| format!("{levels} channel pairs are too many levels"))?;
+        if spec
+            .image_size
+            .iter()
+            .any(|&s| s == 0 || !s.is_multiple_of(factor))
+        {
             let fitting: Vec<usize> = spec
                 .image_size
                 .iter()

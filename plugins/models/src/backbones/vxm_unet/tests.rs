@@ -309,6 +309,18 @@ fn configs_that_cannot_work_are_rejected_with_a_reason() {
     };
     assert!(invalid_message(&even, &s3).contains("up_kernel_size must be odd"));
     assert!(invalid_message(&small(), &field_spec(&[8, 8, 8, 8])).contains("2 or 3"));
+    let deep = VxmUNetConfig {
+        channels: vec![4; 200],
+        ..small()
+    };
+    assert!(invalid_message(&deep, &s3).contains("too many levels"));
+    let too_deep_for_16 = VxmUNetConfig {
+        channels: vec![4; 10],
+        ..small()
+    };
+    let message = invalid_message(&too_deep_for_16, &s3);
+    assert!(message.contains("[32, 32, 32]"), "{message}");
+    assert!(invalid_message(&small(), &field_spec(&[0, 8])).contains("divisible"));
 }
 
 /// An empty mapping decodes to the defaults (VoxelMorph's network), and unknown keys are
