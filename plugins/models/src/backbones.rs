@@ -6,6 +6,10 @@ use voxreg_framework::prelude::*;
 use crate::nets::{Bottom, EncoderDecoder, Head, Plan, Upsampling};
 use crate::nn::{Activation, KernelInit};
 
+mod vxm_unet;
+
+pub use vxm_unet::VxmUNetConfig;
+
 /// A kernel size for every level, or one per level.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -421,8 +421,9 @@ fn configs_that_cannot_work_are_rejected_with_a_reason() {
     assert!(invalid_message(&global(2, 1), &spec(&[8, 8, 8, 8], 2, 4)).contains("2 or 3"));
 }
 
-/// The backbone and method of every shipped config build for the config's image shape (16³
-/// for overlays without one), and the small ones run.
+/// The backbone and method of every shipped config (the quick start, `voxelmorph.yaml` and
+/// DeepReg's) build for the config's image shape (16³ for overlays without one), and the
+/// small ones run.
 #[test]
 fn shipped_configs_backbones_build_and_run() -> candle::Result<()> {
     use voxreg_framework::config::{ConfigDocument, ConfigValue};
@@ -430,7 +431,7 @@ fn shipped_configs_backbones_build_and_run() -> candle::Result<()> {
 
     let registry = Registry::linked().map_err(|e| candle::Error::Msg(e.to_string()))?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let mut paths = vec![root.join("quickstart.yaml")];
+    let mut paths = vec![root.join("quickstart.yaml"), root.join("voxelmorph.yaml")];
     let mut deepreg: Vec<_> = std::fs::read_dir(root.join("deepreg"))?
         .map(|entry| entry.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
