@@ -304,3 +304,34 @@ fn a_wrong_test_folder_fails_before_training_and_a_failed_run_leaves_no_folder()
     let output = train_command(dir.path(), &[], "small").output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// The shipped VoxelMorph config (VoxelMorph U-Net, diffeomorphic `dvf`) trains and
+/// evaluates on 16³ crops of the demo data.
+#[test]
+fn the_voxelmorph_config_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.yaml");
+    fs::write(
+        &small,
+        "dataset:\n  moving_image_shape: [16, 16, 16]\n  fixed_image_shape: [16, 16, 16]\ntrain:\n  backbone: {name: vxm_unet, channels: [4, 8, 8, 8]}\n",
+    )
+    .unwrap();
+    let output = voxreg()
+        .arg("train")
+        .arg("-c")
+        .arg(repo_root().join("configs/voxelmorph.yaml"))
+        .arg(&small)
+        .args(["--max-epochs", "1", "--exp-name", "vxm", "--log-dir"])
+        .arg(dir.path().join("logs"))
+        .env("RAYON_NUM_THREADS", "2")
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let header = csv_header(&dir.path().join("logs/vxm/train_metrics.csv"));
+    assert_eq!(
+        header[..4],
+        ["epoch", "loss", "image/ssd", "regularization/gradient"]
+    );
+    assert!(header.contains(&"ddf_folding_fraction".to_owned()));
+}
