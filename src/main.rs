@@ -5,10 +5,8 @@ mod logging;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     logging::init();
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -21,7 +19,10 @@ fn main() -> ExitCode {
                     eprintln!("  caused by: {cause}");
                 }
             }
-            ExitCode::FAILURE
+            match error.downcast_ref::<voxreg::engine::EngineError>() {
+                Some(voxreg::engine::EngineError::Interrupted { .. }) => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -29,7 +29,8 @@ pub fn registry(plugins: &[PathBuf]) -> anyhow::Result<Registry> {
     Ok(registry)
 }
 
-fn load_plugins(registry: &mut Registry, plugins: &[PathBuf]) -> anyhow::Result<()> {
+/// Loads each plugin library into `registry`.
+pub fn load_plugins(registry: &mut Registry, plugins: &[PathBuf]) -> anyhow::Result<()> {
     for path in plugins {
         let info = registry.load_plugin(path)?;
         tracing::debug!(

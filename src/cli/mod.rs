@@ -4,20 +4,35 @@
 mod config;
 mod dataset;
 mod host;
+mod image_files;
+mod loss_curve;
+mod pair_outputs;
 mod plugins;
 mod predict;
+mod raster;
+mod register;
 mod report;
 mod train;
+mod vis;
 mod warp;
-mod workflow;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 /// voxreg: deep-learning image registration (DeepReg-compatible configs, plugins).
+///
+/// A flag given twice takes its last value, as with DeepReg's argparse command lines;
+/// repeatable flags (`--plugin`, `--config-path`) collect every value.
 #[derive(Debug, Parser)]
-#[command(name = "voxreg", version, about, propagate_version = true)]
+#[command(
+    name = "voxreg",
+    version,
+    about,
+    propagate_version = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// Dynamic plugin library to load before anything else (repeatable). Also read from the
     /// VOXREG_PLUGINS environment variable (a `:`-separated list).
@@ -134,6 +149,16 @@ struct DeviceArgs {
     /// Worker threads (default: one per core).
     #[arg(long = "num-workers", alias = "num_workers")]
     num_workers: Option<usize>,
+    /// Accepted for DeepReg's command lines (`--gpu_allow_growth`, `-gr`, with or without a
+    /// value) and ignored: voxreg allocates memory as it needs it.
+    #[arg(
+        long = "gpu-allow-growth",
+        alias = "gpu_allow_growth",
+        num_args = 0..=1,
+        value_name = "VALUE",
+        default_missing_value = "true"
+    )]
+    gpu_allow_growth: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -141,8 +166,9 @@ struct TrainArgs {
     /// Config files, merged in order (later ones win).
     #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1.., required = true)]
     config_path: Vec<PathBuf>,
-    /// Run name: the folder under --log-dir (default: a timestamp).
-    #[arg(short = 'l', long = "exp-name", alias = "exp_name")]
+    /// Run name: the folder under --log-dir (default: a timestamp). `-n` is the spelling in
+    /// DeepReg's documentation, `-l` the one its code accepts.
+    #[arg(short = 'l', short_alias = 'n', long = "exp-name", alias = "exp_name")]
     exp_name: Option<String>,
     /// Root folder of runs.
     #[arg(long = "log-dir", alias = "log_dir", default_value = "logs")]
@@ -168,7 +194,8 @@ struct PredictArgs {
     /// Config files (default: the run's config.yaml beside the checkpoint).
     #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1..)]
     config_path: Vec<PathBuf>,
-    /// Pairs per batch.
+    /// Pairs per batch (backbones normalise with batch statistics, so predictions can
+    /// depend on it).
     #[arg(
         short = 'b',
         long = "batch-size",
@@ -176,17 +203,18 @@ struct PredictArgs {
         default_value_t = 1
     )]
     batch_size: usize,
-    /// Write NIfTI outputs (default).
+    /// Write each pair's arrays as NIfTI (default; the last of --save-nifti / --no-nifti
+    /// wins).
     #[arg(long = "save-nifti", alias = "save_nifti", overrides_with = "no_nifti")]
     save_nifti: bool,
     /// Do not write NIfTI outputs.
-    #[arg(long = "no-nifti", alias = "no_nifti")]
+    #[arg(long = "no-nifti", alias = "no_nifti", overrides_with = "save_nifti")]
     no_nifti: bool,
-    /// Write PNG slices.
+    /// Write each pair's arrays as PNG slices (the last of --save-png / --no-png wins).
     #[arg(long = "save-png", alias = "save_png", overrides_with = "no_png")]
     save_png: bool,
-    /// Do not write PNG slices (default).
-    #[arg(long = "no-png", alias = "no_png")]
+    /// Do not write PNG slices (default, as in DeepReg's predict command).
+    #[arg(long = "no-png", alias = "no_png", overrides_with = "save_png")]
     no_png: bool,
     /// Output folder name under --log-dir (default: a timestamp).
     #[arg(short = 'n', long = "exp-name", alias = "exp_name")]
@@ -219,10 +247,23 @@ struct RegisterArgs {
     /// Fixed image (NIfTI).
     #[arg(long, required = true)]
     fixed: PathBuf,
-    /// Config files selecting losses and transform (optional).
+    /// Moving label (NIfTI, one channel): warped too, and used by label losses and metrics.
+    #[arg(long = "moving-label", alias = "moving_label")]
+    moving_label: Option<PathBuf>,
+    /// Fixed label (NIfTI, one channel).
+    #[arg(long = "fixed-label", alias = "fixed_label")]
+    fixed_label: Option<PathBuf>,
+    /// Config files: their `train.loss` and `train.optimizer` replace the defaults (lncc
+    /// kernel 9 + 0.5 · bending; Adam at 0.1 for a DDF, 0.01 for an affine transform).
     #[arg(short = 'c', long = "config-path", alias = "config_path", num_args = 1..)]
     config_path: Vec<PathBuf>,
-    /// Output folder.
+    /// What is optimised: a dense displacement field or an affine matrix.
+    #[arg(long, value_parser = ["ddf", "affine"], default_value = "ddf")]
+    transform: String,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Output folder (must be new or empty).
     #[arg(short = 'o', long, default_value = "registered")]
     out: PathBuf,
     #[command(flatten)]
@@ -231,11 +272,12 @@ struct RegisterArgs {
 
 #[derive(Debug, Args)]
 struct VisArgs {
-    /// 0: GIF through slices; 1: GIF of a DDF applied from 0 to 1; 2: tiled PNG of slices;
-    /// 3: tiled GIF.
+    /// 0: a GIF through the slices of each image; 1: a GIF of each image warped by a DDF
+    /// scaled from 0 to 1; 2: a tiled PNG of slices (rows: slices, columns: images); 3: a
+    /// GIF through the slices of images tiled on a grid.
     #[arg(short = 'm', long, value_parser = clap::value_parser!(u8).range(0..=3), required = true)]
     mode: u8,
-    /// Comma-separated image paths.
+    /// Comma-separated NIfTI image paths.
     #[arg(
         short = 'i',
         long = "image-paths",
@@ -243,7 +285,7 @@ struct VisArgs {
         required = true
     )]
     image_paths: String,
-    /// Output folder.
+    /// Output folder (created if missing).
     #[arg(
         short = 's',
         long = "save-path",
@@ -251,21 +293,42 @@ struct VisArgs {
         default_value = "."
     )]
     save_path: PathBuf,
-    /// DDF for mode 1.
+    /// DDF (d1, d2, d3, 3) for mode 1.
     #[arg(long = "ddf-path", alias = "ddf_path")]
     ddf_path: Option<PathBuf>,
-    /// Comma-separated slice indices (modes 1, 2).
+    /// Comma-separated slice indices along the last axis (modes 1, 2; default: the middle
+    /// slice).
     #[arg(long = "slice-inds", alias = "slice_inds")]
     slice_inds: Option<String>,
-    /// Milliseconds between frames.
+    /// Milliseconds between frames (modes 0, 1, 3).
     #[arg(long, default_value_t = 50)]
     interval: u32,
-    /// Output file name.
+    /// Frames of the DDF animation (mode 1).
+    #[arg(long = "num-interval", alias = "num_interval", default_value_t = 100)]
+    num_interval: usize,
+    /// Output file name (modes 2, 3).
     #[arg(long)]
     fname: Option<String>,
+    /// Comma-separated column titles (mode 2; default: the file names), stored in the PNG's
+    /// Title text field.
+    #[arg(long = "col-titles", alias = "col_titles")]
+    col_titles: Option<String>,
+    /// Rows and columns of the tiled GIF (mode 3).
+    #[arg(long, default_value = "2,2")]
+    size: String,
+    /// Enlarge every pixel to a scale × scale block.
+    #[arg(long, default_value_t = 1)]
+    scale: usize,
 }
 
 impl Cli {
+    /// Parses the process's arguments. DeepReg's two-letter short flag `-gr` is read as
+    /// `--gpu-allow-growth` first (clap's short flags are one letter, and would read it as
+    /// `-g r`).
+    pub fn parse_args() -> Self {
+        Self::parse_from(deepreg_spellings(std::env::args_os()))
+    }
+
     /// Runs the chosen command.
     pub fn run(self) -> anyhow::Result<()> {
         let plugins = host::plugin_paths(&self.plugins);
@@ -280,9 +343,102 @@ impl Cli {
             Command::Train(args) => train::train(&plugins, &args),
             Command::Predict(args) => predict::predict(&plugins, &args),
             Command::Warp(args) => warp::warp(&args),
-            Command::Register(args) => workflow::register(&plugins, &args),
-            Command::Vis(args) => workflow::vis(&args),
+            Command::Register(args) => register::register(&plugins, &args),
+            Command::Vis(args) => vis::vis(&args),
             Command::Dataset(DatasetCommand::FromTemplate(args)) => dataset::from_template(&args),
         }
+    }
+}
+
+/// `args` with DeepReg's `-gr` spelled `--gpu-allow-growth`.
+fn deepreg_spellings(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|arg| {
+            if arg == "-gr" {
+                OsString::from("--gpu-allow-growth")
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{deepreg_spellings, Cli, Command};
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value_and_lists_collect() {
+        let cli = Cli::try_parse_from([
+            "voxreg",
+            "train",
+            "--plugin",
+            "a.so",
+            "--plugin",
+            "b.so",
+            "--config_path",
+            "base.yaml",
+            "-c",
+            "tiny.yaml",
+            "--max_epochs",
+            "1",
+            "--max-epochs",
+            "3",
+            "--exp_name",
+            "first",
+            "-l",
+            "second",
+        ])
+        .unwrap();
+        assert_eq!(cli.plugins.len(), 2);
+        let Command::Train(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.max_epochs, Some(3));
+        assert_eq!(args.exp_name.as_deref(), Some("second"));
+        assert_eq!(args.config_path.len(), 2);
+    }
+
+    /// DeepReg's train and predict flags, as its documentation and code spell them.
+    #[test]
+    fn deepregs_flag_spellings_parse() {
+        let parse = |args: &[&str]| {
+            let args = args.iter().map(std::ffi::OsString::from);
+            Cli::try_parse_from(deepreg_spellings(
+                std::iter::once("voxreg".into()).chain(args),
+            ))
+        };
+        for growth in [&["-gr"][..], &["-gr", "true"], &["--gpu_allow_growth"]] {
+            let mut args = vec!["train", "--gpu", "", "-c", "a.yaml", "-n", "run"];
+            args.extend_from_slice(growth);
+            args.extend_from_slice(&["--num_workers", "2", "--log_dir", "logs"]);
+            let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let Command::Train(train) = cli.command else {
+                panic!("parsed as another command");
+            };
+            assert_eq!(train.exp_name.as_deref(), Some("run"));
+            assert!(train.device.gpu_allow_growth.is_some());
+            assert_eq!(train.device.gpu.as_deref(), Some(""));
+        }
+        let cli = parse(&[
+            "predict",
+            "-g",
+            "",
+            "-gr",
+            "-k",
+            "logs/run/save/ckpt-2",
+            "--split",
+            "test",
+            "-b",
+            "1",
+            "-n",
+            "out",
+            "--save_nifti",
+            "--no_png",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Predict(_)));
     }
 }

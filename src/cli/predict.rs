@@ -1,4 +1,5 @@
-//! `voxreg predict`: evaluate a trained model on a split and write its metrics.
+//! `voxreg predict`: evaluate a trained model on a split and write its metrics and
+//! per-pair outputs.
 
 use std::path::PathBuf;
 
@@ -7,26 +8,30 @@ use voxreg::candle::Device;
 use voxreg::component::Split;
 use voxreg::engine::{self, Model};
 
+use super::pair_outputs::{Formats, PairWriter};
 use super::{host, report, PredictArgs};
 
 /// Loads the run's configuration (or `--config-path`), builds the model with the
-/// checkpoint's weights, evaluates it on `--split`, prints the before → after means and
-/// writes `<log-dir>/<exp-name>/metrics.csv`.
+/// checkpoint's weights, evaluates it on `--split` in batches of `--batch-size`, prints the
+/// before → after means and writes into the new folder `<log-dir>/<exp-name>/` each pair's
+/// images, labels and fields (NIfTI and/or PNG, see [`PairWriter`]), `metrics.csv` and the
+/// statistics CSVs. An existing folder is refused, so earlier outputs are never replaced.
 pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
     host::require_file(&args.ckpt_path, "checkpoint")?;
-    // A checkpoint folder (<run>/save/ckpt-N) or a weights file (<run>/save/weights.safetensors):
-    // either way the run folder is two levels up.
+    // A checkpoint folder carries its run's config.yaml; otherwise (an older checkpoint, or
+    // a weights file <run>/save/weights.safetensors) DeepReg's rule: the run folder is two
+    // levels up.
     let config_paths = if args.config_path.is_empty() {
-        // DeepReg's rule: <run>/save/<checkpoint> → <run>/config.yaml.
+        let inside = Some(args.ckpt_path.join("config.yaml")).filter(|c| c.is_file());
         let run = args.ckpt_path.parent().and_then(|save| save.parent());
-        let config = run.map(|r| r.join("config.yaml")).filter(|c| c.is_file());
+        let config = inside.or_else(|| run.map(|r| r.join("config.yaml")).filter(|c| c.is_file()));
         match config {
             Some(config) => vec![config],
             None => bail!(
-                "no config.yaml two folders above {} (a run folder's save/ checkpoint): give --config-path",
+                "no config.yaml in {} or two folders above it (a run folder's save/ checkpoint): give --config-path",
                 args.ckpt_path.display()
             ),
         }
@@ -39,28 +44,47 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         "valid" => Split::Valid,
         _ => Split::Test,
     };
-    let out = args.log_dir.join(
-        args.exp_name
-            .clone()
-            .unwrap_or_else(|| format!("predict-{}", args.split)),
-    );
-    let metrics_path = out.join("metrics.csv");
-    if metrics_path.exists() {
+    let name = args
+        .exp_name
+        .clone()
+        .unwrap_or_else(super::train::timestamp);
+    let out = args.log_dir.join(name);
+    if out.exists() {
         bail!(
-            "{} exists; choose another --exp-name so it is not overwritten",
-            metrics_path.display()
+            "{} exists; choose another --exp-name so earlier outputs are not overwritten",
+            out.display()
         );
     }
     let mut model = Model::build(&config, &Device::Cpu)?;
     model.load_weights(&engine::checkpoint::weights_file(&args.ckpt_path))?;
-    let evaluation = engine::evaluate(&model, &config, split)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // The split's data is listed before the output folder exists: a wrong folder leaves
+    // nothing behind.
+    engine::open_split(&config, split)?;
+    std::fs::create_dir_all(&args.log_dir)
+        .with_context(|| format!("creating {}", args.log_dir.display()))?;
+    // create_dir (not create_dir_all): a folder that appeared meanwhile is refused too.
+    std::fs::create_dir(&out).with_context(|| format!("creating {}", out.display()))?;
+    let formats = Formats {
+        nifti: !args.no_nifti,
+        png: args.save_png && !args.no_png,
+    };
+    let mut writer = PairWriter::new(&out, formats);
+    let evaluation =
+        engine::evaluate_each(&model, &config, split, args.batch_size, |_, tensors| {
+            let folder = writer.write(tensors)?;
+            tracing::debug!("wrote {}", folder.display());
+            anyhow::Ok(())
+        })?;
+    let metrics_path = out.join("metrics.csv");
     report::write_metrics_csv(&metrics_path, &evaluation)?;
     report::write_stats_csvs(&out, &evaluation)?;
     report::print_improvement(split, &evaluation);
     println!("metrics of every sample: {}", metrics_path.display());
-    if args.save_nifti || args.save_png {
-        println!("(NIfTI and PNG outputs per pair are not built in this version of voxreg)");
+    if formats.nifti || formats.png {
+        println!(
+            "images, labels and fields of every pair: {}/pair_*",
+            out.display()
+        );
     }
     Ok(())
 }

@@ -44,17 +44,19 @@ pub fn print_improvement(split: Split, evaluation: &Evaluation) {
 }
 
 /// Writes one row per sample to `path` (CSV, atomically): DeepReg's columns `image_ssd`,
-/// `label_binary_dice`, `label_tre` (mm), `pair_index`, `label_index`, the same metrics
-/// before registration, and the Jacobian determinant statistics.
+/// `label_binary_dice`, `label_tre` (mm), `pair_index` (the pair's index, or its moving
+/// and fixed indices joined by `_`, as in its output folder's name), `label_index`, the
+/// same metrics before registration, and the Jacobian determinant statistics.
 pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result<()> {
     let optional = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
     let mut csv = String::from(
         "pair_index,moving,fixed,label_index,image_ssd,label_binary_dice,label_tre,image_ssd_before,label_binary_dice_before,label_tre_before,jacobian_folding_count,jacobian_folding_fraction,jacobian_std\n",
     );
-    for (index, pair) in evaluation.pairs.iter().enumerate() {
+    for pair in &evaluation.pairs {
         let jacobian = pair.jacobian.as_ref();
         csv.push_str(&format!(
-            "{index},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            super::pair_outputs::pair_indices(&pair.reference),
             pair.ids.0,
             pair.ids.1,
             pair.label.map(|l| l as i64).unwrap_or(-1),

@@ -1,18 +1,23 @@
 //! `voxreg train`: train the configuration's model, save it, and report how registration
 //! changed the held-out pairs.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::bail;
+use indicatif::{ProgressBar, ProgressStyle};
 use voxreg::component::Split;
-use voxreg::engine::{self, TrainOptions};
+use voxreg::engine::{self, EpochLog, SplitLog, TrainObserver, TrainOptions};
 
-use super::{host, TrainArgs};
+use super::{host, loss_curve, TrainArgs};
 
 /// Trains (resuming from `--ckpt-path`, a `save/ckpt-<epoch>` folder, if given), writes
-/// `<log-dir>/<exp-name>/{config.yaml, save/ckpt-<epoch>/, save/weights.safetensors}`, then
-/// evaluates on the test split (or the validation split) and prints each metric before and
-/// after registration.
+/// `<log-dir>/<exp-name>/{config.yaml, train_metrics.csv, valid_metrics.csv, loss_curve.png,
+/// save/ckpt-<epoch>/, save/weights.safetensors}`, then evaluates on the test split (or the
+/// validation split) and prints each metric before and after registration. Ctrl-C stops after
+/// the current step with a checkpoint.
 pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
     let (_registry, config) = host::load_config(plugins, &args.config_path)?;
     if args.max_epochs == Some(0) {
@@ -26,36 +31,34 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
             run_dir.display()
         );
     }
+    // The split evaluated after training is opened now, so a wrong folder fails before
+    // training rather than after it.
+    let evaluation_split = if config.dataset.test.is_some() {
+        Some(Split::Test)
+    } else if config.dataset.valid.is_some() {
+        Some(Split::Valid)
+    } else {
+        None
+    };
+    if let Some(split) = evaluation_split {
+        engine::open_split(&config, split)?;
+    }
     let options = TrainOptions {
         seed: 0,
         max_epochs: args.max_epochs,
         run_dir: Some(run_dir.clone()),
         resume: args.ckpt_path.clone(),
+        stop: Some(stop_on_ctrl_c()),
     };
-    let (model, summary) = engine::train(&config, &options, |log| {
-        let terms: Vec<String> = log
-            .terms
-            .iter()
-            .map(|(n, v)| format!("{n} {v:.4}"))
-            .collect();
-        tracing::info!(
-            "epoch {}: loss {:.4} ({})",
-            log.epoch,
-            log.loss,
-            terms.join(", ")
-        );
-    })?;
+    let mut observer = Progress::new(&run_dir);
+    let (model, summary) = engine::train(&config, &options, &mut observer)?;
     println!(
         "trained {} epochs ({} steps); run folder {}",
         summary.epochs.len(),
         summary.steps,
         run_dir.display()
     );
-    let split = if config.dataset.test.is_some() {
-        Split::Test
-    } else if config.dataset.valid.is_some() {
-        Split::Valid
-    } else {
+    let Some(split) = evaluation_split else {
         return Ok(());
     };
     let evaluation = engine::evaluate(&model, &config, split)?;
@@ -63,8 +66,109 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A flag that the first Ctrl-C sets (training then stops after its current step and saves a
+/// checkpoint); a second Ctrl-C exits at once.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let installed = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nstopping after this step and saving a checkpoint (Ctrl-C again quits at once)"
+        );
+    });
+    if let Err(error) = installed {
+        tracing::warn!("Ctrl-C will stop training without a checkpoint: {error}");
+    }
+    stop
+}
+
+/// Training progress for people: a bar per epoch (steps, loss, rate, ETA) when stderr is a
+/// terminal, plain log lines otherwise; the loss curve redrawn after every epoch.
+struct Progress<'a> {
+    run_dir: &'a Path,
+    bar: Option<ProgressBar>,
+    terminal: bool,
+    history: Vec<EpochLog>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(run_dir: &'a Path) -> Self {
+        Self {
+            run_dir,
+            bar: None,
+            terminal: std::io::stderr().is_terminal(),
+            history: Vec::new(),
+        }
+    }
+}
+
+/// `loss 0.1234 (image/lncc -0.5000, …; label_dice 0.7000, …)`.
+fn describe(log: &SplitLog) -> String {
+    let parts: Vec<String> = log
+        .terms
+        .iter()
+        .chain(&log.metrics)
+        .map(|(n, v)| format!("{n} {v:.4}"))
+        .collect();
+    format!("loss {:.4} ({})", log.loss, parts.join(", "))
+}
+
+impl TrainObserver for Progress<'_> {
+    fn epoch_started(&mut self, epoch: usize, epochs: usize, steps: usize, done: usize) {
+        if !self.terminal {
+            return;
+        }
+        let bar = ProgressBar::new(steps as u64).with_position(done as u64);
+        let style = ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}",
+        )
+        .map(|s| s.progress_chars("=> "));
+        if let Ok(style) = style {
+            bar.set_style(style);
+        }
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        self.bar = Some(bar);
+    }
+
+    fn step_finished(&mut self, step: usize, loss: f64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+            None => tracing::debug!("step {step}: loss {loss:.4}"),
+        }
+    }
+
+    fn validation_started(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.set_message("validating");
+        }
+    }
+
+    fn epoch_finished(&mut self, log: &EpochLog) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        tracing::info!("epoch {} train: {}", log.epoch, describe(&log.train));
+        if let Some(valid) = &log.valid {
+            tracing::info!("epoch {} valid: {}", log.epoch, describe(valid));
+        }
+        self.history.push(log.clone());
+        if let Err(error) = loss_curve::write(self.run_dir, &self.history) {
+            tracing::warn!(
+                "{}: {error:#}",
+                self.run_dir.join("loss_curve.png").display()
+            );
+        }
+    }
+}
+
 /// The current UTC time as DeepReg names runs: `YYYYMMDD-HHMMSS`.
-fn timestamp() -> String {
+pub(super) fn timestamp() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

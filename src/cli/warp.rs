@@ -29,7 +29,7 @@ pub fn warp(args: &WarpArgs) -> anyhow::Result<()> {
 }
 
 /// The image (spatial, or spatial + channels) warped by the DDF (spatial + ndim).
-fn warp_volume(image: &Volume, ddf: &Volume) -> anyhow::Result<Volume> {
+pub(super) fn warp_volume(image: &Volume, ddf: &Volume) -> anyhow::Result<Volume> {
     let Some((&ndim, ddf_spatial)) = ddf.shape.split_last() else {
         bail!("the DDF has no axes");
     };

@@ -2,7 +2,9 @@
 
 use std::fs;
 
-use crate::util::{assert_clean_failure, repo_root, run, stderr, stdout, voxreg};
+use crate::util::{
+    assert_clean_failure, repo_root, run, stderr, stdout, tiny_training_config, voxreg,
+};
 
 #[test]
 fn plugins_list_shows_every_builtin_category() {
@@ -125,29 +127,6 @@ fn config_check_reports_missing_required_keys() {
     );
 }
 
-/// A small overlay on the quick start: 16³ images, a tiny LocalNet, one epoch.
-fn tiny_training_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let overlay = dir.join("tiny.yaml");
-    let data = repo_root().join("demo/data/paired");
-    let split = |name: &str| {
-        format!(
-            "  {name}:\n    dir: {}\n    format: nifti\n    labeled: true\n",
-            data.join(name).display()
-        )
-    };
-    fs::write(
-        &overlay,
-        format!(
-            "dataset:\n{}{}{}  moving_image_shape: [16, 16, 16]\n  fixed_image_shape: [16, 16, 16]\ntrain:\n  backbone: {{name: local, num_channel_initial: 2, extract_levels: [0, 1, 2]}}\n  epochs: 1\n",
-            split("train"),
-            split("valid"),
-            split("test")
-        ),
-    )
-    .unwrap();
-    overlay
-}
-
 #[test]
 fn train_runs_on_the_demo_data_with_deepregs_flag_spellings() {
     let dir = tempfile::tempdir().unwrap();
@@ -187,7 +166,7 @@ fn train_runs_on_the_demo_data_with_deepregs_flag_spellings() {
     let mut lines = epochs.lines();
     assert_eq!(
         lines.next(),
-        Some("epoch,loss,image/lncc,label/dice,regularization/bending"),
+        Some("epoch,loss,image/lncc,label/dice,regularization/bending,image_ssd,label_dice,label_tre_mm,ddf_folding_fraction"),
         "{epochs}"
     );
     assert!(lines.next().unwrap().starts_with("1,-"), "{epochs}");
@@ -371,7 +350,7 @@ fn dataset_from_template_writes_deepregs_paired_layout() {
     assert_clean_failure(&again, &["the folder exists and is not empty"]);
 }
 
-fn load_weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+pub(crate) fn load_weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     let mut tensors: Vec<(String, Vec<f32>)> =
         voxreg::candle::safetensors::load(path, &voxreg::candle::Device::Cpu)
             .unwrap()

@@ -334,3 +334,61 @@ fn a_dynamically_loaded_backbone_trains_exactly_like_the_linked_one() {
         );
     }
 }
+
+/// `voxreg train --plugin lib….so` trains the plugin's backbone, picked by name in YAML, and
+/// `voxreg predict` with the same plugin evaluates the run.
+#[test]
+fn the_binary_trains_and_predicts_with_a_dynamically_loaded_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("plugin.yaml");
+    fs::write(
+        &overlay,
+        "train:\n  backbone: {name: tiny_net, hidden_channels: 4}\n",
+    )
+    .unwrap();
+    let plugin = custom_backbone_plugin();
+    let logs = dir.path().join("logs");
+    let output = voxreg()
+        .args(["--plugin", path_str(&plugin), "train", "-c"])
+        .arg(repo_root().join("configs/quickstart.yaml"))
+        .arg(crate::util::tiny_training_config(dir.path()))
+        .arg(&overlay)
+        .args(["--exp-name", "plugin", "--log-dir", path_str(&logs)])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("trained 1 epochs"));
+    let saved = fs::read_to_string(logs.join("plugin/config.yaml")).unwrap();
+    assert!(saved.contains("name: tiny_net"), "{saved}");
+    let checkpoint = logs.join("plugin/save/ckpt-1");
+    let output = voxreg()
+        .args(["--plugin", path_str(&plugin), "predict", "--ckpt-path"])
+        .arg(&checkpoint)
+        .args([
+            "--split",
+            "test",
+            "--log-dir",
+            path_str(&logs),
+            "--exp-name",
+            "predicted",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(logs.join("predicted/metrics.csv").is_file());
+    // Without the plugin the saved configuration names an unknown backbone: a clear error.
+    let output = voxreg()
+        .args(["predict", "--ckpt-path"])
+        .arg(&checkpoint)
+        .args([
+            "--split",
+            "test",
+            "--log-dir",
+            path_str(&logs),
+            "--exp-name",
+            "no-plugin",
+        ])
+        .output()
+        .unwrap();
+    assert_clean_failure(&output, &["tiny_net"]);
+}

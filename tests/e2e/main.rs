@@ -2,8 +2,15 @@
 //! shipped configs. One test binary with a module per area.
 
 mod cli;
+mod compat;
 mod configs;
+mod deepreg_layout;
 mod docs;
 mod dynamic_plugins;
+mod errors;
+mod predict_outputs;
+mod register;
 mod static_plugins;
+mod training;
 mod util;
+mod vis;

@@ -106,3 +106,46 @@ fn a_bad_plugin_config_is_an_error_not_a_panic() {
         "{error}"
     );
 }
+
+/// The linked plugin's backbone and loss, picked by name, train through the engine and
+/// write a run folder like the built-ins.
+#[test]
+fn the_linked_plugin_backbone_trains_through_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("plugin.yaml");
+    fs::write(
+        &overlay,
+        "train:\n  backbone: {name: tiny_net, hidden_channels: 4}\n  loss:\n    image: {name: charbonnier, epsilon: 0.01, weight: 1.0}\n",
+    )
+    .unwrap();
+    let files = [
+        repo_root().join("configs/quickstart.yaml"),
+        crate::util::tiny_training_config(dir.path()),
+        overlay,
+    ];
+    let registry = Registry::linked().unwrap();
+    let config = ConfigSources::read(&files)
+        .unwrap()
+        .resolve(&registry)
+        .unwrap();
+    let run = dir.path().join("run");
+    let options = voxreg::engine::TrainOptions {
+        run_dir: Some(run.clone()),
+        ..Default::default()
+    };
+    let (model, summary) = voxreg::engine::train(&config, &options, &mut ()).unwrap();
+    assert_eq!(summary.steps, 6);
+    let log = &summary.epochs[0];
+    let names: Vec<&str> = log.train.terms.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["image/charbonnier", "label/dice", "regularization/bending"]
+    );
+    assert!(log.train.loss.is_finite());
+    assert_eq!(
+        model.named_trainable().len(),
+        4,
+        "tiny_net's two 1×1 convolutions (weights and biases) are what trains"
+    );
+    assert!(run.join("save/weights.safetensors").is_file());
+}

@@ -68,3 +68,85 @@ pub fn assert_clean_failure(output: &Output, needles: &[&str]) {
         assert!(err.contains(needle), "expected `{needle}` in: {err}");
     }
 }
+
+/// Writes a small overlay on the quick start into `dir` and returns its path: 16³ images of
+/// the bundled demo data, a tiny LocalNet, one epoch.
+pub fn tiny_training_config(dir: &Path) -> PathBuf {
+    let overlay = dir.join("tiny.yaml");
+    let data = repo_root().join("demo/data/paired");
+    let split = |name: &str| {
+        format!(
+            "  {name}:\n    dir: {}\n    format: nifti\n    labeled: true\n",
+            data.join(name).display()
+        )
+    };
+    std::fs::write(
+        &overlay,
+        format!(
+            "dataset:\n{}{}{}  moving_image_shape: [16, 16, 16]\n  fixed_image_shape: [16, 16, 16]\ntrain:\n  backbone: {{name: local, num_channel_initial: 2, extract_levels: [0, 1, 2]}}\n  epochs: 1\n",
+            split("train"),
+            split("valid"),
+            split("test")
+        ),
+    )
+    .unwrap();
+    overlay
+}
+
+/// Trains the quick start with [`tiny_training_config`] and then the YAML `extra` (if not
+/// empty) for one epoch as run `name` under `logs`, and returns its last checkpoint folder.
+pub fn train_tiny_model(dir: &Path, logs: &Path, name: &str, extra: &str) -> PathBuf {
+    let base = repo_root().join("configs/quickstart.yaml");
+    let mut files = vec![base, tiny_training_config(dir)];
+    if !extra.is_empty() {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, extra).unwrap();
+        files.push(path);
+    }
+    let output = voxreg()
+        .args(["train", "-c"])
+        .args(&files)
+        .args(["--exp-name", name, "--log-dir"])
+        .arg(logs)
+        .args(["--max-epochs", "1"])
+        .output()
+        .expect("the voxreg binary runs");
+    assert!(output.status.success(), "training: {}", stderr(&output));
+    logs.join(name).join("save/ckpt-1")
+}
+
+/// Every file under `dir` (relative path → bytes) and every folder (→ no bytes), to check
+/// that a failed command left earlier output byte-identical.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+    ) {
+        for entry in std::fs::read_dir(dir).expect("the folder is readable") {
+            let path = entry.expect("the entry is readable").path();
+            let relative = path.strip_prefix(root).unwrap().to_owned();
+            if path.is_dir() {
+                out.insert(relative, None);
+                walk(root, &path, out);
+            } else {
+                out.insert(relative, Some(std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The binary, for commands that read HDF5 files written by this test process. HDF5 opens
+/// files without close-on-exec, so a child that another test forks while this process has
+/// such a file open inherits the descriptor and, with it, HDF5's exclusive file lock, for
+/// as long as that child runs; HDF5's lock check would then refuse the file to our command
+/// ("unable to lock file"). The command runs with HDF5's file locking off; the files are
+/// complete (written under a temporary name, then renamed) before it starts.
+pub fn voxreg_reading_test_h5() -> Command {
+    let mut command = voxreg();
+    command.env("HDF5_USE_FILE_LOCKING", "FALSE");
+    command
+}

@@ -12,6 +12,7 @@ use super::schema::{
     Config, DatasetConfig, LossConfig, LossTerm, PreprocessConfig, SplitConfig, TrainConfig,
 };
 use super::value::{self, ConfigMapping, ConfigValue};
+use crate::component::MethodConfig;
 use crate::registry::{ComponentKind, DecodeError, Registry};
 use crate::suggest;
 
@@ -58,11 +59,18 @@ pub(super) fn resolve(
         .required(&mut root, "train", &root_path)
         .and_then(|v| walker.train(v, &KeyPath::keys(&["train"])));
     match (dataset, train) {
-        (Some(dataset), Some(train)) if walker.problems.is_empty() => Ok(Config {
-            plugins,
-            dataset,
-            train,
-        }),
+        (Some(dataset), Some(train)) => {
+            walker.check_labels_for_method(&dataset, &train);
+            if walker.problems.is_empty() {
+                Ok(Config {
+                    plugins,
+                    dataset,
+                    train,
+                })
+            } else {
+                Err(walker.problems)
+            }
+        }
         _ => Err(walker.problems),
     }
 }
@@ -73,6 +81,33 @@ struct Walker<'r> {
 }
 
 impl Walker<'_> {
+    /// A method that needs labels (the conditional one) with a split marked unlabelled is
+    /// refused up front, as DeepReg's `config_sanity_check` does, instead of failing at the
+    /// first batch.
+    fn check_labels_for_method(&mut self, dataset: &DatasetConfig, train: &TrainConfig) {
+        if !train.method.requires_labels() {
+            return;
+        }
+        let method = <dyn MethodConfig as ComponentKind>::serialized_name(&*train.method)
+            .unwrap_or_else(|| "this".to_owned());
+        let splits = [
+            ("train", &dataset.train),
+            ("valid", &dataset.valid),
+            ("test", &dataset.test),
+        ];
+        for (name, split) in splits {
+            if split.as_ref().is_some_and(|s| !s.labeled) {
+                self.problem(
+                    KeyPath::keys(&["dataset", name, "labeled"]),
+                    format!(
+                        "the `{method}` method needs labelled data (it predicts the fixed label \
+                         from the moving one), but this split is `labeled: false`"
+                    ),
+                );
+            }
+        }
+    }
+
     fn problem(&mut self, path: KeyPath, message: impl Into<String>) {
         self.problems.push(Problem::new(path, message));
     }

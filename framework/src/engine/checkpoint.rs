@@ -1,28 +1,46 @@
-//! Training checkpoints: the weights, the optimiser's state and the progress, in one folder
-//! (`<run>/save/ckpt-<epoch>/`), written to a temporary folder and renamed into place so a
-//! failed write never leaves a half-written checkpoint.
+//! Training checkpoints: the weights, the optimiser's state, the progress and the resolved
+//! configuration, in one folder (`<run>/save/ckpt-<epoch>/` at the end of an epoch,
+//! `<run>/save/ckpt-<epoch>-step-<step>/` when training is interrupted during an epoch), written to
+//! a temporary folder and renamed into place so a failed write never leaves a half-written
+//! checkpoint.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
+use super::logs::Accumulator;
 use super::{tensor_error, EngineError, Model};
 use crate::component::{Optimizer, OptimizerState};
 
 const WEIGHTS: &str = "weights.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";
 const PROGRESS: &str = "progress.txt";
+const CONFIG: &str = "config.yaml";
 
 /// Where training stood when a checkpoint was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Progress {
     /// Epochs completed.
     pub epoch: usize,
-    /// Optimiser steps taken.
+    /// Steps already taken in the next epoch (an interrupted epoch), else 0.
+    pub epoch_step: usize,
+    /// Optimiser steps taken in all.
     pub steps: usize,
-    /// The run's seed.
+    /// The run's seed: every random draw derives from it, the epoch and the step, so it is
+    /// the whole random state.
     pub seed: u64,
+    /// The interrupted epoch's running sums of losses and metrics.
+    pub partial: Accumulator,
+}
+
+/// The folder name of a checkpoint: `ckpt-<epoch>` after a whole epoch (DeepReg's name),
+/// `ckpt-<epoch>-step-<step>` after `step` steps of epoch `epoch` (an interrupted epoch).
+pub fn folder_name(progress: &Progress) -> String {
+    match progress.epoch_step {
+        0 => format!("ckpt-{}", progress.epoch),
+        step => format!("ckpt-{}-step-{step}", progress.epoch + 1),
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
@@ -41,12 +59,14 @@ pub fn weights_file(checkpoint: &Path) -> PathBuf {
     }
 }
 
-/// Writes a checkpoint folder `dir` (which must not exist yet).
+/// Writes a checkpoint folder `dir` (which must not exist yet) holding the weights, the
+/// optimiser state, the progress and `config_yaml`.
 pub fn save(
     dir: &Path,
     model: &Model<'_>,
     optimizer: &dyn Optimizer,
-    progress: Progress,
+    progress: &Progress,
+    config_yaml: &str,
 ) -> Result<(), EngineError> {
     if dir.exists() {
         return Err(EngineError::Io {
@@ -73,10 +93,16 @@ pub fn save(
         format!("saving {}", dir.join(OPTIMIZER).display()),
     ))?;
     let text = format!(
-        "epoch={}\nsteps={}\nseed={}\noptimizer_step={}\n",
-        progress.epoch, progress.steps, progress.seed, state.step
+        "epoch={}\nepoch_step={}\nsteps={}\nseed={}\noptimizer_step={}\n{}",
+        progress.epoch,
+        progress.epoch_step,
+        progress.steps,
+        progress.seed,
+        state.step,
+        progress.partial.to_lines()
     );
     std::fs::write(partial.join(PROGRESS), text).map_err(io(&partial))?;
+    std::fs::write(partial.join(CONFIG), config_yaml).map_err(io(&partial))?;
     std::fs::rename(&partial, dir).map_err(io(dir))
 }
 
@@ -105,8 +131,15 @@ pub fn load(
     };
     let progress = Progress {
         epoch: field("epoch")? as usize,
+        epoch_step: if text.lines().any(|l| l.starts_with("epoch_step=")) {
+            field("epoch_step")? as usize
+        } else {
+            0
+        },
         steps: field("steps")? as usize,
         seed: field("seed")?,
+        partial: Accumulator::from_lines(&text)
+            .ok_or_else(|| invalid(format!("{PROGRESS} has a malformed `sum.` line")))?,
     };
     model.load_weights(&dir.join(WEIGHTS))?;
     let tensors = candle_core::safetensors::load(dir.join(OPTIMIZER), &Device::Cpu)

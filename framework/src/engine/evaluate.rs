@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
-use super::train::{loader_threads, split_loader};
+use super::train::{loader_threads, open_split};
 use super::{tensor_error, EngineError, Model};
-use crate::component::{ImageId, Split};
+use crate::component::{ImageId, SampleRef, Split};
 use crate::data::{to_pair_batch, BatchStream, PipelineConfig};
 use crate::metrics::{self, JacobianStats};
 use crate::ops::{self, Align, ResizeMode};
@@ -26,6 +26,8 @@ pub struct PairMetrics {
 /// One evaluated sample.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvaluatedPair {
+    /// Which pair and label this is.
+    pub reference: SampleRef,
     /// Moving and fixed image ids.
     pub ids: (ImageId, ImageId),
     /// The label index, for labelled data.
@@ -53,17 +55,34 @@ impl Evaluation {
     }
 }
 
-fn first_channel_data(
-    tensor: &Tensor,
-    sample: usize,
-    channel: usize,
-) -> Result<Vec<f32>, EngineError> {
-    tensor
-        .get(sample)
-        .and_then(|t| t.get(channel))
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(tensor_error("reading an output"))
+/// One evaluated sample's inputs and outputs, each `(C, *fixed)` on the fixed grid with
+/// the batch axis removed, for writing DeepReg's per-pair outputs.
+#[derive(Clone, Debug)]
+pub struct PairTensors {
+    /// Which pair and label this is.
+    pub reference: SampleRef,
+    /// Moving and fixed image ids.
+    pub ids: (ImageId, ImageId),
+    /// The fixed image's voxel-to-world affine on the (resized) fixed grid.
+    pub fixed_affine: [[f64; 4]; 4],
+    /// The moving image resampled (linearly) onto the fixed grid.
+    pub moving_image: Tensor,
+    /// The fixed image.
+    pub fixed_image: Tensor,
+    /// The moving image warped by the predicted transform.
+    pub pred_fixed_image: Option<Tensor>,
+    /// The moving label resampled onto the fixed grid, for labelled data.
+    pub moving_label: Option<Tensor>,
+    /// The fixed label, for labelled data.
+    pub fixed_label: Option<Tensor>,
+    /// The warped moving label, or the conditional method's prediction.
+    pub pred_fixed_label: Option<Tensor>,
+    /// The dense displacement field, `(ndim, *fixed)` in voxels.
+    pub ddf: Option<Tensor>,
+    /// The velocity field of the `dvf` method.
+    pub dvf: Option<Tensor>,
+    /// The affine parameters `(ndim + 1, ndim)` of a `global` backbone.
+    pub theta: Option<Tensor>,
 }
 
 /// Evaluates `model` on `split`, one sample at a time, in the split's fixed order.
@@ -72,80 +91,220 @@ pub fn evaluate(
     config: &crate::config::Config,
     split: Split,
 ) -> Result<Evaluation, EngineError> {
+    evaluate_each(model, config, split, 1, |_, _| Ok::<(), EngineError>(()))
+}
+
+fn element(tensor: &Tensor, index: usize) -> Result<Tensor, EngineError> {
+    tensor
+        .get(index)
+        .map_err(tensor_error("taking a sample out of its batch"))
+}
+
+fn optional_element(tensor: Option<&Tensor>, index: usize) -> Result<Option<Tensor>, EngineError> {
+    tensor.map(|t| element(t, index)).transpose()
+}
+
+/// Evaluates `model` on `split` in batches of `batch_size` samples, in the split's fixed
+/// order, and hands each sample's metrics and tensors to `on_pair` as it goes (an error
+/// from `on_pair` stops the evaluation). Backbones normalise with batch statistics, so
+/// predictions can depend on `batch_size`; [`evaluate`] uses 1.
+pub fn evaluate_each<E: From<EngineError>>(
+    model: &Model<'_>,
+    config: &crate::config::Config,
+    split: Split,
+    batch_size: usize,
+    mut on_pair: impl FnMut(&EvaluatedPair, &PairTensors) -> Result<(), E>,
+) -> Result<Evaluation, E> {
+    if batch_size == 0 {
+        return Err(EngineError::Config("the batch size must be at least 1".to_owned()).into());
+    }
     let device = Device::Cpu;
-    let loader = split_loader(config, split)?;
+    let loader = open_split(config, split)?;
     let samples = loader.epoch(0, 0);
     let pipeline = PipelineConfig {
-        batch_size: 1,
+        batch_size,
         drop_remainder: false,
         threads: loader_threads(config),
         prefetch: 2,
     };
     let fixed_shape = &model.shapes.fixed;
+    let resize = |t: &Tensor| {
+        ops::resize(t, fixed_shape, ResizeMode::Linear, Align::HalfPixel)
+            .map_err(tensor_error("resizing the moving image"))
+    };
     let mut evaluation = Evaluation::default();
-    for loaded in BatchStream::start(Arc::clone(&loader), samples, &pipeline)? {
-        let loaded = loaded?;
+    for loaded in
+        BatchStream::start(Arc::clone(&loader), samples, &pipeline).map_err(EngineError::from)?
+    {
+        let loaded = loaded.map_err(EngineError::from)?;
         let (batch, info) = to_pair_batch(&loaded, &model.shapes, &device)
             .map_err(tensor_error("stacking a sample"))?;
         let output = model.forward(&batch)?;
-        let resize = |t: &Tensor| {
-            ops::resize(t, fixed_shape, ResizeMode::Linear, Align::HalfPixel)
-                .map_err(tensor_error("resizing the moving image"))
-        };
         let moving = resize(&batch.moving_image)?;
-        let fixed_image = first_channel_data(&batch.fixed_image, 0, 0)?;
-        let affine = info.fixed_affines[0];
-        let label_metrics = |fixed: &[f32], moved: &[f32]| {
-            (
-                Some(metrics::binary_dice(fixed, moved)),
-                metrics::centroid_distance(fixed, moved, fixed_shape, &affine).map(|(_, mm)| mm),
-            )
-        };
-        let (before_dice, before_tre, after_dice, after_tre) = match (
-            &batch.fixed_label,
-            &batch.moving_label,
-            &output.pred_fixed_label,
-        ) {
-            (Some(fixed_label), Some(moving_label), Some(predicted)) => {
-                let fixed = first_channel_data(fixed_label, 0, 0)?;
-                let before = first_channel_data(&resize(moving_label)?, 0, 0)?;
-                let after = first_channel_data(predicted, 0, 0)?;
-                let (bd, bt) = label_metrics(&fixed, &before);
-                let (ad, at) = label_metrics(&fixed, &after);
-                (bd, bt, ad, at)
-            }
-            _ => (None, None, None, None),
-        };
-        let after_image = match &output.pred_fixed_image {
-            Some(predicted) => first_channel_data(predicted, 0, 0)?,
-            None => first_channel_data(&moving, 0, 0)?,
-        };
-        let jacobian = match &output.ddf {
-            Some(ddf) => {
-                let data = ddf
-                    .get(0)
-                    .and_then(|d| d.flatten_all())
-                    .and_then(|d| d.to_vec1::<f32>())
-                    .map_err(tensor_error("reading the DDF"))?;
-                metrics::jacobian_stats(&data, fixed_shape)
-            }
-            None => None,
-        };
-        evaluation.pairs.push(EvaluatedPair {
-            ids: info.ids[0].clone(),
-            label: info.references[0].label,
-            before: PairMetrics {
-                image_ssd: metrics::image_ssd(&fixed_image, &first_channel_data(&moving, 0, 0)?),
-                label_dice: before_dice,
-                label_tre_mm: before_tre,
-            },
-            after: PairMetrics {
-                image_ssd: metrics::image_ssd(&fixed_image, &after_image),
-                label_dice: after_dice,
-                label_tre_mm: after_tre,
-            },
-            jacobian,
-        });
+        let moving_label = batch.moving_label.as_ref().map(resize).transpose()?;
+        for index in 0..loaded.len() {
+            let tensors = PairTensors {
+                reference: info.references[index].clone(),
+                ids: info.ids[index].clone(),
+                fixed_affine: info.fixed_affines[index],
+                moving_image: element(&moving, index)?,
+                fixed_image: element(&batch.fixed_image, index)?,
+                pred_fixed_image: optional_element(output.pred_fixed_image.as_ref(), index)?,
+                moving_label: optional_element(moving_label.as_ref(), index)?,
+                fixed_label: optional_element(batch.fixed_label.as_ref(), index)?,
+                pred_fixed_label: optional_element(output.pred_fixed_label.as_ref(), index)?,
+                ddf: optional_element(output.ddf.as_ref(), index)?,
+                dvf: optional_element(output.dvf.as_ref(), index)?,
+                theta: optional_element(output.theta.as_ref(), index)?,
+            };
+            let pair = evaluate_pair(&tensors, fixed_shape)?;
+            on_pair(&pair, &tensors)?;
+            evaluation.pairs.push(pair);
+        }
     }
     Ok(evaluation)
+}
+
+/// The first channel of a `(C, *spatial)` tensor, flattened.
+fn channel_data(tensor: &Tensor) -> Result<Vec<f32>, EngineError> {
+    tensor
+        .get(0)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(tensor_error("reading an output"))
+}
+
+/// One sample's metrics before and after registration.
+fn evaluate_pair(
+    tensors: &PairTensors,
+    fixed_shape: &[usize],
+) -> Result<EvaluatedPair, EngineError> {
+    let fixed_image = channel_data(&tensors.fixed_image)?;
+    let moving_image = channel_data(&tensors.moving_image)?;
+    let affine = tensors.fixed_affine;
+    let label_metrics = |fixed: &[f32], moved: &[f32]| {
+        (
+            Some(metrics::binary_dice(fixed, moved)),
+            metrics::centroid_distance(fixed, moved, fixed_shape, &affine).map(|(_, mm)| mm),
+        )
+    };
+    let (before_dice, before_tre, after_dice, after_tre) = match (
+        &tensors.fixed_label,
+        &tensors.moving_label,
+        &tensors.pred_fixed_label,
+    ) {
+        (Some(fixed_label), Some(moving_label), Some(predicted)) => {
+            let fixed = channel_data(fixed_label)?;
+            let (bd, bt) = label_metrics(&fixed, &channel_data(moving_label)?);
+            let (ad, at) = label_metrics(&fixed, &channel_data(predicted)?);
+            (bd, bt, ad, at)
+        }
+        _ => (None, None, None, None),
+    };
+    let after_image = match &tensors.pred_fixed_image {
+        Some(predicted) => channel_data(predicted)?,
+        None => moving_image.clone(),
+    };
+    let jacobian = match &tensors.ddf {
+        Some(ddf) => {
+            let data = ddf
+                .flatten_all()
+                .and_then(|d| d.to_vec1::<f32>())
+                .map_err(tensor_error("reading the DDF"))?;
+            metrics::jacobian_stats(&data, fixed_shape)
+        }
+        None => None,
+    };
+    Ok(EvaluatedPair {
+        reference: tensors.reference.clone(),
+        ids: tensors.ids.clone(),
+        label: tensors.reference.label,
+        before: PairMetrics {
+            image_ssd: metrics::image_ssd(&fixed_image, &moving_image),
+            label_dice: before_dice,
+            label_tre_mm: before_tre,
+        },
+        after: PairMetrics {
+            image_ssd: metrics::image_ssd(&fixed_image, &after_image),
+            label_dice: after_dice,
+            label_tre_mm: after_tre,
+        },
+        jacobian,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(values: &[f32], channels: usize) -> Tensor {
+        Tensor::from_vec(values.to_vec(), (channels, 2, 2, 2), &Device::Cpu).unwrap()
+    }
+
+    /// A pair on a 2×2×2 grid with 2 mm voxels: the moving image is black, the prediction
+    /// equals the fixed image; the moving label sits one voxel (2 mm) off the fixed label
+    /// along axis 1, the predicted label on it.
+    fn pair() -> PairTensors {
+        let fixed: Vec<f32> = (0..8).map(|v| v as f32 / 8.0).collect();
+        let fixed_label = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let moving_label = [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        let mut affine = [[0.0; 4]; 4];
+        for (axis, row) in affine.iter_mut().enumerate() {
+            row[axis] = if axis < 3 { 2.0 } else { 1.0 };
+        }
+        PairTensors {
+            reference: SampleRef {
+                moving: 0,
+                fixed: 0,
+                label: Some(1),
+            },
+            ids: (
+                ImageId {
+                    group: None,
+                    name: "m".to_owned(),
+                },
+                ImageId {
+                    group: None,
+                    name: "f".to_owned(),
+                },
+            ),
+            fixed_affine: affine,
+            moving_image: tensor(&[0.0; 8], 1),
+            fixed_image: tensor(&fixed, 1),
+            pred_fixed_image: Some(tensor(&fixed, 1)),
+            moving_label: Some(tensor(&moving_label, 1)),
+            fixed_label: Some(tensor(&fixed_label, 1)),
+            pred_fixed_label: Some(tensor(&fixed_label, 1)),
+            ddf: Some(tensor(&[0.0; 24], 3)),
+            dvf: None,
+            theta: None,
+        }
+    }
+
+    #[test]
+    fn a_pair_is_measured_before_and_after_registration() {
+        let evaluated = evaluate_pair(&pair(), &[2, 2, 2]).unwrap();
+        assert_eq!(evaluated.label, Some(1));
+        assert_eq!(evaluated.reference.label, Some(1));
+        // Σ (i/8)² over i < 8 = 140/64, averaged over 8 voxels.
+        assert!((evaluated.before.image_ssd - 140.0 / 512.0).abs() < 1e-9);
+        assert_eq!(evaluated.after.image_ssd, 0.0);
+        assert!(evaluated.before.label_dice.unwrap() < 1e-5);
+        assert!((evaluated.after.label_dice.unwrap() - 1.0).abs() < 1e-9);
+        assert!((evaluated.before.label_tre_mm.unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!(evaluated.after.label_tre_mm, Some(0.0));
+        assert_eq!(evaluated.jacobian.unwrap().folding_count, 0);
+    }
+
+    #[test]
+    fn without_a_prediction_the_moving_image_is_the_after_image() {
+        let mut tensors = pair();
+        tensors.pred_fixed_image = None;
+        tensors.pred_fixed_label = None;
+        tensors.ddf = None;
+        let evaluated = evaluate_pair(&tensors, &[2, 2, 2]).unwrap();
+        assert_eq!(evaluated.after.image_ssd, evaluated.before.image_ssd);
+        assert_eq!(evaluated.after.label_dice, None);
+        assert!(evaluated.jacobian.is_none());
+    }
 }

@@ -5,14 +5,24 @@
 //! and at the end (weights, optimiser state, progress), and the final weights; it resumes
 //! exactly from a checkpoint.
 
+mod batch_metrics;
 pub mod checkpoint;
 mod evaluate;
+mod logs;
+mod losses;
 mod model;
+mod register;
+mod run_dir;
+mod step;
 mod train;
+mod validate;
 
-pub use evaluate::{evaluate, EvaluatedPair, Evaluation, PairMetrics};
+pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetrics, PairTensors};
+pub use logs::{EpochLog, SplitLog};
 pub use model::Model;
-pub use train::{train, EpochLog, TrainOptions, TrainSummary};
+pub use register::{register, Registration, Transform};
+pub use step::{NonFinite, StepError, StepOutcome, Trainer};
+pub use train::{open_split, train, TrainObserver, TrainOptions, TrainSummary};
 
 use crate::component::ComponentError;
 
@@ -35,17 +45,28 @@ pub enum EngineError {
     /// The configuration cannot be trained or evaluated as it is.
     #[error("{0}")]
     Config(String),
-    /// A loss became NaN or infinite.
-    #[error("the loss became {value} at epoch {epoch}, step {step} (term `{term}`); the last weights were kept")]
+    /// A NaN or an infinity appeared in the network's output, a loss term or a gradient.
+    #[error("{place} became {value} at epoch {epoch}, step {step}; training stopped and the checkpoints already written were kept")]
     NonFinite {
         /// 1-based epoch.
         epoch: usize,
         /// 1-based step within the epoch.
         step: usize,
-        /// Which loss term.
-        term: String,
+        /// Where it first appeared: `the network's output `ddf``, `loss term `image/lncc``,
+        /// `the gradient of weight `…``.
+        place: String,
         /// The value.
         value: f64,
+    },
+    /// Training was asked to stop (Ctrl-C) and stopped after a step.
+    #[error("{}", interrupted_message(*epoch, *step, checkpoint.as_deref()))]
+    Interrupted {
+        /// 1-based epoch.
+        epoch: usize,
+        /// The last step taken in that epoch.
+        step: usize,
+        /// The checkpoint written (none when training has no run folder).
+        checkpoint: Option<std::path::PathBuf>,
     },
     /// Writing outputs failed.
     #[error("{path}: {message}")]
@@ -55,6 +76,17 @@ pub enum EngineError {
         /// What failed.
         message: String,
     },
+}
+
+fn interrupted_message(epoch: usize, step: usize, checkpoint: Option<&std::path::Path>) -> String {
+    match checkpoint {
+        Some(path) => format!(
+            "interrupted after step {step} of epoch {epoch}; saved {} (resume with --ckpt-path {})",
+            path.display(),
+            path.display()
+        ),
+        None => format!("interrupted after step {step} of epoch {epoch}"),
+    }
 }
 
 /// Wraps a candle error with what was being computed.

@@ -65,14 +65,25 @@ impl<'c> Model<'c> {
     /// The trainable variables in a fixed order (by name), so an optimiser's per-variable
     /// state lines up with the same variables in every process.
     pub fn trainable(&self) -> Vec<candle_core::Var> {
+        self.named_trainable()
+            .into_iter()
+            .map(|(_, var)| var)
+            .collect()
+    }
+
+    /// The trainable variables with their names, sorted by name.
+    pub fn named_trainable(&self) -> Vec<(String, candle_core::Var)> {
         let data = self
             .variables
             .data()
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut named: Vec<(&String, &candle_core::Var)> = data.iter().collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, var)| var.clone()).collect()
+        let mut named: Vec<(String, candle_core::Var)> = data
+            .iter()
+            .map(|(name, var)| (name.clone(), var.clone()))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
     }
 
     /// Loads trained weights (safetensors, as `train` saves them). A checkpoint that lacks a

@@ -1,66 +1,71 @@
 //! The training loop.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
+use super::batch_metrics::add_batch_metrics;
+use super::checkpoint::{self, Progress};
+use super::logs::{write_csv, Accumulator, EpochLog};
+use super::run_dir::{config_yaml, save_weights, NewRunDir};
+use super::step::Trainer;
+use super::validate::validate;
 use super::{tensor_error, EngineError, Model};
-use crate::component::{ComponentError, DataLoader, Split, SplitSource};
-use crate::config::{Config, LossTerm};
+use crate::component::{DataLoader, Split, SplitSource};
+use crate::config::Config;
 use crate::data::{shuffle_buffer, to_pair_batch, BatchStream, PipelineConfig};
-use crate::registry::ComponentKind;
 use crate::rng::{mix, SplitMix};
 
 /// Options beyond the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
-    /// Seed of sampling and augmentation (same seed + same config → same losses).
+    /// Seed of weight initialisation, sampling and augmentation (same seed + same config →
+    /// same losses and weights).
     pub seed: u64,
     /// Overrides `train.epochs`.
     pub max_epochs: Option<usize>,
-    /// Where to write `config.yaml`, `save/ckpt-<epoch>/` checkpoints and
-    /// `save/weights.safetensors`; nothing is written when `None`.
+    /// Where to write `config.yaml`, `train_metrics.csv`, `valid_metrics.csv`,
+    /// `save/ckpt-<epoch>/` checkpoints and `save/weights.safetensors`; nothing is written when
+    /// `None`.
     pub run_dir: Option<PathBuf>,
-    /// A checkpoint folder to resume from: its weights, optimiser state and epoch.
+    /// A checkpoint folder to resume from: its weights, optimiser state and progress.
     pub resume: Option<PathBuf>,
+    /// When set (e.g. by Ctrl-C), training stops after the current step, writes a checkpoint
+    /// and returns [`EngineError::Interrupted`].
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
-/// The mean losses of one epoch.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EpochLog {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// Mean weighted total loss.
-    pub loss: f64,
-    /// Mean of each loss term (unweighted), named `image/lncc`, `label/dice`, ….
-    pub terms: Vec<(String, f64)>,
+/// Hooks that see training progress as it happens (progress bars, logs). Every method does
+/// nothing by default.
+pub trait TrainObserver {
+    /// Epoch `epoch` of `epochs` starts; it has `steps` steps, of which `done` were taken
+    /// before a resume.
+    fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _steps: usize, _done: usize) {}
+    /// A step (1-based within the epoch) finished with this total loss.
+    fn step_finished(&mut self, _step: usize, _loss: f64) {}
+    /// Validation of the epoch starts.
+    fn validation_started(&mut self) {}
+    /// An epoch ended (after validation).
+    fn epoch_finished(&mut self, _log: &EpochLog) {}
 }
+
+/// The observer that watches nothing.
+impl TrainObserver for () {}
 
 /// What training did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TrainSummary {
-    /// One entry per epoch.
+    /// One entry per epoch run.
     pub epochs: Vec<EpochLog>,
-    /// Optimiser steps taken.
+    /// Optimiser steps taken in all (including those before a resume).
     pub steps: usize,
 }
 
-/// A build error, prefixed with what was being built.
-fn built<T>(kind: &str, result: Result<T, ComponentError>) -> Result<T, EngineError> {
-    result.map_err(|e| EngineError::Config(format!("{kind}: {e}")))
-}
-
-fn term_name<K: ComponentKind + ?Sized>(category: &str, term: &LossTerm<K>) -> String {
-    let name = K::serialized_name(&term.config).unwrap_or_else(|| "?".to_owned());
-    format!("{category}/{name}")
-}
-
-/// Builds the split's data loader.
-pub(super) fn split_loader(
-    config: &Config,
-    split: Split,
-) -> Result<Arc<dyn DataLoader>, EngineError> {
+/// Builds the data loader of `split`; an error when the configuration lacks the split or its
+/// data cannot be listed (missing folder, mismatched file names, …).
+pub fn open_split(config: &Config, split: Split) -> Result<Arc<dyn DataLoader>, EngineError> {
     let section = match split {
         Split::Train => &config.dataset.train,
         Split::Valid => &config.dataset.valid,
@@ -86,54 +91,32 @@ pub(super) fn loader_threads(config: &Config) -> usize {
     usize::try_from(config.train.preprocess.num_parallel_calls).unwrap_or(0)
 }
 
-/// Trains the configuration's model on its `train` split and returns it with the per-epoch
-/// losses. `on_epoch` sees each epoch's log as it ends.
+/// Trains the configuration's model on its `train` split, validating after every epoch when
+/// the configuration has a `valid` split, and returns it with the per-epoch logs.
+///
+/// Each step: load a batch, apply the augmentations, run the method, check its outputs are
+/// finite, compute the loss terms (each must be finite), back-propagate, check the gradients
+/// are finite, and step the optimiser. A NaN or infinity stops training with
+/// [`EngineError::NonFinite`] naming the epoch, the step and where it appeared; the
+/// checkpoints already written are kept.
 pub fn train<'c>(
     config: &'c Config,
     options: &TrainOptions,
-    mut on_epoch: impl FnMut(&EpochLog),
+    observer: &mut dyn TrainObserver,
 ) -> Result<(Model<'c>, TrainSummary), EngineError> {
     let device = Device::Cpu;
-    let mut model = Model::build_seeded(config, &device, options.seed)?;
-    let spatial_dims = model.shapes.fixed.len();
-    let loader = split_loader(config, Split::Train)?;
+    let mut trainer = Trainer::new(config, &device, options.seed)?;
+    let loader = open_split(config, Split::Train)?;
+    let valid_loader = match config.dataset.valid {
+        Some(_) => Some(open_split(config, Split::Valid)?),
+        None => None,
+    };
     let preprocess = &config.train.preprocess;
-    let mut image_losses = Vec::new();
-    for term in config.train.loss.image.iter().filter(|t| t.weight > 0.0) {
-        image_losses.push((
-            term_name("image", term),
-            term.weight,
-            built("image loss", term.config.build(spatial_dims))?,
-        ));
-    }
-    let mut label_losses = Vec::new();
-    for term in config.train.loss.label.iter().filter(|t| t.weight > 0.0) {
-        label_losses.push((
-            term_name("label", term),
-            term.weight,
-            built("label loss", term.config.build(spatial_dims))?,
-        ));
-    }
-    let mut regularizers = Vec::new();
-    for term in config
-        .train
-        .loss
-        .regularization
-        .iter()
-        .filter(|t| t.weight > 0.0)
-    {
-        regularizers.push((
-            term_name("regularization", term),
-            term.weight,
-            built("regularization", term.config.build(spatial_dims))?,
-        ));
-    }
     let augmentations = preprocess
         .data_augmentation
         .iter()
-        .map(|a| a.build(&model.shapes))
+        .map(|a| a.build(&trainer.model.shapes))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut optimizer = config.train.optimizer.build(model.trainable())?;
     let pipeline = PipelineConfig {
         batch_size: preprocess.batch_size,
         drop_remainder: true,
@@ -142,10 +125,15 @@ pub fn train<'c>(
     };
     let epochs = options.max_epochs.unwrap_or(config.train.epochs);
     let mut summary = TrainSummary::default();
-    let mut seed = options.seed;
-    let mut first_epoch = 1;
+    let mut progress = Progress {
+        epoch: 0,
+        epoch_step: 0,
+        steps: 0,
+        seed: options.seed,
+        partial: Accumulator::default(),
+    };
     if let Some(checkpoint) = &options.resume {
-        let progress = super::checkpoint::load(checkpoint, &mut model, &mut *optimizer)?;
+        progress = checkpoint::load(checkpoint, &mut trainer.model, &mut *trainer.optimizer)?;
         if progress.epoch >= epochs {
             return Err(EngineError::Config(format!(
                 "the checkpoint {} is at epoch {}: train for more epochs than that (train.epochs or --max-epochs)",
@@ -153,14 +141,26 @@ pub fn train<'c>(
                 progress.epoch
             )));
         }
-        first_epoch = progress.epoch + 1;
         summary.steps = progress.steps;
-        seed = progress.seed;
     }
-    if let Some(dir) = &options.run_dir {
-        write_config(dir, config)?;
-    }
-    for epoch in first_epoch..=epochs {
+    let yaml = config_yaml(config)?;
+    let mut new_run_dir = match &options.run_dir {
+        Some(dir) => Some(NewRunDir::create(dir, &yaml)?),
+        None => None,
+    };
+    let mut keep_run_dir = || {
+        if let Some(guard) = &mut new_run_dir {
+            guard.keep();
+        }
+    };
+    let seed = progress.seed;
+    let stop_requested = || {
+        options
+            .stop
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst))
+    };
+    for epoch in progress.epoch + 1..=epochs {
         let mut samples = loader.epoch(epoch as u64 - 1, seed);
         let mut generator = SplitMix::new(mix(&[seed, epoch as u64]));
         samples = shuffle_buffer(
@@ -168,186 +168,108 @@ pub fn train<'c>(
             preprocess.batch_size * preprocess.shuffle_buffer_num_batch,
             |n| (generator.next_u64() % n as u64) as usize,
         );
-        if samples.len() < preprocess.batch_size {
+        let steps_in_epoch = samples.len() / preprocess.batch_size;
+        if steps_in_epoch == 0 {
             return Err(EngineError::Config(format!(
                 "the train split gives {} samples per epoch, fewer than batch_size {}",
                 samples.len(),
                 preprocess.batch_size
             )));
         }
-        let (mut totals, mut term_sums, mut steps) = (0.0, Vec::<(String, f64)>::new(), 0usize);
-        for (index, loaded) in
-            BatchStream::start(Arc::clone(&loader), samples, &pipeline)?.enumerate()
-        {
-            let step = index + 1;
-            let (mut batch, _) = to_pair_batch(&loaded?, &model.shapes, &device)
+        let done = std::mem::take(&mut progress.epoch_step).min(steps_in_epoch);
+        let mut accumulator = std::mem::take(&mut progress.partial);
+        samples.drain(..done * preprocess.batch_size);
+        observer.epoch_started(epoch, epochs, steps_in_epoch, done);
+        let stream = BatchStream::start(Arc::clone(&loader), samples, &pipeline)?;
+        for (index, loaded) in stream.enumerate() {
+            let step = done + index + 1;
+            let (mut batch, info) = to_pair_batch(&loaded?, &trainer.model.shapes, &device)
                 .map_err(tensor_error("stacking a batch"))?;
             for (a, augmentation) in augmentations.iter().enumerate() {
-                batch = augmentation.apply(
-                    &batch,
-                    mix(&[options.seed, epoch as u64, step as u64, a as u64]),
-                )?;
+                batch = augmentation
+                    .apply(&batch, mix(&[seed, epoch as u64, step as u64, a as u64]))?;
             }
-            let output = model.forward(&batch)?;
-            let mut terms: Vec<(String, f64, Tensor)> = Vec::new();
-            if let Some(predicted) = &output.pred_fixed_image {
-                for (name, weight, loss) in &image_losses {
-                    let value = loss
-                        .loss(&batch.fixed_image, predicted)
-                        .and_then(|l| l.mean_all());
-                    terms.push((
-                        name.clone(),
-                        *weight,
-                        value.map_err(tensor_error(name.clone()))?,
-                    ));
-                }
+            let outcome = trainer
+                .step(&batch)
+                .map_err(|error| error.at(epoch, step))?;
+            for (name, value) in &outcome.terms {
+                accumulator.add_term(name, *value);
             }
-            if let (Some(fixed), Some(predicted)) = (&batch.fixed_label, &output.pred_fixed_label) {
-                for (name, weight, loss) in &label_losses {
-                    let value = loss.loss(fixed, predicted).and_then(|l| l.mean_all());
-                    terms.push((
-                        name.clone(),
-                        *weight,
-                        value.map_err(tensor_error(name.clone()))?,
-                    ));
-                }
-            }
-            if let Some(ddf) = &output.ddf {
-                for (name, weight, loss) in &regularizers {
-                    let value = loss.loss(ddf).and_then(|l| l.mean_all());
-                    terms.push((
-                        name.clone(),
-                        *weight,
-                        value.map_err(tensor_error(name.clone()))?,
-                    ));
-                }
-            }
-            if terms.is_empty() {
-                return Err(EngineError::Config(
-                    "no loss term applies to this method and data: add a loss with a weight above 0".to_owned(),
-                ));
-            }
-            let mut total: Option<Tensor> = None;
-            for (position, (name, weight, value)) in terms.iter().enumerate() {
-                let scalar = value
-                    .to_scalar::<f32>()
-                    .map_err(tensor_error(name.clone()))? as f64;
-                if !scalar.is_finite() {
-                    return Err(EngineError::NonFinite {
-                        epoch,
-                        step,
-                        term: name.clone(),
-                        value: scalar,
-                    });
-                }
-                match term_sums.get_mut(position) {
-                    Some((_, sum)) => *sum += scalar,
-                    None => term_sums.push((name.clone(), scalar)),
-                }
-                let weighted = (value * *weight).map_err(tensor_error(name.clone()))?;
-                total = Some(match total {
-                    None => weighted,
-                    Some(sum) => (sum + weighted).map_err(tensor_error("the total loss"))?,
-                });
-            }
-            let total = total.ok_or_else(|| EngineError::Config("no loss".to_owned()))?;
-            totals += total
-                .to_scalar::<f32>()
-                .map_err(tensor_error("the total loss"))? as f64;
-            let grads = total.backward().map_err(tensor_error("back-propagation"))?;
-            optimizer
-                .step(&grads)
-                .map_err(tensor_error("the optimiser step"))?;
-            steps += 1;
+            accumulator.add_loss(outcome.loss);
+            let shape = &trainer.model.shapes.fixed;
+            add_batch_metrics(&batch, &info, &outcome.output, shape, |name, value| {
+                accumulator.add_metric(name, value)
+            })?;
             summary.steps += 1;
-        }
-        let mean = |sum: f64| sum / steps.max(1) as f64;
-        let log = EpochLog {
-            epoch,
-            loss: mean(totals),
-            terms: term_sums.into_iter().map(|(n, s)| (n, mean(s))).collect(),
-        };
-        on_epoch(&log);
-        summary.epochs.push(log);
-        if let Some(dir) = &options.run_dir {
-            write_epoch_csv(dir, &summary.epochs)?;
-            if epoch % config.train.save_period == 0 || epoch == epochs {
-                let progress = super::checkpoint::Progress {
-                    epoch,
+            observer.step_finished(step, outcome.loss);
+            if stop_requested() {
+                let progress = Progress {
+                    epoch: epoch - 1,
+                    epoch_step: step,
                     steps: summary.steps,
                     seed,
+                    partial: accumulator,
                 };
-                super::checkpoint::save(
-                    &dir.join("save").join(format!("ckpt-{epoch}")),
-                    &model,
-                    &*optimizer,
-                    progress,
-                )?;
+                let checkpoint = match &options.run_dir {
+                    Some(dir) => {
+                        keep_run_dir();
+                        let path = dir.join("save").join(checkpoint::folder_name(&progress));
+                        let (model, optimizer) = (&trainer.model, &*trainer.optimizer);
+                        checkpoint::save(&path, model, optimizer, &progress, &yaml)?;
+                        Some(path)
+                    }
+                    None => None,
+                };
+                return Err(EngineError::Interrupted {
+                    epoch,
+                    step,
+                    checkpoint,
+                });
+            }
+        }
+        let valid = match &valid_loader {
+            Some(valid_loader) => {
+                observer.validation_started();
+                Some(validate(
+                    &trainer.model,
+                    &trainer.terms,
+                    valid_loader,
+                    &pipeline,
+                    &device,
+                )?)
+            }
+            None => None,
+        };
+        let log = EpochLog {
+            epoch,
+            train: accumulator.means(),
+            valid,
+        };
+        observer.epoch_finished(&log);
+        summary.epochs.push(log);
+        if let Some(dir) = &options.run_dir {
+            keep_run_dir();
+            write_csv(dir, "train_metrics.csv", &summary.epochs, |e| {
+                Some(&e.train)
+            })?;
+            write_csv(dir, "valid_metrics.csv", &summary.epochs, |e| {
+                e.valid.as_ref()
+            })?;
+            if epoch % config.train.save_period == 0 || epoch == epochs {
+                let progress = Progress {
+                    epoch,
+                    epoch_step: 0,
+                    steps: summary.steps,
+                    seed,
+                    partial: Accumulator::default(),
+                };
+                let path = dir.join("save").join(checkpoint::folder_name(&progress));
+                checkpoint::save(&path, &trainer.model, &*trainer.optimizer, &progress, &yaml)?;
             }
         }
     }
     if let Some(dir) = &options.run_dir {
-        save_weights(dir, &model)?;
+        save_weights(dir, &trainer.model)?;
     }
-    Ok((model, summary))
-}
-
-fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
-    move |e| EngineError::Io {
-        path: path.to_owned(),
-        message: e.to_string(),
-    }
-}
-
-/// Writes the resolved configuration to `<dir>/config.yaml` (through a temporary file).
-fn write_config(dir: &std::path::Path, config: &Config) -> Result<(), EngineError> {
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let yaml = config
-        .to_yaml()
-        .map_err(|e| EngineError::Config(e.to_string()))?;
-    replace_file(dir, "config.yaml", &yaml)
-}
-
-/// Rewrites `<dir>/train_metrics.csv`: one row per epoch, the mean total loss and the mean
-/// of each loss term (through a temporary file).
-fn write_epoch_csv(dir: &std::path::Path, epochs: &[EpochLog]) -> Result<(), EngineError> {
-    let Some(first) = epochs.first() else {
-        return Ok(());
-    };
-    let mut csv = String::from("epoch,loss");
-    for (name, _) in &first.terms {
-        csv.push(',');
-        csv.push_str(name);
-    }
-    csv.push('\n');
-    for log in epochs {
-        csv.push_str(&format!("{},{}", log.epoch, log.loss));
-        for (_, value) in &log.terms {
-            csv.push_str(&format!(",{value}"));
-        }
-        csv.push('\n');
-    }
-    replace_file(dir, "train_metrics.csv", &csv)
-}
-
-/// Writes `<dir>/<name>` through a temporary file renamed into place, so a failed write never
-/// leaves a partial file.
-fn replace_file(dir: &std::path::Path, name: &str, contents: &str) -> Result<(), EngineError> {
-    let path = dir.join(name);
-    let temporary = dir.join(format!(".{name}.partial"));
-    std::fs::write(&temporary, contents).map_err(io_error(&temporary))?;
-    std::fs::rename(&temporary, &path).map_err(io_error(&path))
-}
-
-/// Writes the final weights to `<dir>/save/weights.safetensors` (through a temporary file).
-fn save_weights(dir: &std::path::Path, model: &Model<'_>) -> Result<(), EngineError> {
-    let save = dir.join("save");
-    std::fs::create_dir_all(&save).map_err(io_error(&save))?;
-    let weights = save.join("weights.safetensors");
-    let temporary = save.join(".weights.partial.safetensors");
-    model
-        .variables
-        .save(&temporary)
-        .map_err(tensor_error(format!("saving {}", weights.display())))?;
-    std::fs::rename(&temporary, &weights).map_err(io_error(&weights))
+    Ok((trainer.model, summary))
 }

@@ -2,7 +2,8 @@
 //! (c) LNCC with a rectangular window of 9 on two (1, 1, 128³) images, gradient w.r.t. the
 //! warped image; (d) bending energy of a (1, 3, 128³) DDF.
 //!
-//! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-losses --bench losses`.
+//! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-losses --bench losses`; the
+//! `loss_probe` example runs one of them per process, for peak RSS and CPU time.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 

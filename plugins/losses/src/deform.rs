@@ -6,14 +6,19 @@
 //! one voxel on each side, so all `D_a u` share the shape `(N, ndim, m₁ − 2, …)` and are taken
 //! at the same voxels. Second differences apply `D` twice (`D_b D_a u`, a step of 2 voxels,
 //! shape `m − 4`).
+//!
+//! Both regularisers run as one fused op each ([`crate::deform_kernel`]); the compositions
+//! of tensor operations below are kept in the tests as the reference.
 
 use voxreg_framework::candle::{self, Tensor};
 use voxreg_framework::prelude::*;
 
+use crate::deform_kernel::{regularise, Stencils};
 use crate::util::check_input;
 
 /// `D_axis x`: the central difference along spatial axis `axis` of `x = (N, C, *spatial)`,
 /// every other spatial axis cropped by one voxel on each side.
+#[cfg(test)]
 fn central_difference(x: &Tensor, axis: usize, ndim: usize) -> candle::Result<Tensor> {
     let mut cropped = x.clone();
     for other in (0..ndim).filter(|b| *b != axis) {
@@ -27,6 +32,7 @@ fn central_difference(x: &Tensor, axis: usize, ndim: usize) -> candle::Result<Te
 }
 
 /// Sums tensors of one shape.
+#[cfg(test)]
 fn sum_all_of(terms: Vec<Tensor>) -> candle::Result<Tensor> {
     let mut terms = terms.into_iter();
     let first = terms
@@ -69,20 +75,27 @@ pub(crate) struct GradientNorm {
 
 impl Regularization for GradientNorm {
     fn loss(&self, ddf: &Tensor) -> candle::Result<Tensor> {
-        let ndim = self.spatial_dims;
-        check_ddf("regularization `gradient`", ndim, 3, ddf)?;
-        let terms = (0..ndim)
-            .map(|axis| {
-                let difference = central_difference(ddf, axis, ndim)?;
-                if self.l1 {
-                    difference.abs()
-                } else {
-                    difference.sqr()
-                }
-            })
-            .collect::<candle::Result<Vec<_>>>()?;
-        sum_all_of(terms)?.flatten_from(1)?.mean(1)
+        check_ddf("regularization `gradient`", self.spatial_dims, 3, ddf)?;
+        // One fused op: stencils plane by plane, gradient in the same pass.
+        regularise(ddf, Stencils::Gradient { l1: self.l1 })
     }
+}
+
+/// The gradient norm composed of tensor operations (autograd gradients), the reference the
+/// fused kernel is tested against.
+#[cfg(test)]
+fn composed_gradient_norm(ddf: &Tensor, ndim: usize, l1: bool) -> candle::Result<Tensor> {
+    let terms = (0..ndim)
+        .map(|axis| {
+            let difference = central_difference(ddf, axis, ndim)?;
+            if l1 {
+                difference.abs()
+            } else {
+                difference.sqr()
+            }
+        })
+        .collect::<candle::Result<Vec<_>>>()?;
+    sum_all_of(terms)?.flatten_from(1)?.mean(1)
 }
 
 /// Bending energy: `mean_{i, x} [Σ_a (D_a D_a u_i)² + 2 Σ_{a<b} (D_b D_a u_i)²]`, the mean
@@ -95,20 +108,27 @@ pub(crate) struct BendingEnergy {
 
 impl Regularization for BendingEnergy {
     fn loss(&self, ddf: &Tensor) -> candle::Result<Tensor> {
-        let ndim = self.spatial_dims;
-        check_ddf("regularization `bending`", ndim, 5, ddf)?;
-        let first = (0..ndim)
-            .map(|axis| central_difference(ddf, axis, ndim))
-            .collect::<candle::Result<Vec<_>>>()?;
-        let mut terms = Vec::with_capacity(ndim * (ndim + 1) / 2);
-        for (a, first_a) in first.iter().enumerate() {
-            for b in a..ndim {
-                let squared = central_difference(first_a, b, ndim)?.sqr()?;
-                terms.push(if a == b { squared } else { (squared * 2.0)? });
-            }
-        }
-        sum_all_of(terms)?.flatten_from(1)?.mean(1)
+        check_ddf("regularization `bending`", self.spatial_dims, 5, ddf)?;
+        // One fused op: stencils plane by plane, gradient in the same pass.
+        regularise(ddf, Stencils::Bending)
     }
+}
+
+/// The bending energy composed of tensor operations (autograd gradients), the reference the
+/// fused kernel is tested against.
+#[cfg(test)]
+fn composed_bending_energy(ddf: &Tensor, ndim: usize) -> candle::Result<Tensor> {
+    let first = (0..ndim)
+        .map(|axis| central_difference(ddf, axis, ndim))
+        .collect::<candle::Result<Vec<_>>>()?;
+    let mut terms = Vec::with_capacity(ndim * (ndim + 1) / 2);
+    for (a, first_a) in first.iter().enumerate() {
+        for b in a..ndim {
+            let squared = central_difference(first_a, b, ndim)?.sqr()?;
+            terms.push(if a == b { squared } else { (squared * 2.0)? });
+        }
+    }
+    sum_all_of(terms)?.flatten_from(1)?.mean(1)
 }
 
 #[cfg(test)]
@@ -116,6 +136,7 @@ mod tests {
     use super::*;
     use crate::testing::{assert_close, check_gradient, pseudo_random};
     use crate::{BendingConfig, GradientConfig};
+    use voxreg_framework::candle::Var;
 
     /// A `(1, ndim, *shape)` DDF with component `i` at voxel `x` equal to `u(i, x)`.
     fn field(shape: &[usize], u: impl Fn(usize, &[f64]) -> f64) -> Tensor {
@@ -238,6 +259,105 @@ mod tests {
         let small = Tensor::zeros((1, 3, 4, 5, 5), DType::F32, &Device::Cpu)?;
         assert!(gradient.loss(&small).is_ok());
         assert!(bending.loss(&small).is_err());
+        Ok(())
+    }
+
+    /// A regulariser written with tensor operations.
+    type Composed<'a> = dyn Fn(&Tensor) -> candle::Result<Tensor> + 'a;
+
+    #[test]
+    fn fused_regularisers_match_the_composed_ones() {
+        // The last two are deep enough to split into ranges of planes on four threads.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        for (seed, shape) in [
+            &[2, 2, 7, 5][..],
+            &[1, 2, 5, 12],
+            &[2, 3, 5, 6, 7],
+            &[1, 3, 9, 5, 6],
+            &[1, 2, 35, 6],
+            &[1, 3, 34, 5, 6],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let ndim = shape.len() - 2;
+            let u = pseudo_random(shape, -1.0, 1.0, 60 + seed as u64);
+            let cases: [(&dyn RegularizationConfig, &Composed); 3] = [
+                (&BendingConfig::default(), &|u| {
+                    composed_bending_energy(u, ndim)
+                }),
+                (&GradientConfig { l1: false }, &|u| {
+                    composed_gradient_norm(u, ndim, false)
+                }),
+                (&GradientConfig { l1: true }, &|u| {
+                    composed_gradient_norm(u, ndim, true)
+                }),
+            ];
+            for ((config, composed_loss), dtype) in cases
+                .iter()
+                .flat_map(|case| [(case, DType::F64), (case, DType::F32)])
+            {
+                let u = u.to_dtype(dtype).unwrap();
+                let var = Var::from_tensor(&u).unwrap();
+                let fused = pool
+                    .install(|| regulariser(*config, ndim).loss(var.as_tensor()))
+                    .unwrap();
+                let composed = composed_loss(var.as_tensor()).unwrap();
+                let weights = Tensor::arange(1.0, shape[0] as f64 + 1.0, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let gradient = |loss: &Tensor| {
+                    let grads = (loss * &weights)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap();
+                    grads.get(var.as_tensor()).unwrap().clone()
+                };
+                let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                let largest = |t: &Tensor| -> f64 {
+                    t.abs()
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .max(0)
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap()
+                };
+                let loss_gap = largest(&(&fused - &composed).unwrap());
+                assert!(loss_gap <= tol * largest(&composed), "{shape:?} {dtype:?}");
+                let (a, b) = (gradient(&fused), gradient(&composed));
+                let grad_gap = largest(&(&a - &b).unwrap());
+                assert!(
+                    grad_gap <= tol * largest(&b),
+                    "{shape:?} {dtype:?}: {grad_gap}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_backward_pass_through_bending_gives_the_same_gradient() -> candle::Result<()> {
+        let u = Var::from_tensor(&pseudo_random(&[2, 2, 6, 7], -1.0, 1.0, 80))?;
+        let bending = regulariser(&BendingConfig::default(), 2);
+        let loss = (bending.loss(u.as_tensor())? * 0.5)?.sum_all()?;
+        let first = loss.backward()?.get(u.as_tensor()).unwrap().clone();
+        let second = loss.backward()?.get(u.as_tensor()).unwrap().clone();
+        let largest = first.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+        let gap = (first - second)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()?;
+        assert!(largest > 1e-6 && gap < 1e-15);
         Ok(())
     }
 

@@ -2,10 +2,9 @@
 //! element, over every non-batch axis.
 
 use voxreg_framework::candle::{self, Tensor};
-use voxreg_framework::ops::separable_filter;
 use voxreg_framework::prelude::*;
 
-use crate::lncc::{Moments, NccMap};
+use crate::lncc_kernel::{lncc_loss, NccParams};
 use crate::util::{check_pair, EPS};
 
 /// Mean squared difference `mean((f − w)²)` over every non-batch axis. As a label loss, with
@@ -138,18 +137,13 @@ impl Lncc {
 impl ImageLoss for Lncc {
     fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
         check_pair("image_loss `lncc`", self.spatial_dims, fixed, warped)?;
-        // [t, p, t², p², tp] on the channel axis, their window sums in one filtering pass,
-        // then the point-wise NCC (fused custom ops with hand-written backward passes).
-        let moments = fixed
-            .contiguous()?
-            .apply_op2(&warped.contiguous()?, Moments)?;
-        let sums = separable_filter(&moments, &self.kernel)?;
-        let ncc = sums.apply_op1(NccMap {
+        // One fused op: window sums streamed plane by plane, hand-written gradient.
+        let params = NccParams {
             volume: self.volume(),
             smooth_nr: self.smooth_nr,
             smooth_dr: self.smooth_dr,
-        })?;
-        ncc.flatten_from(1)?.mean(1)?.neg()
+        };
+        lncc_loss(fixed, warped, &self.kernel, params)
     }
 }
 

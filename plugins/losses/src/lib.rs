@@ -10,14 +10,21 @@
 //! over Gaussian- or Cauchy-smoothed copies of both inputs, as DeepReg's `MultiScaleMixin`.
 
 mod config;
+mod cpu;
 mod deform;
+mod deform_kernel;
 mod image;
 mod label;
+#[cfg(test)]
 mod lncc;
+mod lncc_kernel;
+mod saved;
 mod scale;
+mod simd;
 #[cfg(test)]
 mod testing;
 mod util;
+mod window;
 
 pub use config::{
     BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig,

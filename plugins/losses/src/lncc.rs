@@ -1,15 +1,36 @@
-//! The fused point-wise parts of `lncc`, as candle custom ops with hand-written backward
-//! passes: the five moments `[t, p, t², p², tp]` stacked on the channel axis, and the local
-//! NCC map from their window sums. Between them the window sums come from one
-//! `separable_filter` pass over the stacked moments. Fusing avoids the many full-size
-//! temporaries (and the zero-padded gradients of channel slicing) that the same formula
-//! written with tensor operations creates.
+//! The LNCC loss composed of smaller custom ops, kept as the reference the fused kernel
+//! ([`crate::lncc_kernel`]) is tested against: the five moments `[t, p, t², p², tp]` stacked
+//! on the channel axis, their window sums from one `separable_filter` pass, and the local NCC
+//! map from the sums, each with its own hand-written backward pass.
 
 use voxreg_framework::candle::backend::BackendStorage;
 use voxreg_framework::candle::{
     self, bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor,
     WithDType,
 };
+use voxreg_framework::ops::separable_filter;
+
+use crate::lncc_kernel::NccParams;
+
+/// `−mean_{c, x} ncc(x)` per batch element, as [`crate::lncc_kernel::lncc_loss`], composed of
+/// [`Moments`], `separable_filter` and [`NccMap`].
+pub(crate) fn composed_lncc(
+    fixed: &Tensor,
+    warped: &Tensor,
+    kernel: &[f64],
+    params: NccParams,
+) -> candle::Result<Tensor> {
+    let moments = fixed
+        .contiguous()?
+        .apply_op2(&warped.contiguous()?, Moments)?;
+    let sums = separable_filter(&moments, kernel)?;
+    let ncc = sums.apply_op1(NccMap {
+        volume: params.volume,
+        smooth_nr: params.smooth_nr,
+        smooth_dr: params.smooth_dr,
+    })?;
+    ncc.flatten_from(1)?.mean(1)?.neg()
+}
 
 /// The contiguous data of `s` under layout `l`.
 fn data<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle::Result<&'a [T]> {
@@ -275,7 +296,7 @@ impl CustomOp2 for NccMapGrad {
 mod tests {
     use super::*;
     use crate::testing::pseudo_random;
-    use voxreg_framework::ops::{separable_filter, triangular_kernel};
+    use voxreg_framework::ops::triangular_kernel;
     use voxreg_framework::prelude::Var;
 
     /// The same local NCC map written with tensor operations (autograd gradients).

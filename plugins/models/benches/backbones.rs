@@ -1,12 +1,14 @@
-//! Benchmark of the LocalNet of `shared/bench` workload (f): forward + backward of
-//! `local` (3D, 2 → 3 channels, `num_channel_initial: 16`, `extract_levels: [0, 1, 2, 3]`) at
-//! `(1, 2, 64, 64, 64)`. The peer's workload (f) also warps, computes LNCC + bending energy and
-//! takes an Adam step; this measures the network alone.
+//! Benchmarks of backbones, forward + backward at `(1, 2, 64, 64, 64)`:
+//! * the LocalNet of `shared/bench` workload (f): `local` (3D, 2 → 3 channels,
+//!   `num_channel_initial: 16`, `extract_levels: [0, 1, 2, 3]`). The peer's workload (f) also
+//!   warps, computes LNCC + bending energy and takes an Adam step; this measures the network
+//!   alone;
+//! * `vxm_unet` with its defaults (VoxelMorph's network, MONAI `VoxelMorphUNet`'s keys).
 //!
 //! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-models --bench backbones`. On a shared,
 //! loaded machine, `VOXREG_PROBE_ITERS=3 cargo bench -p voxreg-models --bench backbones` instead
-//! runs 3 timed iterations (after one warm-up) and prints wall and process CPU time per
-//! iteration (CPU time is less disturbed by other processes).
+//! runs 3 timed LocalNet steps (after one warm-up) and prints wall and process CPU time per
+//! step (CPU time is less disturbed by other processes).
 
 #![allow(missing_docs)]
 
@@ -14,11 +16,11 @@ use criterion::{criterion_group, Criterion};
 use voxreg_framework::candle::{DType, Device, Tensor};
 use voxreg_framework::candle_nn::{VarBuilder, VarMap};
 use voxreg_framework::prelude::*;
-use voxreg_models::{KernelSizes, LocalNetConfig};
+use voxreg_models::{KernelSizes, LocalNetConfig, VxmUNetConfig};
 
-/// The benchmark's network and input.
-fn local_net() -> (Box<dyn Backbone>, Tensor, VarMap) {
-    let config = LocalNetConfig {
+/// The LocalNet of workload (f).
+fn local_net_config() -> LocalNetConfig {
+    LocalNetConfig {
         num_channel_initial: 16,
         extract_levels: vec![0, 1, 2, 3],
         depth: None,
@@ -34,7 +36,12 @@ fn local_net() -> (Box<dyn Backbone>, Tensor, VarMap) {
         out_activation: None,
         out_channels: None,
         control_points: None,
-    };
+    }
+}
+
+/// `config` built for `(1, 2, 64, 64, 64)`, 2 → 3 channels, with a random input (and the
+/// variables, kept alive by the caller).
+fn build(config: &dyn BackboneConfig) -> (Box<dyn Backbone>, Tensor, VarMap) {
     let spec = BackboneSpec {
         spatial_dims: 3,
         image_size: vec![64, 64, 64],
@@ -45,26 +52,37 @@ fn local_net() -> (Box<dyn Backbone>, Tensor, VarMap) {
     let varmap = VarMap::new();
     let net = config
         .build(&spec, VarBuilder::from_varmap(&varmap, DType::F32, &device))
-        .expect("build LocalNet");
+        .expect("build the backbone");
     let x = Tensor::rand(0f32, 1.0, (1, 2, 64, 64, 64), &device).expect("input");
     (net, x, varmap)
 }
 
-/// One forward + backward pass.
-fn step(net: &dyn Backbone, x: &Tensor) {
+/// One forward + backward pass (mean squared output).
+fn step(name: &str, net: &dyn Backbone, x: &Tensor) {
     let BackboneOutput::Dense(ddf) = net.forward(x).expect("forward") else {
-        panic!("LocalNet is dense")
+        panic!("{name} is dense")
     };
     let loss = ddf.sqr().and_then(|t| t.mean_all()).expect("loss");
     loss.backward().expect("backward");
 }
 
-fn bench_local_net(c: &mut Criterion) {
-    let (net, x, _vars) = local_net();
-    let mut g = c.benchmark_group("local_net");
+/// Forward + backward of `config` as the criterion group `group`.
+fn bench_forward_backward(c: &mut Criterion, group: &str, config: &dyn BackboneConfig) {
+    let (net, x, _vars) = build(config);
+    let mut g = c.benchmark_group(group);
     g.sample_size(10);
-    g.bench_function("forward_backward_64", |b| b.iter(|| step(net.as_ref(), &x)));
+    g.bench_function("forward_backward_64", |b| {
+        b.iter(|| step(group, net.as_ref(), &x))
+    });
     g.finish();
+}
+
+fn bench_local_net(c: &mut Criterion) {
+    bench_forward_backward(c, "local_net", &local_net_config());
+}
+
+fn bench_vxm_unet(c: &mut Criterion) {
+    bench_forward_backward(c, "vxm_unet", &VxmUNetConfig::default());
 }
 
 /// Process CPU time (user + system) in milliseconds, from `/proc/self/stat`.
@@ -85,20 +103,20 @@ fn cpu_ms() -> f64 {
     (tick(11) + tick(12)) * 10.0
 }
 
-/// Times `iters` steps after a warm-up one, printing wall and CPU time per step.
+/// Times `iters` LocalNet steps after a warm-up one, printing wall and CPU time per step.
 fn probe(iters: usize) {
-    let (net, x, _vars) = local_net();
-    step(net.as_ref(), &x);
+    let (net, x, _vars) = build(&local_net_config());
+    step("local_net", net.as_ref(), &x);
     let (c0, t0) = (cpu_ms(), std::time::Instant::now());
     for _ in 0..iters {
-        step(net.as_ref(), &x);
+        step("local_net", net.as_ref(), &x);
     }
     let wall = t0.elapsed().as_secs_f64() * 1e3 / iters as f64;
     let cpu = (cpu_ms() - c0) / iters as f64;
     println!("local_net forward_backward_64: wall {wall:.0} ms, cpu {cpu:.0} ms per iteration");
 }
 
-criterion_group!(benches, bench_local_net);
+criterion_group!(benches, bench_local_net, bench_vxm_unet);
 
 fn main() {
     match std::env::var("VOXREG_PROBE_ITERS").map(|v| v.parse::<usize>()) {

@@ -6,6 +6,10 @@ use voxreg_framework::prelude::*;
 use crate::nets::{Bottom, EncoderDecoder, Head, Plan, Upsampling};
 use crate::nn::{Activation, KernelInit};
 
+mod vxm_unet;
+
+pub use vxm_unet::VxmUNetConfig;
+
 /// A kernel size for every level, or one per level.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -241,7 +245,7 @@ register_component!(
 impl UNetConfig {
     /// Checks the config against `spec` and resolves every default.
     fn plan(&self, spec: &BackboneSpec) -> Result<Plan, String> {
-        check_common(spec, self.depth, self.strides, &self.padding)?;
+        check_common(spec, self.strides, &self.padding)?;
         let depth = self.depth;
         let encode_channels = channels(self.num_channel_initial, depth, &self.encode_num_channels)?;
         let decode_channels = match &self.decode_num_channels {
@@ -284,7 +288,7 @@ impl LocalNetConfig {
             return Err(EMPTY_LEVELS.to_owned());
         };
         let depth = self.depth.unwrap_or(max_level);
-        check_common(spec, depth, self.strides, &self.padding)?;
+        check_common(spec, self.strides, &self.padding)?;
         let encode_channels = channels(self.num_channel_initial, depth, &self.encode_num_channels)?;
         let decode_channels = match &self.decode_num_channels {
             None => encode_channels.clone(),
@@ -342,7 +346,7 @@ impl GlobalNetConfig {
                 )
             }
         };
-        check_common(spec, depth, self.strides, &self.padding)?;
+        check_common(spec, self.strides, &self.padding)?;
         let encode_channels = channels(self.num_channel_initial, depth, &self.encode_num_channels)?;
         let plan = Plan {
             ndim: spec.spatial_dims,
@@ -368,13 +372,10 @@ impl GlobalNetConfig {
 const EMPTY_LEVELS: &str =
     "extract_levels is empty; list at least one level in [0, depth], e.g. [0] or [0, 1, 2, 3]";
 
-/// Checks shared by every backbone.
-fn check_common(
-    spec: &BackboneSpec,
-    depth: usize,
-    strides: usize,
-    padding: &str,
-) -> Result<(), String> {
+/// Checks shared by every backbone. The depth is not bounded by the image size: as in
+/// DeepReg (TensorFlow's `same` padding), level `d + 1` has `ceil(size_d / strides)` voxels per
+/// axis, so a level that reaches one voxel stays at one voxel further down.
+fn check_common(spec: &BackboneSpec, strides: usize, padding: &str) -> Result<(), String> {
     let ndim = spec.spatial_dims;
     if ndim != 2 && ndim != 3 {
         return Err(format!("spatial_dims must be 2 or 3, got {ndim}"));
@@ -397,27 +398,6 @@ fn check_common(
         return Err(format!(
             "padding `{padding}` is not supported: the skip connections need every level \
                  to keep its size; use padding: same"
-        ));
-    }
-    let factor = u32::try_from(depth)
-        .ok()
-        .and_then(|d| strides.checked_pow(d))
-        .unwrap_or(usize::MAX);
-    if let Some((axis, &size)) = spec
-        .image_size
-        .iter()
-        .enumerate()
-        .find(|&(_, &size)| size < factor)
-    {
-        let min = spec.image_size.iter().copied().min().unwrap_or(size);
-        let mut max_depth = 0;
-        while strides.pow(max_depth + 1) <= min {
-            max_depth += 1;
-        }
-        return Err(format!(
-            "depth {depth} is too large for image size {:?}: axis {axis} has {size} voxels, \
-                 fewer than strides^depth = {factor}; use depth <= {max_depth} or a larger image",
-            spec.image_size
         ));
     }
     Ok(())

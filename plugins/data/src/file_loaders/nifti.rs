@@ -78,7 +78,7 @@ impl FileLoader for NiftiFiles {
             ComponentError::invalid("file_loader `nifti`", format!("no image {index}"))
         })?;
         let header = NiftiHeader::from_file(path)
-            .map_err(|e| data_error(path, format!("cannot read NIfTI header: {e}")))?;
+            .map_err(|e| data_error(path, format!("cannot read NIfTI header: {}", describe(&e))))?;
         check_dims(path, &header)?;
         let rank = usize::from(header.dim[0]);
         Ok(header.dim[1..=rank]
@@ -150,7 +150,7 @@ pub fn read_nifti(path: &Path) -> Result<Volume, ComponentError> {
     }
     let object = ReaderOptions::new()
         .read_file(path)
-        .map_err(|e| data_error(path, format!("cannot read NIfTI: {e}")))?;
+        .map_err(|e| data_error(path, format!("cannot read NIfTI: {}", describe(&e))))?;
     let header = object.header().clone();
     check_dims(path, &header)?;
     let array = object
@@ -171,6 +171,18 @@ pub fn read_nifti(path: &Path) -> Result<Volume, ComponentError> {
     };
     check_volume(path, "NIfTI volume", &volume)?;
     Ok(volume)
+}
+
+/// The reader's error in words: its I/O errors carry no message of their own (they would
+/// print as `Io(Custom { … })`).
+fn describe(error: &::nifti::NiftiError) -> String {
+    match error {
+        ::nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            format!("the file ends early ({io}): it is truncated or damaged")
+        }
+        ::nifti::NiftiError::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn check_dims(path: &Path, header: &NiftiHeader) -> Result<(), ComponentError> {

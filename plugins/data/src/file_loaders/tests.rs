@@ -85,7 +85,10 @@ fn broken_nifti_files_are_errors_naming_the_file() {
         let error = read_nifti(path).unwrap_err().to_string();
         assert!(error.contains(&path.display().to_string()), "{error}");
         assert!(error.contains("cannot read NIfTI"), "{error}");
+        assert!(!error.contains("Io("), "{error}");
     }
+    let error = read_nifti(&truncated).unwrap_err().to_string();
+    assert!(error.contains("it is truncated or damaged"), "{error}");
     let mut bad = volume(&[2, 2, 2], 0.0);
     bad.data[5] = f32::NAN;
     let nan = dir.path().join("nan.nii");

@@ -32,6 +32,7 @@ impl Side {
         grouped: bool,
         shape: &[usize],
     ) -> Result<Side, ComponentError> {
+        require_folders(source)?;
         let images = ImageSet::open(source.format, source.dirs, images_kind, grouped)?;
         let has_labels = source
             .dirs
@@ -71,6 +72,28 @@ impl Side {
             shape: shape.to_vec(),
         }
     }
+}
+
+/// Every data folder of the split must exist (as DeepReg checks before anything else), so a
+/// mistyped `dir` is named as such rather than as a missing sub-folder.
+fn require_folders(source: &SplitSource<'_>) -> Result<(), ComponentError> {
+    for dir in source.dirs {
+        if !dir.is_dir() {
+            let what = if dir.exists() {
+                "is not a folder"
+            } else {
+                "does not exist"
+            };
+            return Err(ComponentError::Data {
+                path: dir.clone(),
+                message: format!(
+                    "the data folder of `dataset.{}.dir` {what}",
+                    source.split.as_str()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn label_count(

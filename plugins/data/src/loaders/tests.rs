@@ -391,6 +391,20 @@ fn bad_datasets_are_clear_errors() {
         &NiftiFormat {},
     );
     assert!(error.contains("moving_images: missing folder"), "{error}");
+
+    let missing = empty.path().join("trian");
+    let error = build_error(&paired_config(), &[missing], &NiftiFormat {});
+    assert!(
+        error.contains("trian: the data folder of `dataset.train.dir` does not exist"),
+        "{error}"
+    );
+    let file = empty.path().join("a_file");
+    std::fs::write(&file, "").unwrap();
+    let error = build_error(&paired_config(), &[file], &H5Format {});
+    assert!(
+        error.contains("`dataset.train.dir` is not a folder"),
+        "{error}"
+    );
 }
 
 #[test]

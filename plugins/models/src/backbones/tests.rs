@@ -155,6 +155,25 @@ fn unet_output_shapes_2d_and_3d() -> candle::Result<()> {
     check_dense_shape(&variant, &spec(&[6, 7, 8], 3, 3))
 }
 
+/// As in DeepReg (TensorFlow's `same` padding), the depth may pass the image size: the
+/// levels of an 8-voxel axis are 8, 4, 2, 1, 1. DeepReg's own test configs combine a depth-4
+/// LocalNet with 8³ fixed images.
+#[test]
+fn depth_past_the_image_size_works_as_in_deepreg() -> candle::Result<()> {
+    let mut deep_local = local(2, &[0, 1, 2, 3, 4]);
+    deep_local.out_kernel_initializer = Some("he_normal".to_owned());
+    let cube = spec(&[8, 8, 8], 2, 3);
+    check_dense_shape(&deep_local, &cube)?;
+    check_gradients(&deep_local, &cube)?;
+    let mut strided = unet(2, 3);
+    strided.pooling = false;
+    check_dense_shape(&strided, &spec(&[4, 6], 2, 2))?;
+    let affine_out =
+        affine(build(&global(2, 4), &cube, &VarMap::new()).forward(&input(&cube, 2)?)?);
+    assert_eq!(affine_out.dims(), &[2, 4, 3]);
+    check_gradients(&global(2, 4), &cube)
+}
+
 #[test]
 fn untrained_dense_backbones_output_a_zero_field() -> candle::Result<()> {
     let configs: [(&dyn BackboneConfig, BackboneSpec); 3] = [
@@ -352,9 +371,7 @@ fn backbones_run_from_externally_supplied_weights() -> candle::Result<()> {
 #[test]
 fn configs_that_cannot_work_are_rejected_with_a_reason() {
     let s2 = spec(&[16, 16], 2, 2);
-    let mut c = unet(2, 5);
-    assert!(invalid_message(&c, &s2).contains("use depth <= 4"));
-    c.depth = 2;
+    let mut c = unet(2, 2);
     c.extract_levels = vec![];
     assert!(invalid_message(&c, &s2).contains("extract_levels is empty"));
     c.extract_levels = vec![0, 3];
@@ -394,22 +411,19 @@ fn configs_that_cannot_work_are_rejected_with_a_reason() {
     l.encode_num_channels = Some(vec![2, 3]);
     l.decode_num_channels = Some(vec![2, 3]);
     assert!(invalid_message(&l, &s2).contains("use_additive_upsampling: false"));
-    let l = local(2, &[0, 1, 2, 3]);
-    assert!(invalid_message(&l, &spec(&[16, 16, 4], 2, 3)).contains("axis 2 has 4 voxels"));
 
     let mut g = global(2, 2);
     g.depth = None;
     assert!(invalid_message(&g, &s2).contains("needs `depth`"));
     g.extract_levels = Some(vec![]);
     assert!(invalid_message(&g, &s2).contains("extract_levels is empty"));
-    g.extract_levels = Some(vec![1, 5]);
-    assert!(invalid_message(&g, &s2).contains("depth 5 is too large"));
     assert!(invalid_message(&global(0, 1), &s2).contains("num_channel_initial"));
     assert!(invalid_message(&global(2, 1), &spec(&[8, 8, 8, 8], 2, 4)).contains("2 or 3"));
 }
 
-/// The backbone and method of every shipped config build for the config's image shape (16³
-/// for overlays without one), and the small ones run.
+/// The backbone and method of every shipped config (the quick start, `voxelmorph.yaml` and
+/// DeepReg's) build for the config's image shape (16³ for overlays without one), and the
+/// small ones run.
 #[test]
 fn shipped_configs_backbones_build_and_run() -> candle::Result<()> {
     use voxreg_framework::config::{ConfigDocument, ConfigValue};
@@ -417,7 +431,7 @@ fn shipped_configs_backbones_build_and_run() -> candle::Result<()> {
 
     let registry = Registry::linked().map_err(|e| candle::Error::Msg(e.to_string()))?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let mut paths = vec![root.join("quickstart.yaml")];
+    let mut paths = vec![root.join("quickstart.yaml"), root.join("voxelmorph.yaml")];
     let mut deepreg: Vec<_> = std::fs::read_dir(root.join("deepreg"))?
         .map(|entry| entry.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;

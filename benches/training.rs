@@ -1,0 +1,113 @@
+//! Benchmarks of whole training steps and of prediction, against `shared/bench`'s workload
+//! `f_localnet_train_64`: one step of a LocalNet (`num_channel_initial: 16`,
+//! `extract_levels: [0, 1, 2, 3]`) on a (1, 2, 64³) pair — forward, warp, LNCC (kernel 9) +
+//! 0.5 · bending energy, backward, Adam — and `e_vxm_train_64`: the same with MONAI's
+//! VoxelMorph U-Net, SSD + 0.01 · gradient L2; and each forward pass alone (predict
+//! throughput).
+//!
+//! Run with `RAYON_NUM_THREADS=2 cargo bench --bench training`.
+
+#![allow(missing_docs)]
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use voxreg::candle::{Device, Tensor};
+use voxreg::component::PairBatch;
+use voxreg::config::ConfigSources;
+use voxreg::engine::Trainer;
+use voxreg::registry::Registry;
+
+/// The peer's LocalNet step as a DeepReg config (the dataset folder is never read).
+const LOCALNET_64: &str = "
+dataset:
+  train: {dir: unused, format: nifti, labeled: false}
+  type: paired
+  moving_image_shape: [64, 64, 64]
+  fixed_image_shape: [64, 64, 64]
+train:
+  method: ddf
+  backbone: {name: local, num_channel_initial: 16, extract_levels: [0, 1, 2, 3]}
+  loss:
+    image: {name: lncc, kernel_size: 9, weight: 1.0}
+    regularization: {name: bending, weight: 0.5}
+  optimizer: {name: Adam, learning_rate: 1.0e-4}
+  preprocess: {batch_size: 1, shuffle_buffer_num_batch: 1}
+  epochs: 1
+  save_period: 1
+";
+
+/// The peer's VoxelMorph step (`e_vxm_train_64`: MONAI's VoxelMorph U-Net, DDF output, MSE +
+/// 0.01 · gradient L2, Adam); voxreg's `gradient` regularizer takes central differences where
+/// VoxelMorph's takes forward differences, the same work.
+const VXM_64: &str = "
+dataset:
+  train: {dir: unused, format: nifti, labeled: false}
+  type: paired
+  moving_image_shape: [64, 64, 64]
+  fixed_image_shape: [64, 64, 64]
+train:
+  method: ddf
+  backbone: {name: vxm_unet}
+  loss:
+    image: {name: ssd, weight: 1.0}
+    regularization: {name: gradient, l1: false, weight: 0.01}
+  optimizer: {name: Adam, learning_rate: 1.0e-4}
+  preprocess: {batch_size: 1, shuffle_buffer_num_batch: 1}
+  epochs: 1
+  save_period: 1
+";
+
+fn random_pair(shape: &[usize], device: &Device) -> PairBatch {
+    let mut dims = vec![1, 1];
+    dims.extend_from_slice(shape);
+    let image = || Tensor::rand(0f32, 1.0, dims.as_slice(), device).expect("image");
+    PairBatch {
+        moving_image: image(),
+        fixed_image: image(),
+        moving_label: None,
+        fixed_label: None,
+    }
+}
+
+fn config(yaml: &str) -> voxreg::config::Config {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let file = dir.path().join("bench.yaml");
+    std::fs::write(&file, yaml).expect("config");
+    let registry = Registry::linked().expect("registry");
+    ConfigSources::read(&[file])
+        .and_then(|sources| sources.resolve(&registry))
+        .expect("config")
+}
+
+/// Times a training step (`train_step/<name>`) and the forward pass (`predict/<name>`).
+fn bench_step_and_forward(c: &mut Criterion, name: &str, yaml: &str) {
+    let config = config(yaml);
+    let device = Device::Cpu;
+    let mut trainer = Trainer::new(&config, &device, 0).expect("trainer");
+    let batch = random_pair(&[64, 64, 64], &device);
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    group.bench_function(name, |b| {
+        b.iter(|| match trainer.step(&batch) {
+            Ok(outcome) => outcome.loss,
+            Err(error) => panic!("{}", error.at(1, 1)),
+        })
+    });
+    group.finish();
+    let mut group = c.benchmark_group("predict");
+    group.sample_size(10);
+    group.bench_function(name, |b| {
+        b.iter(|| trainer.model.forward(&batch).expect("forward"))
+    });
+    group.finish();
+}
+
+fn bench_localnet(c: &mut Criterion) {
+    bench_step_and_forward(c, "localnet_lncc_bending_adam_64", LOCALNET_64);
+}
+
+fn bench_voxelmorph(c: &mut Criterion) {
+    bench_step_and_forward(c, "vxm_unet_ssd_gradient_adam_64", VXM_64);
+}
+
+criterion_group!(benches, bench_localnet, bench_voxelmorph);
+criterion_main!(benches);

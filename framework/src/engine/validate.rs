@@ -1,0 +1,53 @@
+//! Validation after an epoch: every loss term and evaluation metric over the `valid` split,
+//! each sample once, in the split's fixed order, without augmentation.
+
+use std::sync::Arc;
+
+use candle_core::Device;
+
+use super::batch_metrics::add_batch_metrics;
+use super::logs::{Accumulator, SplitLog};
+use super::losses::LossTerms;
+use super::{tensor_error, EngineError, Model};
+use crate::component::DataLoader;
+use crate::data::{to_pair_batch, BatchStream, PipelineConfig};
+
+/// Means of the total loss, each term (per batch) and each metric (per sample) over the
+/// split that `loader` reads.
+pub(super) fn validate(
+    model: &Model<'_>,
+    terms: &LossTerms,
+    loader: &Arc<dyn DataLoader>,
+    pipeline: &PipelineConfig,
+    device: &Device,
+) -> Result<SplitLog, EngineError> {
+    let samples = loader.epoch(0, 0);
+    let pipeline = PipelineConfig {
+        drop_remainder: false,
+        ..pipeline.clone()
+    };
+    let mut accumulator = Accumulator::default();
+    for loaded in BatchStream::start(Arc::clone(loader), samples, &pipeline)? {
+        let (batch, info) = to_pair_batch(&loaded?, &model.shapes, device)
+            .map_err(tensor_error("stacking a validation batch"))?;
+        let output = model.forward(&batch)?;
+        let mut total = 0.0;
+        for term in terms.evaluate(&batch, &output)? {
+            let value = term
+                .value
+                .to_scalar::<f32>()
+                .map_err(tensor_error(term.name.clone()))? as f64;
+            accumulator.add_term(&term.name, value);
+            total += term.weight * value;
+        }
+        accumulator.add_loss(total);
+        add_batch_metrics(
+            &batch,
+            &info,
+            &output,
+            &model.shapes.fixed,
+            |name, value| accumulator.add_metric(name, value),
+        )?;
+    }
+    Ok(accumulator.means())
+}

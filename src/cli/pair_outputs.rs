@@ -1,0 +1,375 @@
+//! DeepReg's per-pair prediction outputs: for each pair a folder with the moving, fixed and
+//! predicted-fixed images, the DDF (and DVF, and the affine parameters as `affine.txt`),
+//! and per label a `label_<j>` folder with the moving, fixed and predicted labels; each
+//! array as NIfTI (`<name>.nii.gz`, in the fixed image's space) and/or PNG slices
+//! (`<name>/depth<k>_<name>.png` for every slice of the last axis).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use voxreg::candle::Tensor;
+use voxreg::component::{ImageId, SampleRef, Volume};
+use voxreg::engine::PairTensors;
+
+use super::image_files::write_png;
+use super::raster::{slice_raster, Layout, Window};
+
+/// Which files to write for each array.
+#[derive(Clone, Copy, Debug)]
+pub struct Formats {
+    /// `<name>.nii.gz`.
+    pub nifti: bool,
+    /// `<name>/depth<k>_<name>.png`.
+    pub png: bool,
+}
+
+/// How an array's PNG slices are scaled to 8 bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scaling {
+    /// Min-max over the whole array (images, fields).
+    MinMax,
+    /// `[0, 1]` as it is (labels, whose values already lie there).
+    Unit,
+}
+
+/// Writes the outputs of each sample under one root folder.
+pub struct PairWriter {
+    root: PathBuf,
+    formats: Formats,
+    /// Pair folders written so far.
+    pairs: HashSet<String>,
+    /// Samples (pair folder, label) written so far.
+    samples: HashSet<(String, Option<usize>)>,
+}
+
+/// Keeps ASCII letters, digits, `-` and `_`, replaces anything else with `_`, and keeps at
+/// most 64 characters, so an id is a safe folder-name part.
+pub fn sanitise(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+/// DeepReg's pair indices: the pair's index (`3`), or the moving and fixed image indices
+/// when they differ (`1_4`).
+pub fn pair_indices(reference: &SampleRef) -> String {
+    if reference.moving == reference.fixed {
+        reference.moving.to_string()
+    } else {
+        format!("{}_{}", reference.moving, reference.fixed)
+    }
+}
+
+/// A pair's folder name: `pair_<indices>` (see [`pair_indices`]), then the image ids (once
+/// when they are equal), sanitised: `pair_3_case003`, `pair_1_4_img1_img4`.
+pub fn pair_folder_name(reference: &SampleRef, ids: &(ImageId, ImageId)) -> String {
+    let indices = pair_indices(reference);
+    let (moving, fixed) = (ids.0.to_string(), ids.1.to_string());
+    let names = if moving == fixed {
+        sanitise(&moving)
+    } else {
+        format!("{}_{}", sanitise(&moving), sanitise(&fixed))
+    };
+    format!("pair_{indices}_{names}")
+}
+
+/// `(C, *spatial)` as a volume in DeepReg's layout: `(*spatial)` for one channel,
+/// `(*spatial, C)` otherwise (a DDF is `(d1, d2, d3, 3)`).
+fn channel_last_volume(tensor: &Tensor, affine: [[f64; 4]; 4]) -> anyhow::Result<Volume> {
+    let dims = tensor.dims().to_vec();
+    let Some((&channels, spatial)) = dims.split_first() else {
+        bail!("an output has no axes");
+    };
+    let mut order: Vec<usize> = (1..dims.len()).collect();
+    order.push(0);
+    let data = tensor
+        .permute(order)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+        .context("reading an output")?;
+    let mut shape = spatial.to_vec();
+    if channels != 1 {
+        shape.push(channels);
+    }
+    Ok(Volume {
+        data,
+        shape,
+        affine,
+    })
+}
+
+impl PairWriter {
+    /// A writer into `root` (which must exist).
+    pub fn new(root: &Path, formats: Formats) -> Self {
+        PairWriter {
+            root: root.to_owned(),
+            formats,
+            pairs: HashSet::new(),
+            samples: HashSet::new(),
+        }
+    }
+
+    /// Writes one sample's outputs and returns its pair folder. The pair's own arrays are
+    /// written with its first label; a sample seen before is an error (DeepReg's "Sample
+    /// is repeated").
+    pub fn write(&mut self, tensors: &PairTensors) -> anyhow::Result<PathBuf> {
+        let name = pair_folder_name(&tensors.reference, &tensors.ids);
+        let pair_dir = self.root.join(&name);
+        let label = tensors.reference.label;
+        if !self.samples.insert((name.clone(), label)) {
+            bail!("sample {name} (label {label:?}) appears twice in the split: is the dataset repeated?");
+        }
+        let affine = tensors.fixed_affine;
+        if self.pairs.insert(name) {
+            let images = [
+                ("moving_image", Some(&tensors.moving_image)),
+                ("fixed_image", Some(&tensors.fixed_image)),
+                ("pred_fixed_image", tensors.pred_fixed_image.as_ref()),
+                ("ddf", tensors.ddf.as_ref()),
+                ("dvf", tensors.dvf.as_ref()),
+            ];
+            for (array, tensor) in images {
+                if let Some(tensor) = tensor {
+                    self.write_array(&pair_dir, array, tensor, affine, Scaling::MinMax)?;
+                }
+            }
+            if let Some(theta) = &tensors.theta {
+                write_theta(&pair_dir.join("affine.txt"), theta)?;
+            }
+        }
+        if let Some(label) = label {
+            let label_dir = pair_dir.join(format!("label_{label}"));
+            let labels = [
+                ("moving_label", tensors.moving_label.as_ref()),
+                ("fixed_label", tensors.fixed_label.as_ref()),
+                ("pred_fixed_label", tensors.pred_fixed_label.as_ref()),
+            ];
+            for (array, tensor) in labels {
+                if let Some(tensor) = tensor {
+                    self.write_array(&label_dir, array, tensor, affine, Scaling::Unit)?;
+                }
+            }
+        }
+        Ok(pair_dir)
+    }
+
+    fn write_array(
+        &self,
+        dir: &Path,
+        name: &str,
+        tensor: &Tensor,
+        affine: [[f64; 4]; 4],
+        scaling: Scaling,
+    ) -> anyhow::Result<()> {
+        if !(self.formats.nifti || self.formats.png) {
+            return Ok(());
+        }
+        let volume = channel_last_volume(tensor, affine)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if self.formats.nifti {
+            voxreg::data::write_nifti(&dir.join(format!("{name}.nii.gz")), &volume)?;
+        }
+        if self.formats.png {
+            write_slices(&dir.join(name), name, &volume, tensor.dims()[0], scaling)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every slice of the last spatial axis of `volume` (`channels` values per voxel, last) as
+/// `<dir>/depth<k>_<name>.png`: grey for one channel, RGB for a 3D field, and RGB with an
+/// empty blue channel for a 2D field; a 2D array is one slice.
+fn write_slices(
+    dir: &Path,
+    name: &str,
+    volume: &Volume,
+    channels: usize,
+    scaling: Scaling,
+) -> anyhow::Result<()> {
+    let spatial = &volume.shape[..volume.shape.len() - usize::from(channels != 1)];
+    let spatial = match *spatial {
+        [d0, d1] => [d0, d1, 1],
+        [d0, d1, d2] => [d0, d1, d2],
+        _ => bail!(
+            "{name} has shape {:?}: PNG slices need 2 or 3 spatial axes",
+            volume.shape
+        ),
+    };
+    let data = match channels {
+        1 | 3 => volume.data.clone(),
+        2 => volume
+            .data
+            .chunks(2)
+            .flat_map(|v| [v[0], v[1], 0.0])
+            .collect(),
+        other => bail!("{name} has {other} channels: PNG slices show 1, 2 or 3"),
+    };
+    let layout = Layout {
+        spatial,
+        channels: if channels == 1 { 1 } else { 3 },
+    };
+    let window = match scaling {
+        Scaling::MinMax => Window::min_max(&volume.data),
+        Scaling::Unit => Window { lo: 0.0, hi: 1.0 },
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for depth in 0..layout.depth() {
+        let raster = slice_raster(&data, layout, depth, window)?;
+        write_png(&dir.join(format!("depth{depth}_{name}.png")), &raster, &[])?;
+    }
+    Ok(())
+}
+
+/// The affine parameters `(ndim + 1, ndim)` as DeepReg's `affine.txt`: one row per line,
+/// values separated by commas.
+fn write_theta(path: &Path, theta: &Tensor) -> anyhow::Result<()> {
+    let rows = theta
+        .to_vec2::<f32>()
+        .context("reading the affine parameters")?;
+    let text: String = rows
+        .iter()
+        .map(|row| {
+            let values: Vec<String> = row.iter().map(|v| format!("{v:e}")).collect();
+            values.join(",") + "\n"
+        })
+        .collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let temporary = path.with_file_name(".affine.txt.partial");
+    std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use voxreg::candle::Device;
+
+    use super::*;
+
+    fn id(group: Option<&str>, name: &str) -> ImageId {
+        ImageId {
+            group: group.map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn folder_names_are_deepregs_indices_then_safe_ids() {
+        let paired = SampleRef {
+            moving: 3,
+            fixed: 3,
+            label: Some(1),
+        };
+        assert_eq!(
+            pair_folder_name(&paired, &(id(None, "case003"), id(None, "case003"))),
+            "pair_3_case003"
+        );
+        let grouped = SampleRef {
+            moving: 1,
+            fixed: 4,
+            label: None,
+        };
+        assert_eq!(
+            pair_folder_name(&grouped, &(id(Some("g 1"), "a.b"), id(Some("g2"), "../x"))),
+            "pair_1_4_g_1_a_b_g2____x"
+        );
+        assert_eq!(sanitise(&"é".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn channels_move_last_as_deepreg_saves_fields() {
+        // (2 channels, 1, 3): channel c at voxel j holds 10·c + j.
+        let tensor =
+            Tensor::from_vec(vec![0f32, 1., 2., 10., 11., 12.], (2, 1, 3), &Device::Cpu).unwrap();
+        let affine = [
+            [2.0, 0.0, 0.0, 0.0],
+            [0.0; 4],
+            [0.0; 4],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let volume = channel_last_volume(&tensor, affine).unwrap();
+        assert_eq!(volume.shape, vec![1, 3, 2]);
+        assert_eq!(volume.data, vec![0., 10., 1., 11., 2., 12.]);
+        assert_eq!(volume.affine, affine);
+        let single = Tensor::zeros((1, 2, 2, 2), voxreg::candle::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(
+            channel_last_volume(&single, affine).unwrap().shape,
+            vec![2, 2, 2]
+        );
+    }
+
+    fn sample(label: usize) -> PairTensors {
+        let zeros = |c: usize| {
+            Tensor::zeros((c, 2, 2, 2), voxreg::candle::DType::F32, &Device::Cpu).unwrap()
+        };
+        PairTensors {
+            reference: SampleRef {
+                moving: 0,
+                fixed: 0,
+                label: Some(label),
+            },
+            ids: (id(None, "a"), id(None, "a")),
+            fixed_affine: [
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+            moving_image: zeros(1),
+            fixed_image: zeros(1),
+            pred_fixed_image: Some(zeros(1)),
+            moving_label: Some(zeros(1)),
+            fixed_label: Some(zeros(1)),
+            pred_fixed_label: Some(zeros(1)),
+            ddf: Some(zeros(3)),
+            dvf: None,
+            theta: Some(Tensor::zeros((4, 3), voxreg::candle::DType::F32, &Device::Cpu).unwrap()),
+        }
+    }
+
+    #[test]
+    fn each_label_gets_its_folder_and_a_repeated_sample_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PairWriter::new(
+            dir.path(),
+            Formats {
+                nifti: true,
+                png: false,
+            },
+        );
+        let pair = writer.write(&sample(0)).unwrap();
+        assert_eq!(pair, dir.path().join("pair_0_a"));
+        assert_eq!(writer.write(&sample(1)).unwrap(), pair);
+        let mut names: Vec<String> = std::fs::read_dir(&pair)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "affine.txt",
+                "ddf.nii.gz",
+                "fixed_image.nii.gz",
+                "label_0",
+                "label_1",
+                "moving_image.nii.gz",
+                "pred_fixed_image.nii.gz"
+            ]
+        );
+        assert!(pair.join("label_1/pred_fixed_label.nii.gz").is_file());
+        let theta = std::fs::read_to_string(pair.join("affine.txt")).unwrap();
+        assert_eq!(theta, "0e0,0e0,0e0\n".repeat(4));
+        let error = writer.write(&sample(1)).unwrap_err().to_string();
+        assert!(error.contains("appears twice"), "{error}");
+    }
+}
