@@ -8,6 +8,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_args();
     logging::init();
+    if !voxreg::allocator::keep_freed_memory() {
+        tracing::debug!("the allocator keeps its default policy");
+    }
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
