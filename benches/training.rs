@@ -6,8 +6,8 @@
 //! throughput).
 //!
 //! Run with `RAYON_NUM_THREADS=2 cargo bench --bench training`. Like the `voxreg` binary, the
-//! benchmark keeps freed memory for reuse ([`voxreg::allocator::keep_freed_memory`]); set
-//! `VOXREG_BENCH_SYSTEM_MALLOC=1` to measure with glibc's default policy instead.
+//! benchmark keeps freed memory for reuse ([`voxreg::allocator::apply`]); set
+//! `VOXREG_SYSTEM_MALLOC=1` to measure with glibc's default policy instead.
 
 #![allow(missing_docs)]
 
@@ -82,9 +82,7 @@ fn config(yaml: &str) -> voxreg::config::Config {
 
 /// Times a training step (`train_step/<name>`) and the forward pass (`predict/<name>`).
 fn bench_step_and_forward(c: &mut Criterion, name: &str, yaml: &str) {
-    if std::env::var_os("VOXREG_BENCH_SYSTEM_MALLOC").is_none() {
-        voxreg::allocator::keep_freed_memory();
-    }
+    voxreg::allocator::apply();
     let config = config(yaml);
     let device = Device::Cpu;
     let mut trainer = Trainer::new(&config, &device, 0).expect("trainer");

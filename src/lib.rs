@@ -3,8 +3,6 @@
 //! This facade re-exports the framework and links every built-in plugin crate, so their
 //! components are registered in any program that depends on `voxreg`.
 
-pub mod allocator;
-
 pub use voxreg_framework as framework;
 pub use voxreg_framework::*;
 

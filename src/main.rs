@@ -8,7 +8,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_args();
     logging::init();
-    if !voxreg::allocator::keep_freed_memory() {
+    if !voxreg::allocator::apply() {
         tracing::debug!("the allocator keeps its default policy");
     }
     match cli.run() {

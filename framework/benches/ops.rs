@@ -119,5 +119,14 @@ fn bench_small_ops(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_warp, bench_conv, bench_small_ops);
+criterion_group! {
+    name = benches;
+    // Measure what the `voxreg` binary runs: its allocation policy (`VOXREG_SYSTEM_MALLOC=1`
+    // measures glibc's default instead).
+    config = {
+        voxreg_framework::allocator::apply();
+        Criterion::default()
+    };
+    targets = bench_warp, bench_conv, bench_small_ops
+}
 criterion_main!(benches);

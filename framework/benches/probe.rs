@@ -44,6 +44,8 @@ fn time(name: &str, iters: usize, mut f: impl FnMut()) {
 }
 
 fn main() {
+    // The `voxreg` binary's allocation policy (`VOXREG_SYSTEM_MALLOC=1`: glibc's default).
+    voxreg_framework::allocator::apply();
     let which = std::env::args().nth(1).unwrap_or_default();
     let var = |t: &Tensor| Var::from_tensor(t).expect("var");
     match which.as_str() {

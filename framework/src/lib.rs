@@ -10,7 +10,8 @@
 //! * [`data`]: the pipeline from a data loader to batches of tensors;
 //! * [`engine`]: training and evaluating a configuration's model;
 //! * [`ops`]: spatial tensor ops for 2D and 3D registration;
-//! * [`metrics`]: evaluation metrics (Dice, TRE, SSD, Jacobian determinant statistics).
+//! * [`metrics`]: evaluation metrics (Dice, TRE, SSD, Jacobian determinant statistics);
+//! * [`allocator`]: the memory-allocation policy of training processes.
 //!
 //! The framework is built as a shared Rust library (`dylib`) so the `voxreg` binary and
 //! every dynamic plugin share one copy of it and of candle; plugins use candle through the
@@ -23,6 +24,7 @@ pub use inventory;
 pub use serde;
 pub use typetag;
 
+pub mod allocator;
 pub mod component;
 pub mod config;
 pub mod data;

@@ -94,7 +94,12 @@ fn loading(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default();
+    // Measure what the `voxreg` binary runs: its allocation policy (`VOXREG_SYSTEM_MALLOC=1`
+    // measures glibc's default instead).
+    config = {
+        voxreg_framework::allocator::apply();
+        Criterion::default()
+    };
     targets = loading
 }
 criterion_main!(benches);

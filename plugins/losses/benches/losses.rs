@@ -51,7 +51,12 @@ fn losses(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default();
+    // Measure what the `voxreg` binary runs: its allocation policy (`VOXREG_SYSTEM_MALLOC=1`
+    // measures glibc's default instead).
+    config = {
+        voxreg_framework::allocator::apply();
+        Criterion::default()
+    };
     targets = losses
 }
 criterion_main!(benches);

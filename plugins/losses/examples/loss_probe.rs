@@ -14,6 +14,8 @@ type Error = Box<dyn std::error::Error>;
 type Iteration = Box<dyn Fn() -> Result<(f64, f64), Error>>;
 
 fn main() -> Result<(), Error> {
+    // The `voxreg` binary's allocation policy (`VOXREG_SYSTEM_MALLOC=1`: glibc's default).
+    voxreg_framework::allocator::apply();
     let args: Vec<String> = std::env::args().collect();
     let workload = args.get(1).map(String::as_str).unwrap_or("lncc");
     let iterations: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);

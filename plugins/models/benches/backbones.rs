@@ -119,6 +119,9 @@ fn probe(iters: usize) {
 criterion_group!(benches, bench_local_net, bench_vxm_unet);
 
 fn main() {
+    // Measure what the `voxreg` binary runs: its allocation policy (`VOXREG_SYSTEM_MALLOC=1`
+    // measures glibc's default instead).
+    voxreg_framework::allocator::apply();
     match std::env::var("VOXREG_PROBE_ITERS").map(|v| v.parse::<usize>()) {
         Ok(Ok(iters)) if iters > 0 => probe(iters),
         _ => {

@@ -1,4 +1,6 @@
-//! The process's memory-allocation policy for training and prediction.
+//! The process's memory-allocation policy for training and prediction: the `voxreg` binary
+//! applies it at start-up, and the benchmarks of ops, losses, networks and training steps
+//! apply it too, so they measure what the binary does.
 //!
 //! Training allocates and frees the same large tensors (several MiB each) at every step.
 //! glibc's `malloc` serves such blocks with fresh `mmap`s and returns them on `free`, so every
@@ -33,6 +35,15 @@ pub fn keep_freed_memory() -> bool {
     {
         false
     }
+}
+
+/// Set (to anything) to keep glibc's default allocation policy: [`apply`] then does nothing.
+pub const SYSTEM_MALLOC_ENV: &str = "VOXREG_SYSTEM_MALLOC";
+
+/// Applies [`keep_freed_memory`] unless `VOXREG_SYSTEM_MALLOC` is set; returns whether the
+/// policy is in effect. The `voxreg` binary and the benchmarks call this first thing.
+pub fn apply() -> bool {
+    std::env::var_os(SYSTEM_MALLOC_ENV).is_none() && keep_freed_memory()
 }
 
 #[cfg(test)]
