@@ -143,15 +143,26 @@ impl AxisMap {
         let w0: Vec<T> = self.w0.iter().map(|&w| T::from_f64(w)).collect();
         let w1: Vec<T> = self.w1.iter().map(|&w| T::from_f64(w)).collect();
         let mut y = vec![T::zero(); outer * n_out * inner];
-        y.par_chunks_mut(n_out * inner)
-            .zip(x.par_chunks(n_in * inner))
-            .for_each(|(yo, xo)| {
-                for j in 0..n_out {
-                    let a = &xo[self.i0[j] * inner..(self.i0[j] + 1) * inner];
-                    let b = &xo[self.i1[j] * inner..(self.i1[j] + 1) * inner];
-                    let (p, q) = (w0[j], w1[j]);
-                    for ((v, &a), &b) in yo[j * inner..(j + 1) * inner].iter_mut().zip(a).zip(b) {
-                        *v = p * a + q * b;
+        let lines = lines_per_task(n_out * inner);
+        y.par_chunks_mut(lines * n_out * inner)
+            .zip(x.par_chunks(lines * n_in * inner))
+            .for_each(|(ys, xs)| {
+                for (yo, xo) in ys.chunks_mut(n_out * inner).zip(xs.chunks(n_in * inner)) {
+                    if inner == 1 {
+                        for (j, v) in yo.iter_mut().enumerate() {
+                            *v = w0[j] * xo[self.i0[j]] + w1[j] * xo[self.i1[j]];
+                        }
+                        continue;
+                    }
+                    for j in 0..n_out {
+                        let a = &xo[self.i0[j] * inner..(self.i0[j] + 1) * inner];
+                        let b = &xo[self.i1[j] * inner..(self.i1[j] + 1) * inner];
+                        let (p, q) = (w0[j], w1[j]);
+                        for ((v, &a), &b) in
+                            yo[j * inner..(j + 1) * inner].iter_mut().zip(a).zip(b)
+                        {
+                            *v = p * a + q * b;
+                        }
                     }
                 }
             });
@@ -164,23 +175,42 @@ impl AxisMap {
         let w0: Vec<T> = self.w0.iter().map(|&w| T::from_f64(w)).collect();
         let w1: Vec<T> = self.w1.iter().map(|&w| T::from_f64(w)).collect();
         let mut x = vec![T::zero(); outer * n_in * inner];
-        x.par_chunks_mut(n_in * inner)
-            .zip(y.par_chunks(n_out * inner))
-            .for_each(|(xo, yo)| {
-                for j in 0..n_out {
-                    let g = &yo[j * inner..(j + 1) * inner];
-                    for (i, w) in [(self.i0[j], w0[j]), (self.i1[j], w1[j])] {
-                        if w == T::zero() {
-                            continue;
+        let lines = lines_per_task(n_out * inner);
+        x.par_chunks_mut(lines * n_in * inner)
+            .zip(y.par_chunks(lines * n_out * inner))
+            .for_each(|(xs, ys)| {
+                for (xo, yo) in xs.chunks_mut(n_in * inner).zip(ys.chunks(n_out * inner)) {
+                    if inner == 1 {
+                        for (j, &g) in yo.iter().enumerate() {
+                            for (i, w) in [(self.i0[j], w0[j]), (self.i1[j], w1[j])] {
+                                if w != T::zero() {
+                                    xo[i] += w * g;
+                                }
+                            }
                         }
-                        for (v, &g) in xo[i * inner..(i + 1) * inner].iter_mut().zip(g) {
-                            *v += w * g;
+                        continue;
+                    }
+                    for j in 0..n_out {
+                        let g = &yo[j * inner..(j + 1) * inner];
+                        for (i, w) in [(self.i0[j], w0[j]), (self.i1[j], w1[j])] {
+                            if w == T::zero() {
+                                continue;
+                            }
+                            for (v, &g) in xo[i * inner..(i + 1) * inner].iter_mut().zip(g) {
+                                *v += w * g;
+                            }
                         }
                     }
                 }
             });
         x
     }
+}
+
+/// How many lines (of `line` output values each) one parallel task resamples: enough for
+/// about 16 K values, so short lines (the last axis) do not become one tiny task each.
+fn lines_per_task(line: usize) -> usize {
+    (16 * 1024 / line.max(1)).max(1)
 }
 
 /// Resampling along `axis` by `map` (forward) or by its transpose.
@@ -281,6 +311,43 @@ impl CustomOp1 for ResampleT {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The map and its transpose over many lines (several parallel tasks, short and long
+    /// lines) equal a plain loop over the definition.
+    #[test]
+    fn axis_maps_over_many_lines_match_the_definition() {
+        let map = AxisMap::new(7, 13, ResizeMode::Linear, Align::HalfPixel);
+        for (outer, inner) in [(3000, 1), (700, 3)] {
+            let x: Vec<f64> = (0..outer * 7 * inner)
+                .map(|k| ((k * 37 % 101) as f64).sin())
+                .collect();
+            let y = map.apply(&x, outer, inner);
+            let g: Vec<f64> = (0..outer * 13 * inner)
+                .map(|k| ((k * 53 % 97) as f64).cos())
+                .collect();
+            let gx = map.apply_t(&g, outer, inner);
+            let mut expected_y = vec![0.0; y.len()];
+            let mut expected_gx = vec![0.0; gx.len()];
+            for o in 0..outer {
+                for j in 0..13 {
+                    for c in 0..inner {
+                        let at = |i: usize| (o * 7 + i) * inner + c;
+                        let out = (o * 13 + j) * inner + c;
+                        expected_y[out] =
+                            map.w0[j] * x[at(map.i0[j])] + map.w1[j] * x[at(map.i1[j])];
+                        expected_gx[at(map.i0[j])] += map.w0[j] * g[out];
+                        expected_gx[at(map.i1[j])] += map.w1[j] * g[out];
+                    }
+                }
+            }
+            for (a, b) in y.iter().zip(&expected_y) {
+                assert!((a - b).abs() < 1e-12);
+            }
+            for (a, b) in gx.iter().zip(&expected_gx) {
+                assert!((a - b).abs() < 1e-12);
+            }
+        }
+    }
     use crate::ops::common::testing::{check_grads, max_abs_diff, values, Rng};
     use candle_core::{DType, Device};
 
