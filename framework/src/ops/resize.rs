@@ -158,8 +158,7 @@ impl AxisMap {
                         let a = &xo[self.i0[j] * inner..(self.i0[j] + 1) * inner];
                         let b = &xo[self.i1[j] * inner..(self.i1[j] + 1) * inner];
                         let (p, q) = (w0[j], w1[j]);
-                        for ((v, &a), &b) in
-                            yo[j * inner..(j + 1) * inner].iter_mut().zip(a).zip(b)
+                        for ((v, &a), &b) in yo[j * inner..(j + 1) * inner].iter_mut().zip(a).zip(b)
                         {
                             *v = p * a + q * b;
                         }
