@@ -372,10 +372,9 @@ impl GlobalNetConfig {
 const EMPTY_LEVELS: &str =
     "extract_levels is empty; list at least one level in [0, depth], e.g. [0] or [0, 1, 2, 3]";
 
-/// Checks shared by every backbone. The depth is not bounded by the image size: as in
-/// DeepReg (TensorFlow's `same` padding), level `d + 1` has `ceil(size_d / strides)` voxels per
-/// axis, so a level that reaches one voxel stays at one voxel further down.
-fn check_common(spec: &BackboneSpec, strides: usize, padding: &str) -> Result<(), String> {
+/// The checks of `spec` every backbone needs: 2 or 3 spatial axes, an image size with that
+/// many axes, at least one input channel. Returns the number of spatial axes.
+fn check_spec(spec: &BackboneSpec) -> Result<usize, String> {
     let ndim = spec.spatial_dims;
     if ndim != 2 && ndim != 3 {
         return Err(format!("spatial_dims must be 2 or 3, got {ndim}"));
@@ -389,6 +388,14 @@ fn check_common(spec: &BackboneSpec, strides: usize, padding: &str) -> Result<()
     if spec.in_channels == 0 {
         return Err("the input must have at least one channel".to_owned());
     }
+    Ok(ndim)
+}
+
+/// Checks shared by every backbone. The depth is not bounded by the image size: as in
+/// DeepReg (TensorFlow's `same` padding), level `d + 1` has `ceil(size_d / strides)` voxels per
+/// axis, so a level that reaches one voxel stays at one voxel further down.
+fn check_common(spec: &BackboneSpec, strides: usize, padding: &str) -> Result<(), String> {
+    check_spec(spec)?;
     if strides < 2 {
         return Err(format!(
             "strides must be at least 2 (the down-sampling factor), got {strides}"

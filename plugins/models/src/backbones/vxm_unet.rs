@@ -73,19 +73,7 @@ register_component!(
 impl VxmUNetConfig {
     /// Checks the config against `spec`; the messages say what would work.
     fn plan(&self, spec: &BackboneSpec) -> Result<VxmPlan, String> {
-        let ndim = spec.spatial_dims;
-        if ndim != 2 && ndim != 3 {
-            return Err(format!("spatial_dims must be 2 or 3, got {ndim}"));
-        }
-        if spec.image_size.len() != ndim {
-            return Err(format!(
-                "image size {:?} must have {ndim} axes (spatial_dims)",
-                spec.image_size
-            ));
-        }
-        if spec.in_channels == 0 {
-            return Err("the input must have at least one channel".to_owned());
-        }
+        let ndim = super::check_spec(spec)?;
         if spec.out_channels != ndim {
             return Err(format!(
                 "vxm_unet predicts a displacement or velocity field ({ndim} channels), but the \
