@@ -1,42 +1,12 @@
 //! PNG and animated GIF files from rasters, each written to a temporary file beside its
 //! target and renamed into place, so a failure leaves no partial file.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 
+use super::atomic::write_atomically;
 use super::raster::Raster;
-
-/// Writes through `write` into `.<name>.partial` beside `path`, then renames it to `path`.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file name", path.display()))?;
-    let temporary: PathBuf = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
-    let result = File::create(&temporary)
-        .with_context(|| format!("creating {}", temporary.display()))
-        .and_then(|file| {
-            let mut writer = BufWriter::new(file);
-            write(&mut writer)?;
-            writer
-                .flush()
-                .with_context(|| format!("writing {}", temporary.display()))
-        })
-        .and_then(|()| {
-            std::fs::rename(&temporary, path)
-                .with_context(|| format!("moving the written file to {}", path.display()))
-        });
-    if result.is_err() {
-        // The partial file is useless; failing to remove it changes nothing for the caller.
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
-}
 
 /// Writes `raster` as an 8-bit grey or RGB PNG, with `text` as tEXt chunks (keyword,
 /// value).
@@ -119,6 +89,7 @@ pub fn write_gif(path: &Path, frames: &[Raster], interval_ms: u32) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     fn grey(width: usize, height: usize, value: u8) -> Raster {
         Raster {

@@ -12,6 +12,8 @@ use voxreg::candle::Tensor;
 use voxreg::component::{ImageId, SampleRef, Volume};
 use voxreg::engine::PairTensors;
 
+use super::atomic::write_text;
+
 use super::image_files::write_png;
 use super::raster::{slice_raster, Layout, Window};
 
@@ -244,9 +246,7 @@ fn write_theta(path: &Path, theta: &Tensor) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let temporary = path.with_file_name(".affine.txt.partial");
-    std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+    write_text(path, &text)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use voxreg::data::{read_nifti, write_nifti};
 use voxreg::engine::{self, Transform};
 use voxreg::metrics;
 
+use super::atomic::write_text;
 use super::{host, RegisterArgs};
 
 /// The configuration under the user's files: only `train.loss` and `train.optimizer` are
@@ -286,11 +287,4 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
         );
     }
     Ok(())
-}
-
-/// Writes text through a temporary file renamed into place.
-fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
-    let temporary = path.with_extension("partial");
-    std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
 }

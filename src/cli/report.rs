@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use voxreg::component::Split;
 use voxreg::engine::{EvaluatedPair, Evaluation};
+
+use super::atomic::write_text;
 
 /// Prints each metric's mean before → after registration.
 pub fn print_improvement(split: Split, evaluation: &Evaluation) {
@@ -73,7 +74,7 @@ pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result
             optional(jacobian.map(|j| j.std)),
         ));
     }
-    write_atomically(path, &csv)
+    write_text(path, &csv)
 }
 
 /// The metrics DeepReg summarises, with how to read each from a sample.
@@ -116,12 +117,6 @@ fn describe(mut values: Vec<f64>) -> Option<[f64; 8]> {
     ])
 }
 
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let temporary = path.with_extension("csv.partial");
-    std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
-}
-
 /// Writes DeepReg's summaries beside `metrics.csv`: `metrics_stats_per_label.csv` (mean,
 /// median and std of each metric per label index) and `metrics_stats_overall.csv` (count,
 /// mean, std, min, quartiles, max of each metric).
@@ -156,7 +151,7 @@ pub fn write_stats_csvs(dir: &Path, evaluation: &Evaluation) -> anyhow::Result<(
         }
         per_label.push('\n');
     }
-    write_atomically(&dir.join("metrics_stats_per_label.csv"), &per_label)?;
+    write_text(&dir.join("metrics_stats_per_label.csv"), &per_label)?;
     let mut overall = String::from("statistic");
     for (name, _) in METRICS {
         overall.push_str(&format!(",{name}"));
@@ -179,7 +174,7 @@ pub fn write_stats_csvs(dir: &Path, evaluation: &Evaluation) -> anyhow::Result<(
         }
         overall.push('\n');
     }
-    write_atomically(&dir.join("metrics_stats_overall.csv"), &overall)
+    write_text(&dir.join("metrics_stats_overall.csv"), &overall)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use super::logs::Accumulator;
+use super::run_dir::io_error;
 use super::{tensor_error, EngineError, Model};
 use crate::component::{Optimizer, OptimizerState};
 
@@ -43,13 +44,6 @@ pub fn folder_name(progress: &Progress) -> String {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
-    move |e| EngineError::Io {
-        path: path.to_owned(),
-        message: e.to_string(),
-    }
-}
-
 /// The weights file of a checkpoint given as its folder, or the file itself.
 pub fn weights_file(checkpoint: &Path) -> PathBuf {
     if checkpoint.is_dir() {
@@ -77,9 +71,9 @@ pub fn save(
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("ckpt");
     let partial = dir.with_file_name(format!(".{name}.partial"));
     if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+        std::fs::remove_dir_all(&partial).map_err(io_error(&partial))?;
     }
-    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
+    std::fs::create_dir_all(&partial).map_err(io_error(&partial))?;
     model
         .variables
         .save(partial.join(WEIGHTS))
@@ -101,9 +95,9 @@ pub fn save(
         state.step,
         progress.partial.to_lines()
     );
-    std::fs::write(partial.join(PROGRESS), text).map_err(io(&partial))?;
-    std::fs::write(partial.join(CONFIG), config_yaml).map_err(io(&partial))?;
-    std::fs::rename(&partial, dir).map_err(io(dir))
+    std::fs::write(partial.join(PROGRESS), text).map_err(io_error(&partial))?;
+    std::fs::write(partial.join(CONFIG), config_yaml).map_err(io_error(&partial))?;
+    std::fs::rename(&partial, dir).map_err(io_error(dir))
 }
 
 /// Restores a checkpoint folder into `model` and `optimizer` and returns its progress.
@@ -122,7 +116,8 @@ pub fn load(
             "not a checkpoint folder (training writes them as <run>/save/ckpt-<epoch>)".to_owned(),
         ));
     }
-    let text = std::fs::read_to_string(dir.join(PROGRESS)).map_err(io(&dir.join(PROGRESS)))?;
+    let text =
+        std::fs::read_to_string(dir.join(PROGRESS)).map_err(io_error(&dir.join(PROGRESS)))?;
     let field = |key: &str| -> Result<u64, EngineError> {
         text.lines()
             .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
