@@ -8,15 +8,16 @@
 //! of each window from the input instead of storing indices.
 //!
 //! Max pooling whose windows tile the input (kernel = stride, no leading padding, every window
-//! inside the input, e.g. the usual `2³` / stride 2) takes a row-wise path: for each row of
-//! output windows it scans the `kernel[0] * kernel[1]` input rows once, in memory order, keeping
-//! the running maximum (and its index, for the backward) of every window of the row.
+//! inside the input, e.g. the usual `2³` / stride 2) takes a row-wise, vectorised path split
+//! into slabs of input planes (module `tiled`).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::common::{check_float, contiguous, spatial3, spatial_ndim, storage, Real};
+
+mod tiled;
 
 /// Pooling reduction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,85 +181,12 @@ impl Pool {
             .all(|a| self.k[a] == self.s[a] && self.lo[a] == 0 && self.out[a] * self.s[a] <= inp[a])
     }
 
-    /// Visits, in memory order, the input rows that the row `(oz, oy)` of output windows of a
-    /// tiling pool covers: `f(first index of the row, the row's covered values)`.
-    #[inline(always)]
-    fn for_each_row<T: Real>(
-        &self,
-        xc: &[T],
-        inp: [usize; 3],
-        (oz, oy): (usize, usize),
-        ow: usize,
-        mut f: impl FnMut(usize, &[T]),
-    ) {
-        let [sz, sy, sx] = self.s;
-        for kz in 0..sz {
-            for ky in 0..sy {
-                let start = ((oz * sz + kz) * inp[1] + oy * sy + ky) * inp[2];
-                f(start, &xc[start..start + ow * sx]);
-            }
-        }
-    }
-
-    /// Max-pooling forward of one channel when the windows tile the input (NaN wins).
-    fn tiled_max_forward<T: Real>(&self, xc: &[T], inp: [usize; 3], yc: &mut [T]) {
-        let [od, oh, ow] = self.out;
-        let sx = self.s[2];
-        for oz in 0..od {
-            for oy in 0..oh {
-                let out = &mut yc[(oz * oh + oy) * ow..(oz * oh + oy + 1) * ow];
-                let mut first = true;
-                self.for_each_row(xc, inp, (oz, oy), ow, |_, row| {
-                    if first {
-                        for (o, win) in out.iter_mut().zip(row.chunks_exact(sx)) {
-                            *o = win[0];
-                        }
-                        first = false;
-                    }
-                    // Window offset outer, windows inner: long uniform inner loops, and each
-                    // window still sees its values in memory order.
-                    for kx in 0..sx {
-                        for (ox, o) in out.iter_mut().enumerate() {
-                            let v = row[ox * sx + kx];
-                            *o = if v > *o || v.is_nan() { v } else { *o };
-                        }
-                    }
-                });
-            }
-        }
-    }
-
-    /// Max-pooling backward of one channel when the windows tile the input (`gc` zero): each
-    /// window's gradient goes to its first maximum in memory order (the first NaN if any).
-    fn tiled_max_backward<T: Real>(&self, xc: &[T], inp: [usize; 3], goc: &[T], gc: &mut [T]) {
-        let [od, oh, ow] = self.out;
-        let sx = self.s[2];
-        let mut best = vec![T::zero(); ow];
-        let mut at = vec![0usize; ow];
-        for oz in 0..od {
-            for oy in 0..oh {
-                let mut first = true;
-                self.for_each_row(xc, inp, (oz, oy), ow, |start, row| {
-                    if first {
-                        for (ox, (b, i)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
-                            (*b, *i) = (row[ox * sx], start + ox * sx);
-                        }
-                        first = false;
-                    }
-                    for kx in 0..sx {
-                        for (ox, (b, i)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
-                            let v = row[ox * sx + kx];
-                            let take = v > *b || (v.is_nan() && !b.is_nan());
-                            *b = if take { v } else { *b };
-                            *i = if take { start + ox * sx + kx } else { *i };
-                        }
-                    }
-                });
-                let g = &goc[(oz * oh + oy) * ow..(oz * oh + oy + 1) * ow];
-                for (&i, &gv) in at.iter().zip(g) {
-                    gc[i] += gv;
-                }
-            }
+    /// The geometry of the tiling fast path (valid when [`Self::tiles_input`]).
+    fn tiling(&self, inp: [usize; 3]) -> tiled::Tiling {
+        tiled::Tiling {
+            k: self.k,
+            inp,
+            out: self.out,
         }
     }
 
@@ -270,13 +198,7 @@ impl Pool {
         if self.kind != PoolKind::Max || !self.tiles_input(inp) {
             return self.generic_forward(x, inp);
         }
-        let ivol: usize = inp.iter().product();
-        let ovol: usize = self.out.iter().product();
-        let mut y = vec![T::zero(); x.len() / ivol * ovol];
-        y.par_chunks_mut(ovol)
-            .zip(x.par_chunks(ivol))
-            .for_each(|(yc, xc)| self.tiled_max_forward(xc, inp, yc));
-        y
+        tiled::forward(&self.tiling(inp), x)
     }
 
     /// Forward for any window geometry.
@@ -313,13 +235,7 @@ impl Pool {
         if self.kind != PoolKind::Max || !self.tiles_input(inp) {
             return self.generic_backward(x, g, inp);
         }
-        let ivol: usize = inp.iter().product();
-        let ovol: usize = self.out.iter().product();
-        let mut gx = vec![T::zero(); x.len()];
-        gx.par_chunks_mut(ivol)
-            .zip(x.par_chunks(ivol).zip(g.par_chunks(ovol)))
-            .for_each(|(gc, (xc, goc))| self.tiled_max_backward(xc, inp, goc, gc));
-        gx
+        tiled::backward(&self.tiling(inp), x, g)
     }
 
     /// Backward for any window geometry.
@@ -502,8 +418,9 @@ mod tests {
         // Values on a coarse grid so windows have ties (the first in memory order must win),
         // a NaN, sizes that leave trailing voxels outside every window, 2D and 3D.
         let mut rng = Rng::new(23);
-        let cases: [([usize; 3], [usize; 3]); 4] = [
+        let cases: [([usize; 3], [usize; 3]); 5] = [
             ([5, 6, 7], [2, 2, 2]),
+            ([3, 7, 6], [1, 2, 2]),
             ([1, 9, 8], [1, 3, 2]),
             ([7, 4, 9], [3, 1, 4]),
             ([4, 4, 4], [1, 1, 1]),
