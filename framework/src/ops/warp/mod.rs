@@ -15,6 +15,10 @@
 //! buffers hold little more than one image in total; if they would exceed twice the image size
 //! (wild fields or many threads), adjacent tasks are merged until they fit, so the scratch
 //! memory stays below two image-sized buffers whatever the field.
+//!
+//! A single-channel linear warp whose field tracks gradients (and whose image does not) — the
+//! warp of a training step — computes the field gradient's slopes in its forward pass and
+//! keeps them for the backward pass (module `slope`), so the corners are gathered once.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -24,6 +28,10 @@ use super::common::{
     check_float, contiguous, even_ranges, spatial3, spatial_ndim, split_rows, storage, task_count,
     with_simd, Real, RowTask,
 };
+
+mod slope;
+
+use slope::KeptSlope;
 
 /// Interpolation used to sample between voxel centres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,14 +93,25 @@ pub fn warp(image: &Tensor, ddf: &Tensor, interp: Interp, padding: Padding) -> R
     }
     let image = image.contiguous()?;
     let ddf = ddf.contiguous()?;
-    image.apply_op2(&ddf, Warp { interp, padding })
+    let keep_slope = interp == Interp::Linear && id[1] == 1 && ddf.track_op() && !image.track_op();
+    image.apply_op2(
+        &ddf,
+        Warp {
+            interp,
+            padding,
+            slope: keep_slope.then(KeptSlope::default),
+        },
+    )
 }
 
 /// The warp op (forward: image, ddf → warped image).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Warp {
     interp: Interp,
     padding: Padding,
+    /// Where the forward pass keeps the field gradient's slopes for the backward pass (a
+    /// single-channel linear warp whose field alone tracks gradients; see module `slope`).
+    slope: Option<KeptSlope>,
 }
 
 /// Sizes of one warp call.
@@ -452,7 +471,48 @@ macro_rules! dispatch {
 
 impl Warp {
     fn forward<T: Real>(&self, img: &[T], ddf: &[T], geo: Geometry) -> Vec<T> {
+        if let Some(kept) = &self.slope {
+            let (out, slope) = match (geo.d3, self.padding == Padding::Border) {
+                (true, true) => self.forward_with_slope::<T, true, true>(img, ddf, geo),
+                (true, false) => self.forward_with_slope::<T, true, false>(img, ddf, geo),
+                (false, true) => self.forward_with_slope::<T, false, true>(img, ddf, geo),
+                (false, false) => self.forward_with_slope::<T, false, false>(img, ddf, geo),
+            };
+            kept.store(T::to_cpu_storage_owned(slope));
+            return out;
+        }
         dispatch!(self, geo, forward_k, T, (img, ddf, geo))
+    }
+
+    /// Linear forward of a single-channel image that also returns the slopes `∂out/∂u_i`
+    /// (field-shaped).
+    fn forward_with_slope<T: Real, const D3: bool, const BORDER: bool>(
+        &self,
+        img: &[T],
+        ddf: &[T],
+        geo: Geometry,
+    ) -> (Vec<T>, Vec<T>) {
+        let (dvol, dw, nd) = (geo.dst_vol(), geo.dst[2], geo.ndim());
+        let mut out = vec![T::zero(); geo.n * dvol];
+        let mut slope = vec![T::zero(); geo.n * nd * dvol];
+        let ranges = even_ranges(geo.dst_rows(), task_count(geo.dst_rows()));
+        let tasks = split_rows(&mut out, geo.n, 1, geo.dst_rows(), dw, &ranges);
+        let slope_tasks = split_rows(&mut slope, geo.n, nd, geo.dst_rows(), dw, &ranges);
+        tasks
+            .into_par_iter()
+            .zip(slope_tasks)
+            .for_each(|(mut task, mut slope_task)| {
+                let b = task.batch;
+                let sampler = Sampler {
+                    geo,
+                    ddf: &ddf[b * nd * dvol..(b + 1) * nd * dvol],
+                };
+                let img = &img[b * geo.src_vol()..(b + 1) * geo.src_vol()];
+                with_simd(|| {
+                    fwd_rows_with_slope::<T, D3, BORDER>(&sampler, img, &mut task, &mut slope_task)
+                });
+            });
+        (out, slope)
     }
 
     fn forward_k<T: Real, const LIN: bool, const D3: bool, const BORDER: bool>(
@@ -496,6 +556,26 @@ fn fwd_rows<T: Real, const LIN: bool, const D3: bool, const BORDER: bool>(
     });
 }
 
+/// Forward rows of a single-channel linear warp, writing the slopes `∂out/∂u_i` too.
+#[inline(always)]
+fn fwd_rows_with_slope<T: Real, const D3: bool, const BORDER: bool>(
+    sampler: &Sampler<'_, T>,
+    img: &[T],
+    task: &mut RowTask<'_, T>,
+    slope: &mut RowTask<'_, T>,
+) {
+    let start = task.r0 * sampler.geo.dst[2];
+    let out = &mut task.parts[0];
+    let first = if D3 { 0 } else { 1 };
+    for_each_voxel::<T, true, D3, BORDER>(sampler, task.r0, task.r1, |o, tz, ty, tx| {
+        let (v, d) = sample::<T, true, D3>(img, tz, ty, tx);
+        out[o - start] = v;
+        for (part, di) in slope.parts.iter_mut().zip(&d[first..]) {
+            part[o - start] = *di;
+        }
+    });
+}
+
 impl CustomOp2 for Warp {
     fn name(&self) -> &'static str {
         "warp"
@@ -535,6 +615,14 @@ impl CustomOp2 for Warp {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let want_img = image.track_op();
         let want_ddf = ddf.track_op() && self.interp == Interp::Linear;
+        if want_ddf && !want_img {
+            if let Some(kept) = &self.slope {
+                let ndim = ddf.dims()[1];
+                if let Some(gddf) = kept.take_scaled(grad, ndim)? {
+                    return Ok((None, Some(gddf)));
+                }
+            }
+        }
         let zero_ddf = ddf.track_op() && self.interp == Interp::Nearest;
         let zero_ddf = if zero_ddf {
             Some(ddf.zeros_like()?)
@@ -1139,6 +1227,86 @@ mod tests {
         let grads = out.sum_all().unwrap().backward().unwrap();
         let g = grads.get(ddf.as_tensor()).unwrap();
         assert!(values(g).iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn field_only_gradients_from_kept_slopes() {
+        // A single-channel image that does not track gradients: the forward keeps the slopes.
+        let mut rng = Rng::new(8);
+        for (ishape, dshape, padding) in [
+            (&[2, 1, 4, 5, 3][..], &[2, 3, 4, 5, 3][..], Padding::Zeros),
+            (&[1, 1, 3, 4, 5], &[1, 3, 4, 3, 5], Padding::Border),
+            (&[2, 1, 5, 7], &[2, 2, 5, 7], Padding::Zeros),
+            (&[1, 1, 6, 5], &[1, 2, 4, 3], Padding::Border),
+        ] {
+            let img = rng.tensor(ishape, -1.0, 1.0, DType::F64);
+            let ddf = rng.tensor(dshape, -1.5, 1.5, DType::F64);
+            let f = move |ts: &[Tensor]| warp(&ts[0].detach(), &ts[1], Interp::Linear, padding);
+            check_grads(&f, &[img, ddf], 1e-6, 1e-6, &[0]);
+        }
+    }
+
+    #[test]
+    fn kept_slopes_equal_the_gathered_field_gradient_of_a_unit_output_gradient() {
+        let mut rng = Rng::new(10);
+        for (is, ds, padding) in [
+            (&[2, 1, 4, 5, 6][..], &[2, 3, 5, 4, 6][..], Padding::Zeros),
+            (&[1, 1, 7, 6], &[1, 2, 6, 7], Padding::Border),
+        ] {
+            let img = values(&rng.tensor(is, -1.0, 1.0, DType::F64));
+            let ddf = values(&rng.tensor(ds, -2.0, 2.0, DType::F64));
+            let geo = Geometry::new(is, ds);
+            let op = Warp {
+                interp: Interp::Linear,
+                padding,
+                slope: Some(KeptSlope::default()),
+            };
+            let out = op.forward(&img, &ddf, geo);
+            let plain = Warp { slope: None, ..op };
+            assert_eq!(out, plain.forward(&img, &ddf, geo));
+            let ones = vec![1.0; out.len()];
+            let gathered = WarpBackward {
+                interp: Interp::Linear,
+                padding,
+                want_img: false,
+                want_ddf: true,
+            }
+            .run(&img, &ddf, &ones, geo);
+            let gout = Tensor::from_vec(ones, geo.n * geo.dst_vol(), &Device::Cpu).unwrap();
+            let mut grad_dims = ds.to_vec();
+            grad_dims[1] = 1;
+            let kept = plain
+                .slope
+                .unwrap_or_default()
+                .take_scaled(&gout.reshape(grad_dims.as_slice()).unwrap(), ds[1])
+                .unwrap();
+            assert!(kept.is_none(), "a plain warp keeps nothing");
+            let kept = op
+                .slope
+                .as_ref()
+                .unwrap()
+                .take_scaled(&gout.reshape(grad_dims.as_slice()).unwrap(), ds[1])
+                .unwrap()
+                .expect("kept slopes");
+            assert_eq!(values(&kept), gathered);
+        }
+    }
+
+    #[test]
+    fn a_second_backward_recomputes_the_kept_field_gradient() {
+        let mut rng = Rng::new(9);
+        let img = rng.tensor(&[1, 1, 5, 6, 7], 0.0, 1.0, DType::F32);
+        let ddf = Var::from_tensor(&rng.tensor(&[1, 3, 5, 6, 7], -2.0, 2.0, DType::F32)).unwrap();
+        let w = rng.tensor(&[1, 1, 5, 6, 7], -1.0, 1.0, DType::F32);
+        let out = warp(&img, &ddf, Interp::Linear, Padding::Zeros).unwrap();
+        let loss = (out * &w).unwrap().sum_all().unwrap();
+        let kept = loss.backward().unwrap();
+        let recomputed = loss.backward().unwrap();
+        let (a, b) = (
+            kept.get(ddf.as_tensor()).unwrap(),
+            recomputed.get(ddf.as_tensor()).unwrap(),
+        );
+        assert!(max_abs_diff(a, b) < 1e-6, "{}", max_abs_diff(a, b));
     }
 
     #[test]
