@@ -31,6 +31,9 @@ use super::{Core, SharedOut};
 
 /// Number of values per slab, about 128 KiB in f32: a slab and the output tile stay in L2.
 const SLAB_BUDGET: usize = 1 << 15;
+/// Slab budget of the weight gradient, about 512 KiB: its register tiles are reduced once per
+/// tile, so taller tiles (longer sums per reduction) pay off more than cache residency.
+const WEIGHT_SLAB_BUDGET: usize = 1 << 17;
 /// Tiles are made small enough that there are at least this many (when the output allows).
 const MIN_TILES: usize = 16;
 /// Largest per-lane accumulator (values) the weight gradient keeps per group; larger weights
@@ -110,12 +113,12 @@ struct Tiling {
 }
 
 impl Tiling {
-    fn new(core: &Core, block: usize) -> Self {
+    fn new(core: &Core, block: usize, budget: usize) -> Self {
         let [kd, kh, kw] = core.k;
         let wp = core.out[2] + kw - 1;
         let per_row = core.cin * kd * wp;
         let planes = core.n * core.out[0];
-        let by_budget = (SLAB_BUDGET / per_row.max(1)).max(1);
+        let by_budget = (budget / per_row.max(1)).max(1);
         let by_tasks = (core.out[1] * planes).div_ceil(MIN_TILES);
         let cap = by_budget.min(by_tasks).clamp(1, core.out[1]);
         // Equal tiles: as few as the cap allows, then rows shared out evenly.
@@ -206,7 +209,7 @@ fn check_isa(isa: Isa) {
 pub(super) fn forward(core: &Core, isa: Isa, x: &[f32], wmat: &[f32]) -> Vec<f32> {
     check_isa(isa);
     let bl = blocking(isa);
-    let t = Tiling::new(core, bl.lanes * bl.nv);
+    let t = Tiling::new(core, bl.lanes * bl.nv, SLAB_BUDGET);
     let krows = core.krows();
     let cop = core.cout.next_multiple_of(bl.co);
     let packed = pack_forward_weights(wmat, core.cout, krows, bl.co);
@@ -360,7 +363,7 @@ unsafe fn forward_tile<L: Lanes, const CO: usize, const NV: usize>(a: ForwardArg
 pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
     check_isa(isa);
     let bl = blocking(isa);
-    let t = Tiling::new(core, bl.lanes);
+    let t = Tiling::new(core, bl.lanes, WEIGHT_SLAB_BUDGET);
     let krows = core.krows();
     let cop = core.cout.next_multiple_of(bl.wco);
     let ncols = krows.next_multiple_of(bl.wkb);
@@ -658,7 +661,7 @@ mod tests {
     #[test]
     fn tiles_cover_the_output_with_a_short_last_tile() {
         let core = core(&CASES[3]);
-        let t = Tiling::new(&core, 16);
+        let t = Tiling::new(&core, 16, SLAB_BUDGET);
         let tiles = t.tiles(&core);
         assert!(tiles.len() > 1);
         let rows: usize = tiles.iter().map(|&(_, _, oy)| t.rows_at(&core, oy)).sum();
