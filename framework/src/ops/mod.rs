@@ -14,6 +14,7 @@
 //! | resizing | [`resize()`], [`upsample2x`] ([`ResizeMode`], [`Align`]) |
 //! | separable filtering | [`separable_filter`], [`separable_filter_axes`], [`gaussian_kernel`], [`gaussian_kernel_sized`], [`rectangular_kernel`], [`triangular_kernel`] |
 //! | finite differences | [`central_diff`], [`central_diffs`] |
+//! | bias + rectifier (fused) | [`bias_rectify`] ([`Rectifier`]) |
 //! | transforms | [`reference_grid`], [`affine_to_ddf`], [`identity_theta`], [`compose_ddf`], [`dvf_to_ddf`], [`random_ddf`] |
 //!
 //! Conventions: a DDF is `(N, ndim, *spatial)` in voxel units, component `i` displacing along
@@ -22,6 +23,7 @@
 //! accumulate in bounded private buffers (see each module). Only the CPU is implemented: each
 //! op is a `CustomOp` whose `cuda_fwd` can be added without touching callers.
 
+pub mod activation;
 mod common;
 pub mod conv;
 pub mod diff;
@@ -31,6 +33,7 @@ pub mod resize;
 pub mod transform;
 pub mod warp;
 
+pub use activation::{bias_rectify, Rectifier};
 pub use conv::{conv, conv_transpose, same_padding, up_padding, valid_padding};
 pub use diff::{central_diff, central_diffs};
 pub use filter::{

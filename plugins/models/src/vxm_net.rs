@@ -17,7 +17,7 @@
 
 use voxreg_framework::candle::{self, Tensor};
 use voxreg_framework::candle_nn::Init;
-use voxreg_framework::ops::{self, ResizeMode};
+use voxreg_framework::ops::{self, Rectifier, ResizeMode};
 use voxreg_framework::prelude::*;
 
 /// LeakyReLU slope (VoxelMorph's TensorFlow default, kept by MONAI).
@@ -120,6 +120,13 @@ impl Conv {
             &self.padding,
         )
     }
+
+    /// The convolution, its bias and a LeakyReLU (`max(v, α v)`), the bias and the
+    /// activation as one fused op.
+    fn forward_leaky(&self, x: &Tensor) -> candle::Result<Tensor> {
+        let y = ops::conv(x, &self.weight, None, &self.stride, &self.padding)?;
+        ops::bias_rectify(&y, self.bias.as_ref(), Rectifier::Leaky(NEGATIVE_SLOPE))
+    }
 }
 
 /// The shape of one convolution.
@@ -137,11 +144,6 @@ impl ConvShape {
     fn fan_in(self) -> usize {
         self.cin * self.kernel.pow(self.ndim as u32)
     }
-}
-
-/// LeakyReLU: `max(x, α x)` for `0 ≤ α ≤ 1`.
-fn leaky_relu(x: &Tensor) -> candle::Result<Tensor> {
-    x.maximum(&(x * NEGATIVE_SLOPE)?)
 }
 
 /// The built `vxm_unet` network.
@@ -264,19 +266,19 @@ impl VxmNet {
             if i > 0 {
                 x = self.down(&x)?;
             }
-            x = leaky_relu(&conv.forward(&x)?)?;
+            x = conv.forward_leaky(&x)?;
             skips.push(x.clone());
         }
-        x = leaky_relu(&self.bottom.forward(&self.down(&x)?)?)?;
+        x = self.bottom.forward_leaky(&self.down(&x)?)?;
         x = ops::upsample2x(&x, ResizeMode::Nearest)?;
         for (i, (conv, skip)) in self.decode.iter().zip(&skips).enumerate().rev() {
-            x = leaky_relu(&conv.forward(&Tensor::cat(&[skip, &x], 1)?)?)?;
+            x = conv.forward_leaky(&Tensor::cat(&[skip, &x], 1)?)?;
             if i > 0 {
                 x = ops::upsample2x(&x, ResizeMode::Nearest)?;
             }
         }
         for conv in &self.finals {
-            x = leaky_relu(&conv.forward(&x)?)?;
+            x = conv.forward_leaky(&x)?;
         }
         self.flow.forward(&x)
     }
