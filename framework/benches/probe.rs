@@ -85,12 +85,42 @@ fn main() {
                 }
             });
         }
+        "conv7_fwd" | "conv7_fwd_bwd" => {
+            // LocalNet's largest layers: 16 -> 16 channels, 7³ kernel, at 64³.
+            let x = var(&uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 4));
+            let w = var(&uniform(&[16, 16, 7, 7, 7], -0.02, 0.02, 5));
+            let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
+            time(&which, 3, || {
+                let pad = [(3, 3); 3];
+                if which == "conv7_fwd" {
+                    conv(
+                        &x.as_tensor().detach(),
+                        &w.as_tensor().detach(),
+                        None,
+                        &[1, 1, 1],
+                        &pad,
+                    )
+                    .expect("conv");
+                } else {
+                    let y =
+                        conv(x.as_tensor(), w.as_tensor(), None, &[1, 1, 1], &pad).expect("conv");
+                    backward_with(&y, &g);
+                }
+            });
+        }
         "conv_transpose_s1" => {
             let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
             let w = uniform(&[16, 16, 3, 3, 3], -0.08, 0.08, 5);
             time(&which, 5, || {
-                voxreg_framework::ops::conv_transpose(&g, &w, None, &[1, 1, 1], &[(1, 1); 3], &[0, 0, 0])
-                    .expect("conv_transpose");
+                voxreg_framework::ops::conv_transpose(
+                    &g,
+                    &w,
+                    None,
+                    &[1, 1, 1],
+                    &[(1, 1); 3],
+                    &[0, 0, 0],
+                )
+                .expect("conv_transpose");
             });
         }
         "maxpool_fwd_bwd" => {
@@ -127,7 +157,8 @@ fn main() {
         }
         other => eprintln!(
             "unknown workload {other:?}: warp_fwd, warp_fwd_bwd, warp_fwd_bwd_both, conv_fwd, \
-             conv_fwd_bwd, conv_fwd_bwd_x, conv_fwd_bwd_w, maxpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
+             conv_fwd_bwd, conv_fwd_bwd_x, conv_fwd_bwd_w, conv7_fwd, conv7_fwd_bwd, \
+             conv_transpose_s1, maxpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
         ),
     }
 }
