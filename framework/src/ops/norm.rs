@@ -9,9 +9,9 @@
 //!
 //! # CPU kernel
 //!
-//! Every `(n, c)` plane is cut into fixed chunks of [`CHUNK`] elements, independent of the thread
-//! count. Reductions compute one partial sum per chunk (in parallel, in f64, in eight lanes so
-//! that the loop vectorises) and add the partials of a channel in chunk order, so results are
+//! Every `(n, c)` plane is cut into fixed chunks of 2¹⁴ elements, independent of the thread
+//! count. Reductions compute one partial sum per chunk (in parallel, in f64, with eight
+//! independent accumulators) and add the partials of a channel in chunk order, so results are
 //! bit-identical for any number of threads. Element-wise passes write disjoint chunks of the
 //! output. Scratch memory is two f64 values per chunk.
 
