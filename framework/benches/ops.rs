@@ -9,12 +9,12 @@
 
 mod support;
 
-use candle_core::Var;
+use candle_core::{Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
 use support::{backward_with, uniform};
 use voxreg_framework::ops::{
-    conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp, Padding,
-    ResizeMode,
+    batch_norm, conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp,
+    Padding, ResizeMode,
 };
 
 fn bench_warp(c: &mut Criterion) {
@@ -119,6 +119,58 @@ fn bench_small_ops(c: &mut Criterion) {
     g.finish();
 }
 
+/// Batch norm (batch statistics, ε = 1e-3) + ReLU built from candle primitives, as
+/// `voxreg-models` did before the fused op.
+fn batch_norm_relu_primitives(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (n, c) = (dims[0], dims[1]);
+    let flat = x.reshape((n, c, ()))?;
+    let mean = flat.mean_keepdim(2)?.mean_keepdim(0)?;
+    let centred = flat.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(2)?.mean_keepdim(0)?;
+    let scale = (var + 1e-3)?
+        .sqrt()?
+        .recip()?
+        .broadcast_mul(&gamma.reshape((1, c, 1))?)?;
+    centred
+        .broadcast_mul(&scale)?
+        .broadcast_add(&beta.reshape((1, c, 1))?)?
+        .reshape(dims)?
+        .relu()
+}
+
+/// Batch norm + ReLU forward and backward (gradients of x, gamma and beta) on (1,16,64^3):
+/// the fused op against the candle-primitive formula.
+fn bench_batch_norm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("batch_norm");
+    g.sample_size(10);
+    let x = Var::from_tensor(&uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 13)).expect("var");
+    let gamma = Var::from_tensor(&uniform(&[16], 0.5, 1.5, 14)).expect("var");
+    let beta = Var::from_tensor(&uniform(&[16], -0.5, 0.5, 15)).expect("var");
+    let gout = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 16);
+    g.bench_function("batch_norm_relu_fused_fwd_bwd", |b| {
+        b.iter(|| {
+            let y = batch_norm(
+                x.as_tensor(),
+                gamma.as_tensor(),
+                beta.as_tensor(),
+                1e-3,
+                true,
+            )
+            .expect("batch norm");
+            backward_with(&y, &gout)
+        })
+    });
+    g.bench_function("batch_norm_relu_primitives_fwd_bwd", |b| {
+        b.iter(|| {
+            let y = batch_norm_relu_primitives(x.as_tensor(), gamma.as_tensor(), beta.as_tensor())
+                .expect("batch norm");
+            backward_with(&y, &gout)
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // Measure what the `voxreg` binary runs: its allocation policy (`VOXREG_SYSTEM_MALLOC=1`
@@ -127,6 +179,6 @@ criterion_group! {
         voxreg_framework::allocator::apply();
         Criterion::default()
     };
-    targets = bench_warp, bench_conv, bench_small_ops
+    targets = bench_warp, bench_conv, bench_small_ops, bench_batch_norm
 }
 criterion_main!(benches);

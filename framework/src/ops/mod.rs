@@ -13,6 +13,7 @@
 //! | pooling | [`pool()`], [`max_pool`], [`avg_pool`] ([`PoolKind`]) |
 //! | resizing | [`resize()`], [`upsample2x`] ([`ResizeMode`], [`Align`]) |
 //! | separable filtering | [`separable_filter`], [`separable_filter_axes`], [`gaussian_kernel`], [`gaussian_kernel_sized`], [`rectangular_kernel`], [`triangular_kernel`] |
+//! | batch normalisation (+ ReLU) | [`batch_norm`] |
 //! | finite differences | [`central_diff`], [`central_diffs`] |
 //! | bias + rectifier (fused) | [`bias_rectify`] ([`Rectifier`]) |
 //! | transforms | [`reference_grid`], [`affine_to_ddf`], [`identity_theta`], [`compose_ddf`], [`dvf_to_ddf`], [`random_ddf`] |
@@ -28,6 +29,7 @@ mod common;
 pub mod conv;
 pub mod diff;
 pub mod filter;
+pub mod norm;
 pub mod pool;
 pub mod resize;
 pub mod transform;
@@ -40,6 +42,7 @@ pub use filter::{
     gaussian_kernel, gaussian_kernel_sized, rectangular_kernel, separable_filter,
     separable_filter_axes, triangular_kernel,
 };
+pub use norm::batch_norm;
 pub use pool::{avg_pool, max_pool, pool, PoolKind};
 pub use resize::{resize, upsample2x, Align, ResizeMode};
 pub use transform::{

@@ -239,22 +239,14 @@ impl BatchNorm {
         })
     }
 
-    /// Normalises each channel of `(N, C, *s)`.
+    /// Normalises each channel of `(N, C, *s)` (one fused op, [`ops::batch_norm`]).
     pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (n, c) = (dims[0], dims[1]);
-        let flat = x.reshape((n, c, ()))?;
-        let mean = flat.mean_keepdim(2)?.mean_keepdim(0)?;
-        let centred = flat.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(2)?.mean_keepdim(0)?;
-        let scale = (var + BN_EPSILON)?
-            .sqrt()?
-            .recip()?
-            .broadcast_mul(&self.gamma.reshape((1, c, 1))?)?;
-        centred
-            .broadcast_mul(&scale)?
-            .broadcast_add(&self.beta.reshape((1, c, 1))?)?
-            .reshape(dims)
+        ops::batch_norm(x, &self.gamma, &self.beta, BN_EPSILON, false)
+    }
+
+    /// `relu(forward(x))` as one fused op ([`ops::batch_norm`]).
+    pub(crate) fn forward_relu(&self, x: &Tensor) -> candle::Result<Tensor> {
+        ops::batch_norm(x, &self.gamma, &self.beta, BN_EPSILON, true)
     }
 }
 
@@ -291,7 +283,7 @@ impl ConvBlock {
 
     /// `(N, cin, *s) -> (N, cout, *ceil(s / stride))`.
     pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
-        self.norm.forward(&self.conv.forward(x)?)?.relu()
+        self.norm.forward_relu(&self.conv.forward(x)?)
     }
 }
 
@@ -335,11 +327,11 @@ impl ResidualBlock {
         let mut out = x.clone();
         let last = self.layers.len() - 1;
         for (i, (conv, norm)) in self.layers.iter().enumerate() {
-            out = norm.forward(&conv.forward(&out)?)?;
-            if i == last {
-                out = (out + x)?;
-            }
-            out = out.relu()?;
+            out = if i == last {
+                (norm.forward(&conv.forward(&out)?)? + x)?.relu()?
+            } else {
+                norm.forward_relu(&conv.forward(&out)?)?
+            };
         }
         Ok(out)
     }
@@ -369,7 +361,7 @@ impl DeconvBlock {
 
     /// `(N, cin, *s) -> (N, cout, *out)`.
     pub(crate) fn forward(&self, x: &Tensor, out: &[usize]) -> candle::Result<Tensor> {
-        self.norm.forward(&self.deconv.forward(x, out)?)?.relu()
+        self.norm.forward_relu(&self.deconv.forward(x, out)?)
     }
 }
 
@@ -516,6 +508,21 @@ mod tests {
             let expected = gamma * gamma * var_x[c] / (var_x[c] + BN_EPSILON as f32);
             assert!((var_y[c] - expected).abs() < 1e-3, "var {c}: {}", var_y[c]);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_batch_norm_relu_is_relu_of_batch_norm() -> candle::Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 3, 4, 5), &dev)?;
+        let tensors = HashMap::from([
+            ("gamma".to_owned(), Tensor::new(&[1f32, -2.0, 0.5], &dev)?),
+            ("beta".to_owned(), Tensor::new(&[0.2f32, 1.0, -1.0], &dev)?),
+        ]);
+        let norm = BatchNorm::new(&VarBuilder::from_tensors(tensors, DType::F32, &dev), 3)?;
+        let fused = norm.forward_relu(&x)?;
+        assert!(fused.min_all()?.to_scalar::<f32>()? >= 0.0);
+        assert!(max_abs(&(fused - norm.forward(&x)?.relu()?)?)? < 1e-6);
         Ok(())
     }
 
