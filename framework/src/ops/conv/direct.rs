@@ -215,8 +215,9 @@ pub(super) fn forward(core: &Core, isa: Isa, x: &[f32], wmat: &[f32]) -> Vec<f32
     let packed = pack_forward_weights(wmat, core.cout, krows, bl.co);
     let (ivol, ovol) = (core.ivol(), core.ovol());
     let [_, oh, wo] = core.out;
-    let mut y = vec![0.0f32; core.n * core.cout * ovol];
-    let out = SharedOut(y.as_mut_ptr());
+    // Not zero-filled: the tiles cover every output row of every channel (see below).
+    let mut y = Box::<[f32]>::new_uninit_slice(core.n * core.cout * ovol);
+    let out = SharedOut(y.as_mut_ptr().cast::<f32>());
     t.tiles(core).into_par_iter().for_each_init(
         || (vec![0.0f32; t.slab_len], vec![0.0f32; cop * t.qr]),
         |(slab, acc), (b, oz, oy)| {
@@ -237,7 +238,10 @@ pub(super) fn forward(core: &Core, isa: Isa, x: &[f32], wmat: &[f32]) -> Vec<f32
             }
         },
     );
-    y
+    // SAFETY: the tiles `(b, oz, oy)` cover every batch item, output plane and output row
+    // (`Tiling::tiles`), and each tile wrote all `wo` values of its rows for every `co <
+    // cout`, so every value of `y` is initialised.
+    unsafe { y.assume_init() }.into_vec()
 }
 
 /// `(cout, krows)` as `(cout / co, krows, co)`, padded with zero channels to a multiple of `co`.
