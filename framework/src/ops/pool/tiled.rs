@@ -21,8 +21,11 @@ use crate::ops::common::{with_simd, Real};
 /// one channel, `[D, H, W]`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tiling {
+    /// Window size (= stride) per axis.
     pub k: [usize; 3],
+    /// Input size of one channel per axis.
     pub inp: [usize; 3],
+    /// Output size of one channel per axis (`inp / k`, floored).
     pub out: [usize; 3],
 }
 
