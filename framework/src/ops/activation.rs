@@ -212,7 +212,7 @@ struct RectifyBackward {
 
 impl RectifyBackward {
     fn run<T: Real>(&self, y: &[T], g: &[T], dims: &[usize]) -> Vec<T> {
-        let (nplanes, vol) = planes(dims);
+        let (_, vol) = planes(dims);
         let channels = dims[1];
         let alpha = T::from_f64(self.f.slope());
         let extra = if self.with_bias { channels } else { 0 };
@@ -244,7 +244,7 @@ impl RectifyBackward {
             .collect();
         if self.with_bias {
             let mut totals = vec![0.0f64; channels];
-            for (plane, parts) in sums.iter().enumerate().take(nplanes) {
+            for (plane, parts) in sums.iter().enumerate() {
                 totals[plane % channels] += parts.iter().sum::<f64>();
             }
             for (b, t) in gb.iter_mut().zip(totals) {
