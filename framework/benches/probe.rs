@@ -32,15 +32,24 @@ fn cpu_ms() -> f64 {
     (tick(11) + tick(12)) * 10.0
 }
 
+/// Runs `f` once to warm up, then `iters` times (`VOXREG_PROBE_ITERS` overrides it); prints
+/// the mean wall and CPU time per iteration and the fastest iteration's wall time.
 fn time(name: &str, iters: usize, mut f: impl FnMut()) {
+    let iters = std::env::var("VOXREG_PROBE_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(iters);
     f();
     let (c0, t0) = (cpu_ms(), std::time::Instant::now());
+    let mut fastest = f64::INFINITY;
     for _ in 0..iters {
+        let t = std::time::Instant::now();
         f();
+        fastest = fastest.min(t.elapsed().as_secs_f64() * 1e3);
     }
     let wall = t0.elapsed().as_secs_f64() * 1e3 / iters as f64;
     let cpu = (cpu_ms() - c0) / iters as f64;
-    println!("{name}: wall {wall:.1} ms, cpu {cpu:.1} ms per iteration");
+    println!("{name}: wall {wall:.1} ms (fastest {fastest:.1}), cpu {cpu:.1} ms per iteration");
 }
 
 fn main() {
@@ -123,6 +132,14 @@ fn main() {
                 .expect("conv_transpose");
             });
         }
+        "grad_accumulate" => {
+            // What candle's backward pays per gradient of a (1,16,64³) tensor: a zero tensor
+            // plus the gradient (`GradStore::or_insert`, then `add`).
+            let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
+            time(&which, 10, || {
+                g.zeros_like().and_then(|z| z.add(&g)).expect("accumulate");
+            });
+        }
         "maxpool_fwd_bwd" => {
             let x = var(&uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 7));
             let g = uniform(&[1, 16, 32, 32, 32], -1.0, 1.0, 8);
@@ -158,7 +175,7 @@ fn main() {
         other => eprintln!(
             "unknown workload {other:?}: warp_fwd, warp_fwd_bwd, warp_fwd_bwd_both, conv_fwd, \
              conv_fwd_bwd, conv_fwd_bwd_x, conv_fwd_bwd_w, conv7_fwd, conv7_fwd_bwd, \
-             conv_transpose_s1, maxpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
+             conv_transpose_s1, grad_accumulate, maxpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
         ),
     }
 }

@@ -3,21 +3,21 @@
 //!
 //! # Layout
 //!
-//! The output is cut into tiles of `rows` output rows of one output plane. For each tile the
-//! input it reads is copied once into a zero-padded *slab* `(Cin, KD, rows + KH - 1, Wp)` with
-//! `Wp = Wo + KW - 1`. In the slab, output position `q = r * Wp + ox` (rows laid end to end at
-//! the padded width; the `KW - 1` columns past `Wo` are computed and dropped) reads input
-//! `(ci, kz, ky, kx)` at `q + ci * KD * P + kz * P + ky * Wp + kx` (`P` the slab plane size):
-//! one offset per `(ci, k)`, the same for every position. The micro-kernels therefore run over
-//! a flat range of positions with no bounds checks:
+//! The output is cut into tiles of `rows` output rows of one output plane. Each tile first
+//! copies the input it reads into a zero-padded [`Slab`] (about L2-sized), in which output
+//! position `p = (r, ox)` reads tap `j = (ci, kz, ky, kx)` at `base(p) + off(j)`, with
+//! `base(p) = r * wp + ox`: one offset per tap, the same for every position, and no bounds to
+//! check. The tile's positions run row by row in vectors of `L` lanes (the last vector of a
+//! row masked when `L` does not divide the row width), and the kernels write the output (or
+//! read the output gradient) in place:
 //!
-//! * forward: a register tile of `CO` output channels by `NV` vectors of positions; for each
-//!   `(ci, k)` it loads `NV` vectors of the slab and broadcasts `CO` weights
-//!   (`y[co, q] += w[co, ci, k] * slab[q + off(ci, k)]`);
-//! * weight gradient: a register tile of `CO` output channels by `KB` columns `(ci, k)`, each
-//!   a vector of partial sums over positions
-//!   (`dW[co, ci, k] += sum_q g[co, q] * slab[q + off(ci, k)]`, with `g` zero at the dropped
-//!   columns), reduced to scalars once per tile.
+//! * forward: a register tile of `CO` output channels by `NV` position vectors; for each tap
+//!   it loads `NV` slab vectors and broadcasts `CO` weights
+//!   (`y[co, p] += w[co, j] * slab[base(p) + off(j)]`);
+//! * weight gradient: a register tile of `CO` output channels by `KB` taps, each a vector of
+//!   partial sums over positions (`dW[co, j] += sum_p g[co, p] * slab[base(p) + off(j)]`),
+//!   added to per-lane sums once per tile. Tiles are short enough that the gradient rows and
+//!   slab rows one register tile streams stay in L1 while the next register tile reuses them.
 //!
 //! Weight-gradient tiles are summed in a fixed order (tiles in fixed groups, groups in order),
 //! so the result does not depend on the number of threads or on how they are scheduled.
@@ -27,13 +27,15 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use super::lanes::{Avx2, Avx512};
 use super::lanes::{Isa, Lanes, Portable};
+use super::slab::Slab;
 use super::{Core, SharedOut};
 
-/// Number of values per slab, about 128 KiB in f32: a slab and the output tile stay in L2.
-const SLAB_BUDGET: usize = 1 << 15;
-/// Slab budget of the weight gradient, about 512 KiB: its register tiles are reduced once per
-/// tile, so taller tiles (longer sums per reduction) pay off more than cache residency.
-const WEIGHT_SLAB_BUDGET: usize = 1 << 17;
+/// Slab values of a forward tile, about 128 KiB in f32: the slab stays in L2 while the tile's
+/// register tiles sweep over it.
+const FORWARD_BUDGET: usize = 1 << 15;
+/// Output positions per weight-gradient tile: `CO` gradient rows and the input rows of `KB`
+/// taps over this many positions fit in L1.
+const WEIGHT_POSITIONS: usize = 1 << 10;
 /// Tiles are made small enough that there are at least this many (when the output allows).
 const MIN_TILES: usize = 16;
 /// Largest per-lane accumulator (values) the weight gradient keeps per group; larger weights
@@ -55,11 +57,9 @@ struct Blocking {
     lanes: usize,
     /// Forward: output channels per register tile.
     co: usize,
-    /// Forward: position vectors per register tile.
-    nv: usize,
     /// Weight gradient: output channels per register tile.
     wco: usize,
-    /// Weight gradient: `(ci, k)` columns per register tile.
+    /// Weight gradient: taps per register tile.
     wkb: usize,
 }
 
@@ -72,128 +72,89 @@ fn blocking(isa: Isa) -> Blocking {
         Isa::Avx512 => Blocking {
             lanes: 16,
             co: 8,
-            nv: 3,
             wco: 4,
             wkb: 6,
         },
         Isa::Avx2 => Blocking {
             lanes: 8,
             co: 4,
-            nv: 2,
             wco: 2,
             wkb: 6,
         },
         Isa::Portable => Blocking {
             lanes: 8,
             co: 4,
-            nv: 2,
             wco: 2,
             wkb: 4,
         },
     }
 }
 
-/// Tile geometry of one run (see the module documentation).
-#[derive(Debug, Clone)]
-struct Tiling {
-    /// Output rows per tile (the last tile of a plane may have fewer).
-    rows: usize,
-    /// Padded row width `Wo + KW - 1`.
-    wp: usize,
-    /// Values per slab plane, `(rows + KH - 1) * wp`.
-    plane: usize,
-    /// Values per input channel in the slab, `KD * plane`.
-    chan: usize,
-    /// Positions computed per tile: `rows * wp` rounded up to the kernel's block.
-    qr: usize,
-    /// Slab length, with zero slack so the last block never reads past it.
-    slab_len: usize,
-    /// Slab offset of each `(ci, kz, ky, kx)`, in weight-matrix column order.
-    offs: Vec<usize>,
+/// Output rows per tile: at most `cap` (at least 1), few enough that there are `MIN_TILES`
+/// tiles when the output has that many rows, and shared out evenly over each plane.
+fn tile_rows(core: &Core, cap: usize) -> usize {
+    let oh = core.out[1];
+    let by_tasks = (oh * core.n * core.out[0]).div_ceil(MIN_TILES);
+    let cap = cap.min(by_tasks).clamp(1, oh);
+    oh.div_ceil(oh.div_ceil(cap))
 }
 
-impl Tiling {
-    fn new(core: &Core, block: usize, budget: usize) -> Self {
-        let [kd, kh, kw] = core.k;
-        let wp = core.out[2] + kw - 1;
-        let per_row = core.cin * kd * wp;
-        let planes = core.n * core.out[0];
-        let by_budget = (budget / per_row.max(1)).max(1);
-        let by_tasks = (core.out[1] * planes).div_ceil(MIN_TILES);
-        let cap = by_budget.min(by_tasks).clamp(1, core.out[1]);
-        // Equal tiles: as few as the cap allows, then rows shared out evenly.
-        let rows = core.out[1].div_ceil(core.out[1].div_ceil(cap));
-        let plane = (rows + kh - 1) * wp;
-        let chan = kd * plane;
-        let qr = (rows * wp).next_multiple_of(block);
-        let slab_len = core.cin * chan + (qr - rows * wp) + kw - 1;
-        let mut offs = Vec::with_capacity(core.krows());
-        for ci in 0..core.cin {
-            for kz in 0..kd {
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        offs.push(ci * chan + kz * plane + ky * wp + kx);
-                    }
-                }
+/// Tiles `(batch, output plane, first output row)` of `rows` rows, in a fixed order.
+fn tiles(core: &Core, rows: usize) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    for b in 0..core.n {
+        for oz in 0..core.out[0] {
+            for oy in (0..core.out[1]).step_by(rows) {
+                out.push((b, oz, oy));
             }
         }
+    }
+    out
+}
+
+/// One tile: `rows` output rows of one output plane, for every channel.
+#[derive(Debug, Clone, Copy)]
+struct RowTile {
+    /// Output rows in the tile.
+    rows: usize,
+    /// Output row width.
+    ow: usize,
+    /// Slab row width.
+    wp: usize,
+    /// Index of channel 0's first position in the output (forward) or the output gradient
+    /// (weight gradient).
+    o0: usize,
+    /// Channel stride of the output or output gradient.
+    ostride: usize,
+}
+
+impl RowTile {
+    fn new(core: &Core, slab: &Slab, rows: usize, (b, oz, oy): (usize, usize, usize)) -> Self {
+        let [_, oh, ow] = core.out;
         Self {
-            rows,
-            wp,
-            plane,
-            chan,
-            qr,
-            slab_len,
-            offs,
+            rows: rows.min(oh - oy),
+            ow,
+            wp: slab.wp,
+            o0: b * core.cout * core.ovol() + (oz * oh + oy) * ow,
+            ostride: core.ovol(),
         }
     }
 
-    /// Tiles `(batch, output plane, first output row)`, in a fixed order.
-    fn tiles(&self, core: &Core) -> Vec<(usize, usize, usize)> {
-        let mut out = Vec::new();
-        for b in 0..core.n {
-            for oz in 0..core.out[0] {
-                for oy in (0..core.out[1]).step_by(self.rows) {
-                    out.push((b, oz, oy));
-                }
-            }
-        }
-        out
+    /// Vectors of `lanes` per row, and the lanes used in a row's last vector.
+    fn row_vectors(&self, lanes: usize) -> (usize, usize) {
+        let nvr = self.ow.div_ceil(lanes);
+        (nvr, self.ow - (nvr - 1) * lanes)
     }
 
-    /// Output rows of the tile starting at row `oy`.
-    fn rows_at(&self, core: &Core, oy: usize) -> usize {
-        self.rows.min(core.out[1] - oy)
+    /// One past the largest slab index a kernel reads at tap offset `max_off`.
+    fn x_end(&self, lanes: usize, max_off: usize) -> usize {
+        let (nvr, _) = self.row_vectors(lanes);
+        (self.rows - 1) * self.wp + nvr * lanes + max_off
     }
 
-    /// Copies the input `xb` `(cin, inp)` that the tile `(oz, oy)` reads into `slab`, with zeros
-    /// outside the input. The slack past `cin * chan` is left as it is (zero).
-    fn fill_slab(&self, core: &Core, xb: &[f32], oz: usize, oy: usize, slab: &mut [f32]) {
-        let [kd, kh, _] = core.k;
-        let [id, ih, iw] = core.inp;
-        let ivol = core.ivol();
-        let lo = (core.pad[2].max(0) as usize).min(self.wp);
-        let hi = (core.pad[2] + iw as isize).clamp(lo as isize, self.wp as isize) as usize;
-        let src0 = (lo as isize - core.pad[2]) as usize;
-        for ci in 0..core.cin {
-            let xc = &xb[ci * ivol..(ci + 1) * ivol];
-            for kz in 0..kd {
-                let iz = (oz + kz) as isize - core.pad[0];
-                for ry in 0..self.rows + kh - 1 {
-                    let iy = (oy + ry) as isize - core.pad[1];
-                    let at = ci * self.chan + kz * self.plane + ry * self.wp;
-                    let row = &mut slab[at..at + self.wp];
-                    if iz < 0 || iz >= id as isize || iy < 0 || iy >= ih as isize {
-                        row.fill(0.0);
-                        continue;
-                    }
-                    let src = (iz as usize * ih + iy as usize) * iw + src0;
-                    row[..lo].fill(0.0);
-                    row[lo..hi].copy_from_slice(&xc[src..src + (hi - lo)]);
-                    row[hi..].fill(0.0);
-                }
-            }
-        }
+    /// One past the largest output (or gradient) index of the tile for `cout` channels.
+    fn o_end(&self, cout: usize) -> usize {
+        self.o0 + (cout - 1) * self.ostride + self.rows * self.ow
     }
 }
 
@@ -209,38 +170,28 @@ fn check_isa(isa: Isa) {
 pub(super) fn forward(core: &Core, isa: Isa, x: &[f32], wmat: &[f32]) -> Vec<f32> {
     check_isa(isa);
     let bl = blocking(isa);
-    let t = Tiling::new(core, bl.lanes * bl.nv, SLAB_BUDGET);
-    let krows = core.krows();
-    let cop = core.cout.next_multiple_of(bl.co);
-    let packed = pack_forward_weights(wmat, core.cout, krows, bl.co);
-    let (ivol, ovol) = (core.ivol(), core.ovol());
-    let [_, oh, wo] = core.out;
+    let packed = pack_forward_weights(wmat, core.cout, core.krows(), bl.co);
+    let per_row = core.cin * core.k[0] * (core.out[2] + core.k[2] - 1);
+    let rows = tile_rows(core, FORWARD_BUDGET / per_row.max(1));
+    let offs = Slab::new(core, rows, 0).tap_offsets(core);
+    let (ivol, len) = (core.ivol(), core.n * core.cout * core.ovol());
     // Not zero-filled: the tiles cover every output row of every channel (see below).
-    let mut y = Box::<[f32]>::new_uninit_slice(core.n * core.cout * ovol);
+    let mut y = Box::<[f32]>::new_uninit_slice(len);
     let out = SharedOut(y.as_mut_ptr().cast::<f32>());
-    t.tiles(core).into_par_iter().for_each_init(
-        || (vec![0.0f32; t.slab_len], vec![0.0f32; cop * t.qr]),
-        |(slab, acc), (b, oz, oy)| {
+    tiles(core, rows).into_par_iter().for_each_init(
+        || Slab::new(core, rows, bl.lanes),
+        |slab, at @ (b, oz, oy)| {
+            let tile = RowTile::new(core, slab, rows, at);
             let xb = &x[b * core.cin * ivol..(b + 1) * core.cin * ivol];
-            t.fill_slab(core, xb, oz, oy, slab);
-            forward_kernel(isa, slab, &packed, &t.offs, t.qr, acc);
-            for co in 0..core.cout {
-                let base = (b * core.cout + co) * ovol + (oz * oh + oy) * wo;
-                for r in 0..t.rows_at(core, oy) {
-                    let src = &acc[co * t.qr + r * t.wp..][..wo];
-                    // SAFETY: the tile writes y[b, co, oz, oy + r, ..] (inside `y`: oy + r <
-                    // out[1]), rows no other tile writes; nothing reads `y` until all tasks are
-                    // done.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(src.as_ptr(), out.at(base + r * wo), wo)
-                    };
-                }
-            }
+            slab.fill(core, xb, oz, oy, tile.rows);
+            // The tile writes y[b, co, oz, oy + r, ..] for every co < cout and r < tile.rows:
+            // rows no other tile writes, and nothing reads `y` until all tasks are done.
+            forward_kernel(isa, &slab.data, &packed, &offs, core.cout, tile, (out, len));
         },
     );
     // SAFETY: the tiles `(b, oz, oy)` cover every batch item, output plane and output row
-    // (`Tiling::tiles`), and each tile wrote all `wo` values of its rows for every `co <
-    // cout`, so every value of `y` is initialised.
+    // (`tiles`), and each tile wrote all `ow` values of its rows for every `co < cout`
+    // (`forward_tile`), so every value of `y` is initialised.
     unsafe { y.assume_init() }.into_vec()
 }
 
@@ -257,25 +208,33 @@ fn pack_forward_weights(wmat: &[f32], cout: usize, krows: usize, co: usize) -> V
     out
 }
 
-/// Runs the forward micro-kernel of `isa` over one tile: `acc (cop, qr)` from the slab and the
-/// packed weights.
-fn forward_kernel(isa: Isa, slab: &[f32], w: &[f32], offs: &[usize], qr: usize, acc: &mut [f32]) {
+/// Runs the forward micro-kernel of `isa` over one tile, writing its rows of the output `y`
+/// (a buffer of `y.1` values that other tiles write other rows of).
+fn forward_kernel(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    offs: &[usize],
+    cout: usize,
+    tile: RowTile,
+    y: (SharedOut<f32>, usize),
+) {
     let bl = blocking(isa);
-    let krows = offs.len();
-    let cop = acc.len() / qr;
     let max_off = offs.iter().copied().max().unwrap_or(0);
-    assert!(qr.is_multiple_of(bl.lanes * bl.nv) && cop.is_multiple_of(bl.co));
-    assert!(max_off + qr <= slab.len() && w.len() >= cop * krows);
+    assert!(tile.rows > 0 && tile.ow > 0 && cout > 0);
+    assert!(tile.x_end(bl.lanes, max_off) <= x.len() && tile.o_end(cout) <= y.1);
+    assert!(w.len() >= cout.next_multiple_of(bl.co) * offs.len());
     let args = ForwardArgs {
-        slab,
+        x,
         w,
         offs,
-        qr,
-        acc,
+        cout,
+        tile,
+        y: y.0,
     };
     match isa {
         // SAFETY: the callers checked that the CPU supports `isa`; the asserts above keep every
-        // access inside the slices (see `forward_tile`).
+        // access inside the buffers (see `forward_tile`).
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { forward_avx512(args) },
         // SAFETY: as above.
@@ -288,13 +247,17 @@ fn forward_kernel(isa: Isa, slab: &[f32], w: &[f32], offs: &[usize], qr: usize, 
 
 /// Operands of the forward micro-kernel.
 struct ForwardArgs<'a> {
-    slab: &'a [f32],
+    /// Padded input.
+    x: &'a [f32],
     /// Packed weights `(cop / CO, krows, CO)`.
     w: &'a [f32],
+    /// Tap offsets.
     offs: &'a [usize],
-    qr: usize,
-    /// Output `(cop, qr)`.
-    acc: &'a mut [f32],
+    /// Output channels written (the packed weights may have more, all zero).
+    cout: usize,
+    tile: RowTile,
+    /// The output.
+    y: SharedOut<f32>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -311,52 +274,92 @@ unsafe fn forward_avx2(args: ForwardArgs<'_>) {
     unsafe { forward_tile::<Avx2, 4, 2>(args) }
 }
 
-/// `acc[co, q] = sum_j w[co, j] * slab[q + offs[j]]` for all `co < cop`, `q < qr`, with `CO x
-/// NV` registers of accumulators.
+/// `y[co, p] = sum_j w[co, j] * x[base(p) + offs[j]]` for every channel `co < cout` and
+/// position `p` of the tile, `NV` position vectors at a time (then one at a time for the
+/// tile's last few).
 ///
 /// # Safety
-/// The CPU supports `L`; `qr` is a multiple of `NV * L::N`, `acc` holds `cop * qr` values with
-/// `cop` a multiple of `CO`, `w` holds `cop * offs.len()` values and `slab` at least
-/// `max(offs) + qr`.
+/// The CPU supports `L`; `w` holds `cop * offs.len()` values (`cop`: `cout` rounded up to
+/// `CO`); `x` holds `tile.x_end(L::N, max(offs))` values; `y` points to a buffer of at least
+/// `tile.o_end(cout)` values of which no other thread accesses the tile's rows meanwhile.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // Index loops over `CO`/`NV` unroll into registers.
 unsafe fn forward_tile<L: Lanes, const CO: usize, const NV: usize>(a: ForwardArgs<'_>) {
+    let (nvr, _) = a.tile.row_vectors(L::N);
+    let total = a.tile.rows * nvr;
+    for cb in 0..a.cout.div_ceil(CO) {
+        let mut v0 = 0;
+        while v0 + NV <= total {
+            // SAFETY: forwarded from the caller; `v0 + NV <= total`.
+            unsafe { forward_group::<L, CO, NV>(&a, cb, v0) };
+            v0 += NV;
+        }
+        while v0 < total {
+            // SAFETY: as above, `v0 < total`.
+            unsafe { forward_group::<L, CO, 1>(&a, cb, v0) };
+            v0 += 1;
+        }
+    }
+}
+
+/// The register tile of channels `cb * CO ..` and position vectors `v0 .. v0 + G` (vector
+/// `t` is vector `t % nvr` of row `t / nvr`).
+///
+/// # Safety
+/// As [`forward_tile`], with `v0 + G <= rows * nvr` and `cb * CO < cout`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // Index loops over `CO`/`G` unroll into registers.
+unsafe fn forward_group<L: Lanes, const CO: usize, const G: usize>(
+    a: &ForwardArgs<'_>,
+    cb: usize,
+    v0: usize,
+) {
+    let t = a.tile;
+    let (nvr, tail) = t.row_vectors(L::N);
     let krows = a.offs.len();
-    let cop = a.acc.len() / a.qr;
-    let slab = a.slab.as_ptr();
-    let out = a.acc.as_mut_ptr();
-    for cb in 0..cop / CO {
-        // SAFETY: by the function's contract every pointer below stays inside its
-        // slice: weights `(cb * krows + j) * CO + c < cop * krows`, slab reads
-        // `offs[j] + q + NV * L::N - 1 < max(offs) + qr`, stores `(cb * CO + c) * qr + q + ..
-        // < cop * qr`.
-        unsafe {
-            let wb = a.w.as_ptr().add(cb * krows * CO);
-            let mut q = 0;
-            while q < a.qr {
-                let xb = slab.add(q);
-                let mut acc = [[L::zero(); NV]; CO];
-                for j in 0..krows {
-                    let p = xb.add(*a.offs.get_unchecked(j));
-                    let mut xv = [L::zero(); NV];
-                    for v in 0..NV {
-                        xv[v] = L::load(p.add(v * L::N));
-                    }
-                    let wj = wb.add(j * CO);
-                    for c in 0..CO {
-                        let wv = L::splat(wj.add(c));
-                        for v in 0..NV {
-                            acc[c][v] = L::fma(wv, xv[v], acc[c][v]);
-                        }
-                    }
+    let mut xo = [0usize; G];
+    let mut yo = [0usize; G];
+    let mut lanes = [L::N; G];
+    for g in 0..G {
+        let (r, v) = ((v0 + g) / nvr, (v0 + g) % nvr);
+        xo[g] = r * t.wp + v * L::N;
+        yo[g] = t.o0 + r * t.ow + v * L::N;
+        if v == nvr - 1 {
+            lanes[g] = tail;
+        }
+    }
+    // SAFETY: by the function's contract: weights `(cb * krows + j) * CO + c < cop * krows`;
+    // input reads `xo[g] + offs[j] + L::N - 1 < tile.x_end(..)`; stores only for `co < cout`
+    // and only the `lanes[g]` values of row positions `< ow`, inside the tile's rows.
+    unsafe {
+        let x = a.x.as_ptr();
+        let wb = a.w.as_ptr().add(cb * krows * CO);
+        let mut acc = [[L::zero(); G]; CO];
+        for j in 0..krows {
+            let p = x.add(*a.offs.get_unchecked(j));
+            let mut xv = [L::zero(); G];
+            for g in 0..G {
+                xv[g] = L::load(p.add(xo[g]));
+            }
+            let wj = wb.add(j * CO);
+            for c in 0..CO {
+                let wv = L::splat(wj.add(c));
+                for g in 0..G {
+                    acc[c][g] = L::fma(wv, xv[g], acc[c][g]);
                 }
-                let ob = out.add(cb * CO * a.qr + q);
-                for c in 0..CO {
-                    for v in 0..NV {
-                        L::store(ob.add(c * a.qr + v * L::N), acc[c][v]);
-                    }
+            }
+        }
+        for c in 0..CO {
+            let co = cb * CO + c;
+            if co >= a.cout {
+                break;
+            }
+            let ob = a.y.at(co * t.ostride);
+            for g in 0..G {
+                if lanes[g] == L::N {
+                    L::store(ob.add(yo[g]), acc[c][g]);
+                } else {
+                    L::store_first(ob.add(yo[g]), acc[c][g], lanes[g]);
                 }
-                q += NV * L::N;
             }
         }
     }
@@ -367,43 +370,36 @@ unsafe fn forward_tile<L: Lanes, const CO: usize, const NV: usize>(a: ForwardArg
 pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
     check_isa(isa);
     let bl = blocking(isa);
-    let t = Tiling::new(core, bl.lanes, WEIGHT_SLAB_BUDGET);
     let krows = core.krows();
     let cop = core.cout.next_multiple_of(bl.wco);
     let ncols = krows.next_multiple_of(bl.wkb);
-    let mut cols = t.offs.clone();
+    let rows = tile_rows(core, WEIGHT_POSITIONS / core.out[2].max(1));
+    let mut cols = Slab::new(core, rows, 0).tap_offsets(core);
     cols.resize(ncols, 0);
-    let (ivol, ovol) = (core.ivol(), core.ovol());
-    let [_, oh, wo] = core.out;
-    let tiles = t.tiles(core);
+    let ivol = core.ivol();
+    let tiles = tiles(core, rows);
     let per_group = tiles.len().div_ceil(WEIGHT_GROUPS).max(1);
     let lanes = if cop * ncols * bl.lanes <= PER_LANE_BUDGET {
         bl.lanes
     } else {
         1
     };
+    // Stands in for the gradient of the channels past `cout` in the last register tile.
+    let zeros = vec![0.0f32; rows * core.out[2] + bl.lanes];
     let partials: Vec<Vec<f32>> = tiles
         .par_chunks(per_group)
         .map(|group| {
-            let mut slab = vec![0.0f32; t.slab_len];
-            let mut gt = vec![0.0f32; cop * t.qr];
             // Per-lane partial sums (reduced to scalars once per group) while they fit the
             // budget, else scalar sums.
             let mut vacc = vec![0.0f32; cop * ncols * lanes];
-            for &(b, oz, oy) in group {
+            let mut slab = Slab::new(core, rows, bl.lanes);
+            for &at @ (b, oz, oy) in group {
+                let tile = RowTile::new(core, &slab, rows, at);
                 let xb = &x[b * core.cin * ivol..(b + 1) * core.cin * ivol];
-                t.fill_slab(core, xb, oz, oy, &mut slab);
-                let nrows = t.rows_at(core, oy);
-                for co in 0..core.cout {
-                    let dst = &mut gt[co * t.qr..(co + 1) * t.qr];
-                    dst.fill(0.0);
-                    let base = (b * core.cout + co) * ovol + (oz * oh + oy) * wo;
-                    for r in 0..nrows {
-                        dst[r * t.wp..r * t.wp + wo]
-                            .copy_from_slice(&g[base + r * wo..base + (r + 1) * wo]);
-                    }
-                }
-                weight_kernel(isa, &slab, &gt, &cols, t.qr, &mut vacc);
+                slab.fill(core, xb, oz, oy, tile.rows);
+                weight_kernel(
+                    isa, &slab.data, g, &zeros, &cols, core.cout, tile, &mut vacc,
+                );
             }
             vacc.chunks_exact(lanes)
                 .map(|lanes| lanes.iter().sum::<f32>())
@@ -423,21 +419,36 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
 }
 
 /// Runs the weight-gradient micro-kernel of `isa` over one tile: `acc (cop, ncols, lanes) +=
-/// g (cop, qr) * slab columns`, kept per register lane when `acc` has room for them (the sum
-/// over the lanes is the weight gradient), else as scalars (`lanes = 1`).
-fn weight_kernel(isa: Isa, slab: &[f32], g: &[f32], cols: &[usize], qr: usize, acc: &mut [f32]) {
+/// g (cout, tile) * input columns`, kept per register lane when `acc` has room for them (the
+/// sum over the lanes is the weight gradient), else as scalars (`lanes = 1`). `zeros` stands
+/// in for the gradient of channels `cout..cop`.
+#[allow(clippy::too_many_arguments)] // The operands of one kernel call, checked together.
+fn weight_kernel(
+    isa: Isa,
+    x: &[f32],
+    g: &[f32],
+    zeros: &[f32],
+    cols: &[usize],
+    cout: usize,
+    tile: RowTile,
+    acc: &mut [f32],
+) {
     let bl = blocking(isa);
-    let cop = g.len() / qr;
+    let cop = cout.next_multiple_of(bl.wco);
     let max_off = cols.iter().copied().max().unwrap_or(0);
-    assert!(qr.is_multiple_of(bl.lanes) && cop.is_multiple_of(bl.wco));
+    assert!(tile.rows > 0 && tile.ow > 0 && cout > 0);
+    assert!(tile.x_end(bl.lanes, max_off) <= x.len() && tile.o_end(cout) <= g.len());
+    assert!(cop == cout || zeros.len() >= tile.rows * tile.ow + bl.lanes);
     let per_lane = acc.len() == cop * cols.len() * bl.lanes;
     assert!(cols.len().is_multiple_of(bl.wkb) && acc.len() >= cop * cols.len());
-    assert!(max_off + qr <= slab.len());
+    let masked = !tile.ow.is_multiple_of(bl.lanes);
     let args = WeightArgs {
-        slab,
+        x,
         g,
+        zeros,
         cols,
-        qr,
+        cout,
+        tile,
         acc,
         per_lane,
     };
@@ -450,18 +461,24 @@ fn weight_kernel(isa: Isa, slab: &[f32], g: &[f32], cols: &[usize], qr: usize, a
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { weight_avx2(args) },
         // SAFETY: as above (the portable lanes need no CPU feature).
-        _ => unsafe { weight_tile::<Portable, 2, 4>(args) },
+        _ if masked => unsafe { weight_tile::<Portable, 2, 4, true>(args) },
+        // SAFETY: as above.
+        _ => unsafe { weight_tile::<Portable, 2, 4, false>(args) },
     }
 }
 
 /// Operands of the weight-gradient micro-kernel.
 struct WeightArgs<'a> {
-    slab: &'a [f32],
-    /// Output gradient of the tile `(cop, qr)`, zero at dropped positions.
+    /// Padded input.
+    x: &'a [f32],
+    /// Output gradient `(n, cout, out)`.
     g: &'a [f32],
-    /// Slab offset per column, padded to a multiple of `KB`.
+    /// Zeros standing in for the gradient of channels past `cout`.
+    zeros: &'a [f32],
+    /// Tap offset per column, padded to a multiple of `KB`.
     cols: &'a [usize],
-    qr: usize,
+    cout: usize,
+    tile: RowTile,
     /// Accumulated `(cop, cols.len(), L::N)` if `per_lane`, else `(cop, cols.len())`.
     acc: &'a mut [f32],
     per_lane: bool,
@@ -471,56 +488,97 @@ struct WeightArgs<'a> {
 #[target_feature(enable = "avx512f")]
 unsafe fn weight_avx512(args: WeightArgs<'_>) {
     // SAFETY: forwarded from the caller (AVX-512F available, operands sized).
-    unsafe { weight_tile::<Avx512, 4, 6>(args) }
+    unsafe {
+        if args.tile.ow.is_multiple_of(Avx512::N) {
+            weight_tile::<Avx512, 4, 6, false>(args)
+        } else {
+            weight_tile::<Avx512, 4, 6, true>(args)
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn weight_avx2(args: WeightArgs<'_>) {
     // SAFETY: forwarded from the caller (AVX2 and FMA available, operands sized).
-    unsafe { weight_tile::<Avx2, 2, 6>(args) }
+    unsafe {
+        if args.tile.ow.is_multiple_of(Avx2::N) {
+            weight_tile::<Avx2, 2, 6, false>(args)
+        } else {
+            weight_tile::<Avx2, 2, 6, true>(args)
+        }
+    }
 }
 
-/// `acc[co, j, l] += sum_{q = l mod N} g[co, q] * slab[q + cols[j]]` (per lane) or
-/// `acc[co, j] += sum_q g[co, q] * slab[q + cols[j]]`, with `CO x KB` registers of partial sums
-/// (vectors along `q`), added to `acc` once per tile.
+/// `acc[co, j, l] += sum_{p = l mod N} g[co, p] * x[base(p) + cols[j]]` (per lane) or
+/// `acc[co, j] += sum_p g[co, p] * x[base(p) + cols[j]]` over the tile's positions `p`, with
+/// `CO x KB` registers of partial sums (vectors along the rows), added to `acc` once per tile.
+/// With `MASKED` the lanes of a row's last vector past the row end load a zero gradient;
+/// without it every vector is loaded whole, which is only right when `L::N` divides the row
+/// width.
 ///
 /// # Safety
-/// The CPU supports `L`; `qr` is a multiple of `L::N`, `g` holds `cop * qr` values with `cop` a
-/// multiple of `CO`, `cols.len()` is a multiple of `KB`, `acc` holds `cop * cols.len() * L::N`
-/// values if `per_lane`, else `cop * cols.len()`, and `slab` at least `max(cols) + qr`.
+/// `MASKED` unless `L::N` divides `tile.ow`; the CPU supports `L`; `x` holds `tile.x_end(L::N, max(cols))` values, `g` holds
+/// `tile.o_end(cout)`, `zeros` at least `tile.rows * tile.ow + L::N` (unless `cout` is a
+/// multiple of `CO`); `cols.len()` is a multiple of `KB`; `acc` holds `cop * cols.len() *
+/// L::N` values if `per_lane`, else `cop * cols.len()` (`cop`: `cout` rounded up to `CO`).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // Index loops over `CO`/`KB` unroll into registers.
-unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize>(a: WeightArgs<'_>) {
+unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize, const MASKED: bool>(
+    a: WeightArgs<'_>,
+) {
+    let t = a.tile;
+    let (nvr, tail) = t.row_vectors(L::N);
     let ncols = a.cols.len();
-    let cop = a.g.len() / a.qr;
-    for cb in 0..cop / CO {
-        for jb in (0..ncols).step_by(KB) {
-            // SAFETY: by the function's contract, gradient reads
-            // `(cb * CO + c) * qr + q + L::N - 1 < cop * qr`, slab reads
-            // `cols[jb + k] + q + L::N - 1 < max(cols) + qr`, and `acc` indices
-            // `((cb * CO + c) * ncols + jb + k + 1) * L::N <= cop * ncols * L::N` per lane,
-            // `(cb * CO + c) * ncols + jb + k < cop * ncols` otherwise.
-            unsafe {
-                let gp = a.g.as_ptr().add(cb * CO * a.qr);
-                let mut xp = [a.slab.as_ptr(); KB];
+    for cb in 0..a.cout.div_ceil(CO) {
+        // SAFETY: by the function's contract: gradient reads `o0 + co * ostride + r * ow + v *
+        // L::N + l` with `v * L::N + l < ow` (full vectors) or masked to the row (last
+        // vector), below `tile.o_end(cout)`; zeros reads below `rows * ow + L::N`; input reads
+        // `r * wp + v * L::N + cols[jb + k] + L::N - 1 < tile.x_end(..)`; `acc` indices
+        // `((cb * CO + c) * ncols + jb + k + 1) * L::N <= cop * ncols * L::N` per lane,
+        // `(cb * CO + c) * ncols + jb + k < cop * ncols` otherwise.
+        unsafe {
+            let mut gp = [a.zeros.as_ptr(); CO];
+            for c in 0..CO {
+                if cb * CO + c < a.cout {
+                    gp[c] = a.g.as_ptr().add(t.o0 + (cb * CO + c) * t.ostride);
+                }
+            }
+            for jb in (0..ncols).step_by(KB) {
+                let mut xp = [a.x.as_ptr(); KB];
                 for k in 0..KB {
-                    xp[k] = a.slab.as_ptr().add(*a.cols.get_unchecked(jb + k));
+                    xp[k] = a.x.as_ptr().add(*a.cols.get_unchecked(jb + k));
                 }
                 let mut acc = [[L::zero(); KB]; CO];
-                let mut q = 0;
-                while q < a.qr {
-                    let mut gv = [L::zero(); CO];
+                for r in 0..t.rows {
+                    // This row's gradient and slab rows: one offset `o` below serves both.
+                    let mut gq = gp;
                     for c in 0..CO {
-                        gv[c] = L::load(gp.add(c * a.qr + q));
+                        gq[c] = gq[c].add(r * t.ow);
                     }
+                    let mut xq = xp;
                     for k in 0..KB {
-                        let xv = L::load(xp[k].add(q));
-                        for c in 0..CO {
-                            acc[c][k] = L::fma(gv[c], xv, acc[c][k]);
+                        xq[k] = xq[k].add(r * t.wp);
+                    }
+                    for v in 0..nvr {
+                        let o = v * L::N;
+                        let mut gv = [L::zero(); CO];
+                        if MASKED && v + 1 == nvr {
+                            for c in 0..CO {
+                                gv[c] = L::load_first(gq[c].add(o), tail);
+                            }
+                        } else {
+                            for c in 0..CO {
+                                gv[c] = L::load(gq[c].add(o));
+                            }
+                        }
+                        for k in 0..KB {
+                            let xv = L::load(xq[k].add(o));
+                            for c in 0..CO {
+                                acc[c][k] = L::fma(gv[c], xv, acc[c][k]);
+                            }
                         }
                     }
-                    q += L::N;
                 }
                 for c in 0..CO {
                     let row = (cb * CO + c) * ncols + jb;
@@ -665,13 +723,15 @@ mod tests {
     #[test]
     fn tiles_cover_the_output_with_a_short_last_tile() {
         let core = core(&CASES[3]);
-        let t = Tiling::new(&core, 16, SLAB_BUDGET);
-        let tiles = t.tiles(&core);
-        assert!(tiles.len() > 1);
-        let rows: usize = tiles.iter().map(|&(_, _, oy)| t.rows_at(&core, oy)).sum();
-        assert_eq!(rows, core.out[0] * core.out[1]);
-        assert!(t.rows_at(&core, tiles.last().unwrap().2) < t.rows);
-        assert_eq!(t.qr % 16, 0);
+        let rows = tile_rows(&core, 8);
+        let all = tiles(&core, rows);
+        assert!(all.len() > 1);
+        let covered: usize = all
+            .iter()
+            .map(|&(_, _, oy)| rows.min(core.out[1] - oy))
+            .sum();
+        assert_eq!(covered, core.out[0] * core.out[1]);
+        assert!(core.out[1] - all.last().unwrap().2 < rows);
     }
 
     #[test]

@@ -64,6 +64,17 @@ pub(crate) trait Lanes {
     /// # Safety
     /// The CPU supports the instruction set; `p` is valid for writing `N` values.
     unsafe fn store(p: *mut f32, v: Self::V);
+    /// The first `n` values from `p` (`n <= N`), zeros in the other lanes; nothing past them is
+    /// read.
+    ///
+    /// # Safety
+    /// The CPU supports the instruction set; `p` is valid for reading `n` values.
+    unsafe fn load_first(p: *const f32, n: usize) -> Self::V;
+    /// Stores the first `n` lanes of `v` at `p` (`n <= N`); nothing past them is written.
+    ///
+    /// # Safety
+    /// The CPU supports the instruction set; `p` is valid for writing `n` values.
+    unsafe fn store_first(p: *mut f32, v: Self::V, n: usize);
     /// `*p` in every lane.
     ///
     /// # Safety
@@ -110,6 +121,18 @@ impl Lanes for Avx512 {
         unsafe { _mm512_storeu_ps(p, v) }
     }
     #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F and `n` readable values; masked-off lanes are
+        // not accessed.
+        unsafe { _mm512_maskz_loadu_ps(first_lanes_mask(n), p) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m512, n: usize) {
+        // SAFETY: the caller guarantees AVX-512F and `n` writable values; masked-off lanes are
+        // not accessed.
+        unsafe { _mm512_mask_storeu_ps(p, first_lanes_mask(n), v) }
+    }
+    #[inline(always)]
     unsafe fn splat(p: *const f32) -> __m512 {
         // SAFETY: the caller guarantees AVX-512F and one readable value.
         unsafe { _mm512_set1_ps(*p) }
@@ -128,6 +151,27 @@ impl Lanes for Avx512 {
     unsafe fn sum(v: __m512) -> f32 {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { _mm512_reduce_add_ps(v) }
+    }
+}
+
+/// The AVX-512 mask selecting lanes `0..n` (`n <= 16`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn first_lanes_mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// The AVX2 mask selecting lanes `0..n` (`n <= 8`): all bits set in those lanes.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn avx2_first_lanes(n: usize) -> __m256i {
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane)
     }
 }
 
@@ -153,6 +197,18 @@ impl Lanes for Avx2 {
     unsafe fn store(p: *mut f32, v: __m256) {
         // SAFETY: the caller guarantees AVX2 and 8 writable values.
         unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> __m256 {
+        // SAFETY: the caller guarantees AVX2 and `n` readable values; masked-off lanes are not
+        // accessed.
+        unsafe { _mm256_maskload_ps(p, avx2_first_lanes(n)) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
+        // SAFETY: the caller guarantees AVX2 and `n` writable values; masked-off lanes are not
+        // accessed.
+        unsafe { _mm256_maskstore_ps(p, avx2_first_lanes(n), v) }
     }
     #[inline(always)]
     unsafe fn splat(p: *const f32) -> __m256 {
@@ -200,6 +256,22 @@ impl Lanes for Portable {
     unsafe fn store(p: *mut f32, v: [f32; 8]) {
         // SAFETY: the caller guarantees 8 writable values.
         unsafe { p.cast::<[f32; 8]>().write_unaligned(v) }
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> [f32; 8] {
+        let mut out = [0.0; 8];
+        for (i, v) in out.iter_mut().enumerate().take(n) {
+            // SAFETY: the caller guarantees `n` readable values.
+            *v = unsafe { *p.add(i) };
+        }
+        out
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: [f32; 8], n: usize) {
+        for (i, &x) in v.iter().enumerate().take(n) {
+            // SAFETY: the caller guarantees `n` writable values.
+            unsafe { *p.add(i) = x };
+        }
     }
     #[inline(always)]
     unsafe fn splat(p: *const f32) -> [f32; 8] {

@@ -35,6 +35,7 @@ use super::common::{check_float, contiguous, spatial_ndim, storage, Real};
 mod direct;
 mod lanes;
 mod phase;
+mod slab;
 
 use lanes::Isa;
 
