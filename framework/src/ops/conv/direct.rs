@@ -38,6 +38,9 @@ const FORWARD_BUDGET: usize = 1 << 15;
 const WEIGHT_POSITIONS: usize = 1 << 10;
 /// Tiles are made small enough that there are at least this many (when the output allows).
 const MIN_TILES: usize = 16;
+/// Rayon tasks of the forward pass, each a run of consecutive tiles (enough to balance the
+/// threads; consecutive tiles share slab planes).
+const FORWARD_TASKS: usize = 32;
 /// Largest per-lane accumulator (values) the weight gradient keeps per group; larger weights
 /// are reduced to scalars after every tile instead.
 const PER_LANE_BUDGET: usize = 1 << 18;
@@ -99,17 +102,30 @@ fn tile_rows(core: &Core, cap: usize) -> usize {
     oh.div_ceil(oh.div_ceil(cap))
 }
 
-/// Tiles `(batch, output plane, first output row)` of `rows` rows, in a fixed order.
+/// Tiles `(batch, output plane, first output row)` of `rows` rows, in a fixed order: down
+/// the planes for each band of rows, so consecutive tiles share all but one slab plane.
 fn tiles(core: &Core, rows: usize) -> Vec<(usize, usize, usize)> {
     let mut out = Vec::new();
     for b in 0..core.n {
-        for oz in 0..core.out[0] {
-            for oy in (0..core.out[1]).step_by(rows) {
+        for oy in (0..core.out[1]).step_by(rows) {
+            for oz in 0..core.out[0] {
                 out.push((b, oz, oy));
             }
         }
     }
     out
+}
+
+/// The tap offsets of slabs of `rows` rows for each phase `oz mod KD`.
+fn offsets_by_phase(core: &Core, rows: usize, len: usize) -> Vec<Vec<usize>> {
+    let template = Slab::new(core, rows, 0);
+    (0..core.k[0])
+        .map(|phase| {
+            let mut offs = template.tap_offsets(core, phase);
+            offs.resize(len, 0);
+            offs
+        })
+        .collect()
 }
 
 /// One tile: `rows` output rows of one output plane, for every channel.
@@ -173,20 +189,26 @@ pub(super) fn forward(core: &Core, isa: Isa, x: &[f32], wmat: &[f32]) -> Vec<f32
     let packed = pack_forward_weights(wmat, core.cout, core.krows(), bl.co);
     let per_row = core.cin * core.k[0] * (core.out[2] + core.k[2] - 1);
     let rows = tile_rows(core, FORWARD_BUDGET / per_row.max(1));
-    let offs = Slab::new(core, rows, 0).tap_offsets(core);
+    let offs = offsets_by_phase(core, rows, core.krows());
     let (ivol, len) = (core.ivol(), core.n * core.cout * core.ovol());
     // Not zero-filled: the tiles cover every output row of every channel (see below).
     let mut y = Box::<[f32]>::new_uninit_slice(len);
     let out = SharedOut(y.as_mut_ptr().cast::<f32>());
-    tiles(core, rows).into_par_iter().for_each_init(
+    let tiles = tiles(core, rows);
+    let per_task = tiles.len().div_ceil(FORWARD_TASKS);
+    tiles.par_chunks(per_task).for_each_init(
         || Slab::new(core, rows, bl.lanes),
-        |slab, at @ (b, oz, oy)| {
-            let tile = RowTile::new(core, slab, rows, at);
-            let xb = &x[b * core.cin * ivol..(b + 1) * core.cin * ivol];
-            slab.fill(core, xb, oz, oy, tile.rows);
-            // The tile writes y[b, co, oz, oy + r, ..] for every co < cout and r < tile.rows:
-            // rows no other tile writes, and nothing reads `y` until all tasks are done.
-            forward_kernel(isa, &slab.data, &packed, &offs, core.cout, tile, (out, len));
+        |slab, task| {
+            for &at @ (b, _, _) in task {
+                let tile = RowTile::new(core, slab, rows, at);
+                let xb = &x[b * core.cin * ivol..(b + 1) * core.cin * ivol];
+                let phase = slab.fill(core, xb, at, tile.rows);
+                // The tile writes y[b, co, oz, oy + r, ..] for every co < cout and r <
+                // tile.rows: rows no other tile writes, and nothing reads `y` until all tasks
+                // are done.
+                let offs = &offs[phase];
+                forward_kernel(isa, &slab.data, &packed, offs, core.cout, tile, (out, len));
+            }
         },
     );
     // SAFETY: the tiles `(b, oz, oy)` cover every batch item, output plane and output row
@@ -374,8 +396,7 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
     let cop = core.cout.next_multiple_of(bl.wco);
     let ncols = krows.next_multiple_of(bl.wkb);
     let rows = tile_rows(core, WEIGHT_POSITIONS / core.out[2].max(1));
-    let mut cols = Slab::new(core, rows, 0).tap_offsets(core);
-    cols.resize(ncols, 0);
+    let cols = offsets_by_phase(core, rows, ncols);
     let ivol = core.ivol();
     let tiles = tiles(core, rows);
     let per_group = tiles.len().div_ceil(WEIGHT_GROUPS).max(1);
@@ -393,13 +414,12 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
             // budget, else scalar sums.
             let mut vacc = vec![0.0f32; cop * ncols * lanes];
             let mut slab = Slab::new(core, rows, bl.lanes);
-            for &at @ (b, oz, oy) in group {
+            for &at @ (b, _, _) in group {
                 let tile = RowTile::new(core, &slab, rows, at);
                 let xb = &x[b * core.cin * ivol..(b + 1) * core.cin * ivol];
-                slab.fill(core, xb, oz, oy, tile.rows);
-                weight_kernel(
-                    isa, &slab.data, g, &zeros, &cols, core.cout, tile, &mut vacc,
-                );
+                let phase = slab.fill(core, xb, at, tile.rows);
+                let cols = &cols[phase];
+                weight_kernel(isa, &slab.data, g, &zeros, cols, core.cout, tile, &mut vacc);
             }
             vacc.chunks_exact(lanes)
                 .map(|lanes| lanes.iter().sum::<f32>())
@@ -623,13 +643,15 @@ mod tests {
         [usize; 3],
         [usize; 3],
     );
-    const CASES: [Case; 6] = [
+    const CASES: [Case; 7] = [
         (1, 3, 5, [5, 6, 7], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
         (2, 1, 3, [4, 7, 9], [2, 3, 1], [0, 1, 0], [1, 2, 0]),
         (1, 5, 9, [1, 11, 13], [1, 3, 3], [0, 0, 2], [0, 1, 3]),
         (1, 2, 2, [1, 37, 21], [1, 5, 4], [0, 2, 1], [0, 2, 2]),
         (2, 17, 11, [3, 4, 5], [3, 1, 2], [0, 0, 0], [0, 0, 0]),
         (1, 4, 16, [6, 5, 33], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+        // Enough planes that tasks run several tiles down a band of rows (reused planes).
+        (2, 3, 5, [40, 6, 7], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
     ];
 
     fn core(case: &Case) -> Core {
