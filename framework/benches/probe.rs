@@ -33,23 +33,28 @@ fn cpu_ms() -> f64 {
 }
 
 /// Runs `f` once to warm up, then `iters` times (`VOXREG_PROBE_ITERS` overrides it); prints
-/// the mean wall and CPU time per iteration and the fastest iteration's wall time.
+/// the median and fastest iteration's wall time and the mean process CPU time per iteration.
 fn time(name: &str, iters: usize, mut f: impl FnMut()) {
     let iters = std::env::var("VOXREG_PROBE_ITERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(iters);
+        .unwrap_or(iters)
+        .max(1);
     f();
-    let (c0, t0) = (cpu_ms(), std::time::Instant::now());
-    let mut fastest = f64::INFINITY;
-    for _ in 0..iters {
-        let t = std::time::Instant::now();
-        f();
-        fastest = fastest.min(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let wall = t0.elapsed().as_secs_f64() * 1e3 / iters as f64;
+    let c0 = cpu_ms();
+    let mut walls: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
     let cpu = (cpu_ms() - c0) / iters as f64;
-    println!("{name}: wall {wall:.1} ms (fastest {fastest:.1}), cpu {cpu:.1} ms per iteration");
+    walls.sort_by(f64::total_cmp);
+    let (median, fastest) = (walls[iters / 2], walls[0]);
+    println!(
+        "{name}: wall median {median:.1} ms (fastest {fastest:.1}), cpu {cpu:.1} ms per iteration"
+    );
 }
 
 fn main() {

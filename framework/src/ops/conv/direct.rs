@@ -570,34 +570,28 @@ unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize, const MASKED: 
                     xp[k] = a.x.as_ptr().add(*a.cols.get_unchecked(jb + k));
                 }
                 let mut acc = [[L::zero(); KB]; CO];
-                for r in 0..t.rows {
-                    // This row's gradient and slab rows: one offset `o` below serves both.
-                    let mut gq = gp;
-                    for c in 0..CO {
-                        gq[c] = gq[c].add(r * t.ow);
-                    }
-                    let mut xq = xp;
-                    for k in 0..KB {
-                        xq[k] = xq[k].add(r * t.wp);
-                    }
-                    for v in 0..nvr {
-                        let o = v * L::N;
+                // Down the rows one vector column at a time: the loop runs `rows` times
+                // with the gradient and slab indices stepping by their row widths.
+                for v in 0..nvr {
+                    let masked = MASKED && v + 1 == nvr;
+                    let (mut gi, mut xi) = (v * L::N, v * L::N);
+                    for _ in 0..t.rows {
                         let mut gv = [L::zero(); CO];
-                        if MASKED && v + 1 == nvr {
-                            for c in 0..CO {
-                                gv[c] = L::load_first(gq[c].add(o), tail);
-                            }
-                        } else {
-                            for c in 0..CO {
-                                gv[c] = L::load(gq[c].add(o));
-                            }
+                        for c in 0..CO {
+                            gv[c] = if masked {
+                                L::load_first(gp[c].add(gi), tail)
+                            } else {
+                                L::load(gp[c].add(gi))
+                            };
                         }
                         for k in 0..KB {
-                            let xv = L::load(xq[k].add(o));
+                            let xv = L::load(xp[k].add(xi));
                             for c in 0..CO {
                                 acc[c][k] = L::fma(gv[c], xv, acc[c][k]);
                             }
                         }
+                        gi += t.ow;
+                        xi += t.wp;
                     }
                 }
                 for c in 0..CO {
