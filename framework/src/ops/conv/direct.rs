@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use super::lanes::{Avx2, Avx512};
 use super::lanes::{Isa, Lanes, Portable};
 use super::slab::Slab;
+use super::weight_lanes;
 use super::{Core, SharedOut};
 
 /// Slab values of a forward tile, about 128 KiB in f32: the slab stays in L2 while the tile's
@@ -46,7 +47,7 @@ const FORWARD_TASKS: usize = 32;
 const PER_LANE_BUDGET: usize = 1 << 18;
 /// Number of groups the weight gradient's tiles are summed in (fixed, so the result does not
 /// depend on the thread count).
-const WEIGHT_GROUPS: usize = 16;
+pub(super) const WEIGHT_GROUPS: usize = 16;
 
 /// Whether the direct kernels compute this geometry (stride 1, no input dilation).
 pub(super) fn supports(core: &Core) -> bool {
@@ -102,9 +103,14 @@ fn tile_rows(core: &Core, cap: usize) -> usize {
     oh.div_ceil(oh.div_ceil(cap))
 }
 
+/// Output rows per weight-gradient tile.
+pub(super) fn weight_tile_rows(core: &Core) -> usize {
+    tile_rows(core, WEIGHT_POSITIONS / core.out[2].max(1))
+}
+
 /// Tiles `(batch, output plane, first output row)` of `rows` rows, in a fixed order: down
 /// the planes for each band of rows, so consecutive tiles share all but one slab plane.
-fn tiles(core: &Core, rows: usize) -> Vec<(usize, usize, usize)> {
+pub(super) fn tiles(core: &Core, rows: usize) -> Vec<(usize, usize, usize)> {
     let mut out = Vec::new();
     for b in 0..core.n {
         for oy in (0..core.out[1]).step_by(rows) {
@@ -175,7 +181,7 @@ impl RowTile {
 }
 
 /// Panics unless this CPU supports `isa` (the kernels below rely on it).
-fn check_isa(isa: Isa) {
+pub(super) fn check_isa(isa: Isa) {
     assert!(
         Isa::supported().contains(&isa),
         "direct convolution: {isa:?} is not supported by this CPU"
@@ -390,12 +396,15 @@ unsafe fn forward_group<L: Lanes, const CO: usize, const G: usize>(
 /// Weight gradient `gW[co, (ci, k)] = sum_o g[co, o] * x[ci, o + k - pad]` for `x` `(n, cin,
 /// inp)` and `g` `(n, cout, out)` (as `Core::run_weight`), summed in a fixed order.
 pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
+    if weight_lanes::supports(core, isa) {
+        return weight_lanes::weight(core, isa, x, g);
+    }
     check_isa(isa);
     let bl = blocking(isa);
     let krows = core.krows();
     let cop = core.cout.next_multiple_of(bl.wco);
     let ncols = krows.next_multiple_of(bl.wkb);
-    let rows = tile_rows(core, WEIGHT_POSITIONS / core.out[2].max(1));
+    let rows = weight_tile_rows(core);
     let cols = offsets_by_phase(core, rows, ncols);
     let ivol = core.ivol();
     let tiles = tiles(core, rows);

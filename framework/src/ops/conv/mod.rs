@@ -36,6 +36,7 @@ mod direct;
 mod lanes;
 mod phase;
 mod slab;
+mod weight_lanes;
 
 use lanes::Isa;
 
