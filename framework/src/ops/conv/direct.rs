@@ -621,31 +621,14 @@ unsafe fn weight_tile<L: Lanes, const CO: usize, const KB: usize, const MASKED: 
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_cases::{core, max_diff, random, Case};
     use super::super::ConvSpec;
     use super::*;
     use crate::ops::common::testing::Rng;
 
-    fn random(rng: &mut Rng, len: usize) -> Vec<f32> {
-        (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
-    }
-
     /// Forward convolutions (stride 1) with odd sizes, channel counts that are not multiples of
     /// any register tile, and padding from none to more than the kernel (which gives negative
-    /// padding in the transposed convolution below): `(n, cin, cout, inp, k, lo, hi)`.
-    type Case = (
-        usize,
-        usize,
-        usize,
-        [usize; 3],
-        [usize; 3],
-        [usize; 3],
-        [usize; 3],
-    );
+    /// padding in the transposed convolution below).
     const CASES: [Case; 7] = [
         (1, 3, 5, [5, 6, 7], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
         (2, 1, 3, [4, 7, 9], [2, 3, 1], [0, 1, 0], [1, 2, 0]),
@@ -656,17 +639,6 @@ mod tests {
         // Enough planes that tasks run several tiles down a band of rows (reused planes).
         (2, 3, 5, [40, 6, 7], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
     ];
-
-    fn core(case: &Case) -> Core {
-        let &(n, cin, cout, inp, k, lo, hi) = case;
-        let spec = ConvSpec {
-            ndim: 3,
-            stride: [1; 3],
-            lo,
-            hi,
-        };
-        Core::forward(&spec, &[n, cin, inp[0], inp[1], inp[2]], cout, k)
-    }
 
     #[test]
     fn forward_matches_im2col_on_every_isa() {

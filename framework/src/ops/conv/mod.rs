@@ -36,6 +36,8 @@ mod direct;
 mod lanes;
 mod phase;
 mod slab;
+#[cfg(test)]
+mod test_cases;
 mod weight_lanes;
 
 use lanes::Isa;

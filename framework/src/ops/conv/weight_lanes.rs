@@ -375,25 +375,13 @@ unsafe fn tile_sums<L: Lanes, const R: usize, const KW: usize>(a: Args<'_>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_cases::{core, max_diff, random, Case};
     use super::super::ConvSpec;
     use super::*;
     use crate::ops::common::testing::Rng;
 
-    fn random(rng: &mut Rng, len: usize) -> Vec<f32> {
-        (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
-    }
-
-    /// `(n, cin, cout, inp, k, lo, hi)` with every kernel width that has a register tile,
-    /// padding from none to more than the kernel, and enough planes that tiles reuse planes.
-    type Case = (
-        usize,
-        usize,
-        usize,
-        [usize; 3],
-        [usize; 3],
-        [usize; 3],
-        [usize; 3],
-    );
+    /// Every kernel width that has a register tile, padding from none to more than the kernel,
+    /// and enough planes that tiles reuse planes.
     const CASES: [Case; 5] = [
         (1, 3, 16, [5, 6, 7], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
         (2, 5, 32, [9, 4, 21], [2, 3, 1], [0, 1, 0], [1, 1, 0]),
@@ -407,14 +395,7 @@ mod tests {
         let mut rng = Rng::new(50);
         let mut ran = 0;
         for case in &CASES {
-            let &(n, cin, cout, inp, k, lo, hi) = case;
-            let spec = ConvSpec {
-                ndim: 3,
-                stride: [1; 3],
-                lo,
-                hi,
-            };
-            let core = Core::forward(&spec, &[n, cin, inp[0], inp[1], inp[2]], cout, k);
+            let core = core(case);
             let x = random(&mut rng, core.n * core.cin * core.ivol());
             let g = random(&mut rng, core.n * core.cout * core.ovol());
             let expected = core.run_weight(&x, &g);
@@ -424,11 +405,7 @@ mod tests {
                     continue;
                 }
                 ran += 1;
-                let got = weight(&core, isa, &x, &g);
-                let err = got
-                    .iter()
-                    .zip(&expected)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                let err = max_diff(&weight(&core, isa, &x, &g), &expected);
                 assert!(err < 1e-6 * scale, "{isa:?} {case:?}: {err}");
             }
         }
