@@ -11,7 +11,10 @@
 //!
 //! * f32, stride 1, no dilation (forward convolutions of stride 1, their input gradients, and
 //!   every weight gradient of a stride-1 convolution): the direct kernels of `direct.rs`, with
-//!   AVX-512, AVX2 + FMA or portable micro-kernels chosen at run time (`lanes.rs`);
+//!   AVX-512, AVX2 + FMA or portable micro-kernels chosen at run time (`lanes.rs`), each tile
+//!   reading a zero-padded copy of the input window it needs (`slab.rs`) and writing its
+//!   output rows in place; weight gradients with kernel widths 1, 3, 5 or 7 and whole
+//!   registers of output channels put those channels across the lanes (`weight_lanes.rs`);
 //! * f32, stride 1 with input dilation (transposed convolutions, input gradients of strided
 //!   convolutions): one direct convolution per output phase (`phase.rs`), skipping the zero
 //!   taps of the dilated input;
