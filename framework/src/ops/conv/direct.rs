@@ -209,11 +209,13 @@ pub(super) fn forward(core: &Core, isa: Isa, x: &[f32], wmat: &[f32]) -> Vec<f32
                 let tile = RowTile::new(core, slab, rows, at);
                 let xb = &x[b * core.cin * ivol..(b + 1) * core.cin * ivol];
                 let phase = slab.fill(core, xb, at, tile.rows);
-                // The tile writes y[b, co, oz, oy + r, ..] for every co < cout and r <
-                // tile.rows: rows no other tile writes, and nothing reads `y` until all tasks
-                // are done.
                 let offs = &offs[phase];
-                forward_kernel(isa, &slab.data, &packed, offs, core.cout, tile, (out, len));
+                // SAFETY: the tile writes y[b, co, oz, oy + r, ..] for every co < cout and r <
+                // tile.rows: rows no other tile writes, and nothing reads `y` until all tasks
+                // are done; `out` points to `len` values.
+                unsafe {
+                    forward_kernel(isa, &slab.data, &packed, offs, core.cout, tile, (out, len))
+                };
             }
         },
     );
@@ -237,8 +239,13 @@ fn pack_forward_weights(wmat: &[f32], cout: usize, krows: usize, co: usize) -> V
 }
 
 /// Runs the forward micro-kernel of `isa` over one tile, writing its rows of the output `y`
-/// (a buffer of `y.1` values that other tiles write other rows of).
-fn forward_kernel(
+/// (a buffer of `y.1` values that other tiles write other rows of). Every index is checked;
+/// the one thing left to the caller is exclusive access to the tile's rows.
+///
+/// # Safety
+/// `y.0` points to `y.1` writable values, and no other thread reads or writes the tile's rows
+/// of them during the call.
+unsafe fn forward_kernel(
     isa: Isa,
     x: &[f32],
     w: &[f32],
@@ -262,7 +269,8 @@ fn forward_kernel(
     };
     match isa {
         // SAFETY: the callers checked that the CPU supports `isa`; the asserts above keep every
-        // access inside the buffers (see `forward_tile`).
+        // access inside the buffers (see `forward_tile`), and the caller gives the tile's rows
+        // to this call alone.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { forward_avx512(args) },
         // SAFETY: as above.
