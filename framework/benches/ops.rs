@@ -13,8 +13,8 @@ use candle_core::{Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
 use support::{backward_with, uniform};
 use voxreg_framework::ops::{
-    batch_norm, conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp,
-    Padding, ResizeMode,
+    avg_pool, batch_norm, conv, max_pool, rectangular_kernel, resize, separable_filter, warp,
+    Align, Interp, Padding, ResizeMode,
 };
 
 fn bench_warp(c: &mut Criterion) {
@@ -83,6 +83,13 @@ fn bench_small_ops(c: &mut Criterion) {
     g.bench_function("maxpool3d_k2_fwd_bwd", |b| {
         b.iter(|| {
             let y = max_pool(xv.as_tensor(), &[2, 2, 2], &[2, 2, 2], &[(0, 0); 3]).expect("pool");
+            backward_with(&y, &gp)
+        })
+    });
+    // Average pooling, the same shapes.
+    g.bench_function("avgpool3d_k2_fwd_bwd", |b| {
+        b.iter(|| {
+            let y = avg_pool(xv.as_tensor(), &[2, 2, 2], &[2, 2, 2], &[(0, 0); 3]).expect("pool");
             backward_with(&y, &gp)
         })
     });

@@ -37,6 +37,8 @@ def main():
     gp = torch.randn(1, 16, 32, 32, 32, generator=g)
     timed("maxpool3d_k2_fwd_bwd", lambda: setattr(x, "grad", None),
           lambda: F.max_pool3d(x, 2, 2).backward(gp))
+    timed("avgpool3d_k2_fwd_bwd", lambda: setattr(x, "grad", None),
+          lambda: F.avg_pool3d(x, 2, 2).backward(gp))
     u = torch.randn(1, 32, 32, 32, 32, generator=g, requires_grad=True)
     gu = torch.randn(1, 32, 64, 64, 64, generator=g)
     timed("resize_trilinear_x2_fwd_bwd", lambda: setattr(u, "grad", None),

@@ -10,8 +10,8 @@ mod support;
 use candle_core::{Tensor, Var};
 use support::{backward_with, uniform};
 use voxreg_framework::ops::{
-    conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp, Padding,
-    ResizeMode,
+    avg_pool, conv, max_pool, rectangular_kernel, resize, separable_filter, warp, Align, Interp,
+    Padding, ResizeMode,
 };
 
 /// Process CPU time (user + system) in milliseconds, from `/proc/self/stat`.
@@ -145,12 +145,16 @@ fn main() {
                 g.zeros_like().and_then(|z| z.add(&g)).expect("accumulate");
             });
         }
-        "maxpool_fwd_bwd" => {
+        "maxpool_fwd_bwd" | "avgpool_fwd_bwd" => {
             let x = var(&uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 7));
             let g = uniform(&[1, 16, 32, 32, 32], -1.0, 1.0, 8);
+            let pool = if which == "maxpool_fwd_bwd" {
+                max_pool
+            } else {
+                avg_pool
+            };
             time(&which, 10, || {
-                let y =
-                    max_pool(x.as_tensor(), &[2, 2, 2], &[2, 2, 2], &[(0, 0); 3]).expect("pool");
+                let y = pool(x.as_tensor(), &[2, 2, 2], &[2, 2, 2], &[(0, 0); 3]).expect("pool");
                 backward_with(&y, &g);
             });
         }
@@ -180,7 +184,7 @@ fn main() {
         other => eprintln!(
             "unknown workload {other:?}: warp_fwd, warp_fwd_bwd, warp_fwd_bwd_both, conv_fwd, \
              conv_fwd_bwd, conv_fwd_bwd_x, conv_fwd_bwd_w, conv7_fwd, conv7_fwd_bwd, \
-             conv_transpose_s1, grad_accumulate, maxpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
+             conv_transpose_s1, grad_accumulate, maxpool_fwd_bwd, avgpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
         ),
     }
 }

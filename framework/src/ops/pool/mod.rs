@@ -187,6 +187,7 @@ impl Pool {
             k: self.k,
             inp,
             out: self.out,
+            mean: self.kind == PoolKind::Avg,
         }
     }
 
@@ -195,7 +196,7 @@ impl Pool {
     }
 
     fn forward<T: Real>(&self, x: &[T], inp: [usize; 3]) -> Vec<T> {
-        if self.kind != PoolKind::Max || !self.tiles_input(inp) {
+        if !self.tiles_input(inp) {
             return self.generic_forward(x, inp);
         }
         tiled::forward(&self.tiling(inp), x)
@@ -232,7 +233,7 @@ impl Pool {
     }
 
     fn backward<T: Real>(&self, x: &[T], g: &[T], inp: [usize; 3]) -> Vec<T> {
-        if self.kind != PoolKind::Max || !self.tiles_input(inp) {
+        if !self.tiles_input(inp) {
             return self.generic_backward(x, g, inp);
         }
         tiled::backward(&self.tiling(inp), x, g)
@@ -414,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn tiled_max_path_matches_the_generic_one() {
+    fn tiled_path_matches_the_generic_one() {
         // Values on a coarse grid so windows have ties (the first in memory order must win),
         // a NaN, sizes that leave trailing voxels outside every window, 2D and 3D.
         let mut rng = Rng::new(23);
@@ -425,9 +426,12 @@ mod tests {
             ([7, 4, 9], [3, 1, 4]),
             ([4, 4, 4], [1, 1, 1]),
         ];
-        for (inp, k) in cases {
+        for ((inp, k), kind) in cases
+            .into_iter()
+            .flat_map(|c| [(c, PoolKind::Max), (c, PoolKind::Avg)])
+        {
             let pool = Pool {
-                kind: PoolKind::Max,
+                kind,
                 k,
                 s: k,
                 lo: [0; 3],
@@ -446,12 +450,15 @@ mod tests {
             let (fast, slow) = (pool.forward(&x, inp), pool.generic_forward(&x, inp));
             assert_eq!(fast.len(), slow.len());
             for (a, b) in fast.iter().zip(&slow) {
-                assert!(a == b || (a.is_nan() && b.is_nan()), "{inp:?} {k:?}");
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "{kind:?} {inp:?} {k:?}"
+                );
             }
             assert_eq!(
                 pool.backward(&x, &g, inp),
                 pool.generic_backward(&x, &g, inp),
-                "{inp:?} {k:?}"
+                "{kind:?} {inp:?} {k:?}"
             );
         }
         // Overlapping windows and padding keep the generic path.

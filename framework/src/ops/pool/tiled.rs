@@ -1,15 +1,19 @@
-//! Max pooling whose windows tile the input — kernel = stride, no leading padding, every
-//! window inside the input, e.g. the usual `2³` / stride 2 — the fast path of [`super::Pool`].
+//! Max and average pooling whose windows tile the input — kernel = stride, no leading
+//! padding, every window inside the input, e.g. the usual `2³` / stride 2 — the fast path of
+//! [`super::Pool`].
 //!
 //! The rayon tasks are slabs: the `k[0]` input planes that one output plane covers, in one
 //! channel, so that even a single channel spreads over every thread. Within a slab each row of
 //! output windows scans its `k[0] · k[1]` input rows once, in memory order, with branch-free
 //! loops that vectorise (window widths 1 and 2 are specialised).
 //!
-//! The backward recomputes each window's maximum, then routes the window's gradient to its
-//! first voxel in memory order that equals it (the first NaN when the maximum is NaN) — the
-//! same voxel the generic path's arg-max picks. It writes every value of the input gradient
-//! exactly once (zeros included), so the gradient buffer is never zero-filled first.
+//! The max backward recomputes each window's maximum, then routes the window's gradient to
+//! its first voxel in memory order that equals it (the first NaN when the maximum is NaN) —
+//! the same voxel the generic path's arg-max picks. The mean backward gives every voxel of a
+//! window the window's gradient divided by its size. Both write every value of the input
+//! gradient exactly once (zeros included), so the gradient buffer is never zero-filled first.
+//! The mean sums each window in the generic path's order and divides by the window size, so
+//! the two paths give the same values.
 
 use std::mem::MaybeUninit;
 
@@ -17,8 +21,8 @@ use rayon::prelude::*;
 
 use crate::ops::common::{with_simd, Real};
 
-/// Geometry of a tiling max pool: window size (= stride) and the input and output sizes of
-/// one channel, `[D, H, W]`.
+/// Geometry of a tiling pool: window size (= stride), the input and output sizes of one
+/// channel, `[D, H, W]`, and whether it averages (else it takes the maximum).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tiling {
     /// Window size (= stride) per axis.
@@ -27,6 +31,8 @@ pub(super) struct Tiling {
     pub inp: [usize; 3],
     /// Output size of one channel per axis (`inp / k`, floored).
     pub out: [usize; 3],
+    /// Average pooling (else max pooling).
+    pub mean: bool,
 }
 
 impl Tiling {
@@ -49,6 +55,32 @@ impl Tiling {
     fn row_start(&self, oy: usize, dz: usize, dy: usize) -> usize {
         let [_, h, w] = self.inp;
         (dz * h + oy * self.k[1] + dy) * w
+    }
+
+    /// Voxels per window.
+    fn window_size(&self) -> usize {
+        self.k.iter().product()
+    }
+
+    /// The maxima (NaN wins) or the means of the windows of output row `oy` of slab `xs`,
+    /// into `m`; `K` is the window width when known at compile time, else 0.
+    #[inline(always)]
+    fn row_windows<T: Real, const K: usize>(&self, xs: &[T], oy: usize, m: &mut [T]) {
+        if !self.mean {
+            return self.row_maxima::<T, K>(xs, oy, m);
+        }
+        let kx = width::<K>(self.k[2]);
+        let covered = m.len() * kx;
+        for dz in 0..self.k[0] {
+            for dy in 0..self.k[1] {
+                let start = self.row_start(oy, dz, dy);
+                sum_row(&xs[start..start + covered], kx, m, dz == 0 && dy == 0);
+            }
+        }
+        let size = T::from_usize(self.window_size());
+        for v in m.iter_mut() {
+            *v /= size;
+        }
     }
 
     /// The maxima of the windows of output row `oy` of slab `xs`, into `m` (NaN wins); `K`
@@ -114,6 +146,33 @@ fn fold_row<T: Real>(row: &[T], kx: usize, m: &mut [T], first: bool) {
     }
 }
 
+/// Adds one input row into the running window sums `m` (`row` holds `m.len()` windows of `kx`
+/// values, summed left to right); `first` starts the sums from this row.
+#[inline(always)]
+fn sum_row<T: Real>(row: &[T], kx: usize, m: &mut [T], first: bool) {
+    let n = m.len();
+    let row = &row[..n * kx];
+    for (i, o) in m.iter_mut().enumerate() {
+        let mut v = if first { T::zero() } else { *o };
+        for j in 0..kx {
+            v += row[i * kx + j];
+        }
+        *o = v;
+    }
+}
+
+/// Writes each window's share `share[i]` to its `kx` voxels of one input row.
+#[inline(always)]
+fn spread_row<T: Real>(share: &[T], kx: usize, g: &mut [MaybeUninit<T>]) {
+    let n = share.len();
+    let g = &mut g[..n * kx];
+    for i in 0..n {
+        for j in 0..kx {
+            g[i * kx + j].write(share[i]);
+        }
+    }
+}
+
 /// Routes the remaining gradient `rem` of each window of one input row (`kx` values per
 /// window) to the first voxel equal to the window's maximum `m`, writing the row's gradient
 /// `g` (zero elsewhere).
@@ -147,7 +206,8 @@ macro_rules! by_width {
     };
 }
 
-/// Forward: `y[n, c, o] = max over the window of o` for every channel of `x`.
+/// Forward: `y[n, c, o]` = the maximum or the mean over the window of `o`, for every channel
+/// of `x`.
 pub(super) fn forward<T: Real>(t: &Tiling, x: &[T]) -> Vec<T> {
     let (ivol, ovol) = (t.input_volume(), t.output_volume());
     let oplane = t.out[1] * t.out[2];
@@ -169,7 +229,7 @@ fn forward_slab<T: Real, const K: usize>(t: &Tiling, xs: &[T], yp: &mut [MaybeUn
     let ow = t.out[2];
     let mut m = vec![T::zero(); ow];
     for (oy, out) in yp.chunks_exact_mut(ow).enumerate() {
-        t.row_maxima::<T, K>(xs, oy, &mut m);
+        t.row_windows::<T, K>(xs, oy, &mut m);
         for (o, &v) in out.iter_mut().zip(&m) {
             o.write(v);
         }
@@ -211,14 +271,25 @@ fn backward_slab<T: Real, const K: usize>(
     let covered = ow * kx;
     let mut m = vec![T::zero(); ow];
     let mut rem = vec![T::zero(); ow];
+    let size = T::from_usize(t.window_size());
     for oy in 0..oh {
-        t.row_maxima::<T, K>(xs, oy, &mut m);
         rem.copy_from_slice(&gp[oy * ow..(oy + 1) * ow]);
+        if t.mean {
+            for v in rem.iter_mut() {
+                *v /= size;
+            }
+        } else {
+            t.row_maxima::<T, K>(xs, oy, &mut m);
+        }
         for dz in 0..kz {
             for dy in 0..ky {
                 let start = t.row_start(oy, dz, dy);
                 let (row, rest) = gs[start..start + w].split_at_mut(covered);
-                route_row(&xs[start..start + covered], kx, &m, &mut rem, row);
+                if t.mean {
+                    spread_row(&rem, kx, row);
+                } else {
+                    route_row(&xs[start..start + covered], kx, &m, &mut rem, row);
+                }
                 write_zeros(rest);
             }
         }
