@@ -145,6 +145,20 @@ fn main() {
                 g.zeros_like().and_then(|z| z.add(&g)).expect("accumulate");
             });
         }
+        "maxpool_k3s2_fwd_bwd" | "avgpool_k3s2_fwd_bwd" => {
+            // Overlapping windows with padding: the generic path.
+            let x = var(&uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 7));
+            let g = uniform(&[1, 16, 32, 32, 32], -1.0, 1.0, 8);
+            let pool = if which == "maxpool_k3s2_fwd_bwd" {
+                max_pool
+            } else {
+                avg_pool
+            };
+            time(&which, 5, || {
+                let y = pool(x.as_tensor(), &[3, 3, 3], &[2, 2, 2], &[(1, 1); 3]).expect("pool");
+                backward_with(&y, &g);
+            });
+        }
         "maxpool_fwd_bwd" | "avgpool_fwd_bwd" => {
             let x = var(&uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 7));
             let g = uniform(&[1, 16, 32, 32, 32], -1.0, 1.0, 8);
@@ -184,7 +198,7 @@ fn main() {
         other => eprintln!(
             "unknown workload {other:?}: warp_fwd, warp_fwd_bwd, warp_fwd_bwd_both, conv_fwd, \
              conv_fwd_bwd, conv_fwd_bwd_x, conv_fwd_bwd_w, conv7_fwd, conv7_fwd_bwd, \
-             conv_transpose_s1, grad_accumulate, maxpool_fwd_bwd, avgpool_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
+             conv_transpose_s1, grad_accumulate, maxpool_fwd_bwd, avgpool_fwd_bwd, maxpool_k3s2_fwd_bwd, avgpool_k3s2_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
         ),
     }
 }
