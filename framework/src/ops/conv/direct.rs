@@ -493,10 +493,10 @@ fn weight_kernel(
         // SAFETY: the callers checked that the CPU supports `isa`; the asserts above keep every
         // access inside the slices (see `weight_tile`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { weight_avx512(args) },
+        Isa::Avx512 => unsafe { weight_avx512(args, masked) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { weight_avx2(args) },
+        Isa::Avx2 => unsafe { weight_avx2(args, masked) },
         // SAFETY: as above (the portable lanes need no CPU feature).
         _ if masked => unsafe { weight_tile::<Portable, 2, 4, true>(args) },
         // SAFETY: as above.
@@ -523,26 +523,28 @@ struct WeightArgs<'a> {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn weight_avx512(args: WeightArgs<'_>) {
-    // SAFETY: forwarded from the caller (AVX-512F available, operands sized).
+unsafe fn weight_avx512(args: WeightArgs<'_>, masked: bool) {
+    // SAFETY: forwarded from the caller (AVX-512F available, operands sized, `masked` unless
+    // the lanes divide the row).
     unsafe {
-        if args.tile.ow.is_multiple_of(Avx512::N) {
-            weight_tile::<Avx512, 4, 6, false>(args)
-        } else {
+        if masked {
             weight_tile::<Avx512, 4, 6, true>(args)
+        } else {
+            weight_tile::<Avx512, 4, 6, false>(args)
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn weight_avx2(args: WeightArgs<'_>) {
-    // SAFETY: forwarded from the caller (AVX2 and FMA available, operands sized).
+unsafe fn weight_avx2(args: WeightArgs<'_>, masked: bool) {
+    // SAFETY: forwarded from the caller (AVX2 and FMA available, operands sized, `masked`
+    // unless the lanes divide the row).
     unsafe {
-        if args.tile.ow.is_multiple_of(Avx2::N) {
-            weight_tile::<Avx2, 2, 6, false>(args)
-        } else {
+        if masked {
             weight_tile::<Avx2, 2, 6, true>(args)
+        } else {
+            weight_tile::<Avx2, 2, 6, false>(args)
         }
     }
 }

@@ -88,14 +88,14 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
                 let tile_rows = rows.min(oh - oy);
                 let phase = slab.fill(core, xb, (b, oz, oy), tile_rows);
                 let npos = tile_rows * ow;
+                let tile = Tile {
+                    rows: tile_rows,
+                    ow,
+                    wp: slab.wp,
+                };
                 for cb in 0..blocks {
                     let first = (b * core.cout + cb * lanes) * ovol + (oz * oh + oy) * ow;
                     transpose(isa, &g[first..], ovol, npos, &mut gt);
-                    let tile = Tile {
-                        rows: tile_rows,
-                        ow,
-                        wp: slab.wp,
-                    };
                     let out = &mut part[cb * nrows * kw * lanes..(cb + 1) * nrows * kw * lanes];
                     let gt = &gt[..npos * lanes];
                     run(isa, kw, &slab.data, &row_offs[phase], gt, tile, out);
