@@ -93,6 +93,19 @@ fn bench_small_ops(c: &mut Criterion) {
             backward_with(&y, &gp)
         })
     });
+    // General pooling: overlapping windows 3^3, stride 2, padding 1, the same shapes.
+    g.bench_function("maxpool3d_k3s2p1_fwd_bwd", |b| {
+        b.iter(|| {
+            let y = max_pool(xv.as_tensor(), &[3, 3, 3], &[2, 2, 2], &[(1, 1); 3]).expect("pool");
+            backward_with(&y, &gp)
+        })
+    });
+    g.bench_function("avgpool3d_k3s2p1_fwd_bwd", |b| {
+        b.iter(|| {
+            let y = avg_pool(xv.as_tensor(), &[3, 3, 3], &[2, 2, 2], &[(1, 1); 3]).expect("pool");
+            backward_with(&y, &gp)
+        })
+    });
     // Trilinear 2x up-sampling (half-pixel), (1,32,32^3) -> 64^3.
     let u = uniform(&[1, 32, 32, 32, 32], -1.0, 1.0, 9);
     let gu = uniform(&[1, 32, 64, 64, 64], -1.0, 1.0, 10);

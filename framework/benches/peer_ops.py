@@ -39,6 +39,11 @@ def main():
           lambda: F.max_pool3d(x, 2, 2).backward(gp))
     timed("avgpool3d_k2_fwd_bwd", lambda: setattr(x, "grad", None),
           lambda: F.avg_pool3d(x, 2, 2).backward(gp))
+    # General pooling; voxreg's mean leaves the padding out, hence count_include_pad=False.
+    timed("maxpool3d_k3s2p1_fwd_bwd", lambda: setattr(x, "grad", None),
+          lambda: F.max_pool3d(x, 3, 2, 1).backward(gp))
+    timed("avgpool3d_k3s2p1_fwd_bwd", lambda: setattr(x, "grad", None),
+          lambda: F.avg_pool3d(x, 3, 2, 1, count_include_pad=False).backward(gp))
     u = torch.randn(1, 32, 32, 32, 32, generator=g, requires_grad=True)
     gu = torch.randn(1, 32, 64, 64, 64, generator=g)
     timed("resize_trilinear_x2_fwd_bwd", lambda: setattr(u, "grad", None),

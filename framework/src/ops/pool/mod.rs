@@ -1,22 +1,23 @@
 //! Max and average pooling (2D and 3D, general kernel, stride and padding) with backward.
 //!
-//! # CPU kernel
+//! # CPU kernels
 //!
-//! Channels `(n, c)` are independent and are the rayon tasks, so the backward scatter (into the
-//! window of each output voxel, windows may overlap when the stride is smaller than the kernel)
-//! stays inside one task and needs no synchronisation. The max backward recomputes the arg-max
-//! of each window from the input instead of storing indices.
+//! Two paths, both reducing one channel at a time:
+//! * windows that tile the input (kernel = stride, no leading padding, every window inside the
+//!   input, e.g. the usual `2³` / stride 2): row-wise and vectorised, split into slabs of input
+//!   planes (module `tiled`);
+//! * every other geometry (overlapping windows, gaps, padding): separable passes along H, W and
+//!   D over whole rows and planes (module `separable`).
 //!
-//! Max pooling whose windows tile the input (kernel = stride, no leading padding, every window
-//! inside the input, e.g. the usual `2³` / stride 2) takes a row-wise, vectorised path split
-//! into slabs of input planes (module `tiled`).
+//! Both give each window's maximum with the same voxel, the first in memory order (or the
+//! first NaN), and both recompute it in the backward instead of storing indices.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::common::{check_float, contiguous, spatial3, spatial_ndim, storage, Real};
 
+mod separable;
 mod tiled;
 
 /// Pooling reduction.
@@ -106,6 +107,16 @@ pub fn pool(
         spec.lo[off + a] = lo;
         spec.out[off + a] = (ext - kernel[a]) / stride[a] + 1;
     }
+    let plane = inp[1] * inp[2];
+    if kind == PoolKind::Max
+        && !spec.tiles_input(inp)
+        && (plane > separable::MAX_PLANE || inp[0] > separable::MAX_PLANE)
+    {
+        bail!(
+            "{OP}: max pooling with overlapping or padded windows supports up to 2^32 - 1 voxels per plane and planes per channel, got {:?}",
+            x.dims()
+        );
+    }
     x.contiguous()?.apply_op1(spec)
 }
 
@@ -119,61 +130,6 @@ struct Pool {
 }
 
 impl Pool {
-    /// Input index range `[a, b)` of window `o` along axis `axis` of size `n`.
-    #[inline(always)]
-    fn window(&self, axis: usize, o: usize, n: usize) -> (usize, usize) {
-        let start = (o * self.s[axis]) as isize - self.lo[axis] as isize;
-        let a = start.max(0) as usize;
-        let b = ((start + self.k[axis] as isize).max(0) as usize).min(n);
-        (a, b)
-    }
-
-    /// The windows of every output position along each axis.
-    fn windows(&self, inp: [usize; 3]) -> [Vec<(usize, usize)>; 3] {
-        [0, 1, 2].map(|a| {
-            (0..self.out[a])
-                .map(|o| self.window(a, o, inp[a]))
-                .collect()
-        })
-    }
-
-    /// Visits every output voxel `o` of one channel with its window (input ranges per axis).
-    #[inline(always)]
-    fn for_each_window(
-        wins: &[Vec<(usize, usize)>; 3],
-        mut f: impl FnMut(usize, [(usize, usize); 3]),
-    ) {
-        let mut o = 0;
-        for &wz in &wins[0] {
-            for &wy in &wins[1] {
-                for &wx in &wins[2] {
-                    f(o, [wz, wy, wx]);
-                    o += 1;
-                }
-            }
-        }
-    }
-
-    /// Index of the maximum of a window (first one in memory order), and the value.
-    #[inline(always)]
-    fn argmax<T: Real>(xc: &[T], inp: [usize; 3], w: [(usize, usize); 3]) -> (usize, T) {
-        // Windows are never empty (padding < kernel).
-        let first = (w[0].0 * inp[1] + w[1].0) * inp[2] + w[2].0;
-        let mut best = (first, xc[first]);
-        for z in w[0].0..w[0].1 {
-            for y in w[1].0..w[1].1 {
-                let row = (z * inp[1] + y) * inp[2];
-                for (i, &v) in xc[row + w[2].0..row + w[2].1].iter().enumerate() {
-                    // Greater, or the first NaN (NaN wins, as in PyTorch).
-                    if v > best.1 || (v.is_nan() && !best.1.is_nan()) {
-                        best = (row + w[2].0 + i, v);
-                    }
-                }
-            }
-        }
-        best
-    }
-
     /// Whether every window is a full block of the input and the blocks do not overlap
     /// (kernel = stride, no leading padding, the last window inside the input).
     fn tiles_input(&self, inp: [usize; 3]) -> bool {
@@ -191,82 +147,32 @@ impl Pool {
         }
     }
 
-    fn count(w: [(usize, usize); 3]) -> usize {
-        (w[0].1 - w[0].0) * (w[1].1 - w[1].0) * (w[2].1 - w[2].0)
+    /// The geometry of the general path.
+    fn separable(&self, inp: [usize; 3]) -> separable::Separable {
+        separable::Separable::new(
+            self.kind == PoolKind::Max,
+            inp,
+            self.out,
+            self.k,
+            self.s,
+            self.lo,
+        )
     }
 
     fn forward<T: Real>(&self, x: &[T], inp: [usize; 3]) -> Vec<T> {
-        if !self.tiles_input(inp) {
-            return self.generic_forward(x, inp);
+        if self.tiles_input(inp) {
+            tiled::forward(&self.tiling(inp), x)
+        } else {
+            separable::forward(&self.separable(inp), x)
         }
-        tiled::forward(&self.tiling(inp), x)
-    }
-
-    /// Forward for any window geometry.
-    fn generic_forward<T: Real>(&self, x: &[T], inp: [usize; 3]) -> Vec<T> {
-        let ivol: usize = inp.iter().product();
-        let ovol: usize = self.out.iter().product();
-        let mut y = vec![T::zero(); x.len() / ivol * ovol];
-        let wins = self.windows(inp);
-        y.par_chunks_mut(ovol)
-            .zip(x.par_chunks(ivol))
-            .for_each(|(yc, xc)| {
-                Self::for_each_window(&wins, |o, w| {
-                    yc[o] = match self.kind {
-                        PoolKind::Max => Self::argmax(xc, inp, w).1,
-                        PoolKind::Avg => {
-                            let mut acc = T::zero();
-                            for z in w[0].0..w[0].1 {
-                                for y in w[1].0..w[1].1 {
-                                    let row = (z * inp[1] + y) * inp[2];
-                                    for &v in &xc[row + w[2].0..row + w[2].1] {
-                                        acc += v;
-                                    }
-                                }
-                            }
-                            acc / T::from_usize(Self::count(w))
-                        }
-                    };
-                });
-            });
-        y
     }
 
     fn backward<T: Real>(&self, x: &[T], g: &[T], inp: [usize; 3]) -> Vec<T> {
-        if !self.tiles_input(inp) {
-            return self.generic_backward(x, g, inp);
+        if self.tiles_input(inp) {
+            tiled::backward(&self.tiling(inp), x, g)
+        } else {
+            separable::backward(&self.separable(inp), x, g)
         }
-        tiled::backward(&self.tiling(inp), x, g)
-    }
-
-    /// Backward for any window geometry.
-    fn generic_backward<T: Real>(&self, x: &[T], g: &[T], inp: [usize; 3]) -> Vec<T> {
-        let ivol: usize = inp.iter().product();
-        let ovol: usize = self.out.iter().product();
-        let mut gx = vec![T::zero(); x.len()];
-        let wins = self.windows(inp);
-        gx.par_chunks_mut(ivol)
-            .zip(x.par_chunks(ivol).zip(g.par_chunks(ovol)))
-            .for_each(|(gc, (xc, goc))| {
-                Self::for_each_window(&wins, |o, w| match self.kind {
-                    PoolKind::Max => {
-                        let (i, _) = Self::argmax(xc, inp, w);
-                        gc[i] += goc[o];
-                    }
-                    PoolKind::Avg => {
-                        let share = goc[o] / T::from_usize(Self::count(w));
-                        for z in w[0].0..w[0].1 {
-                            for y in w[1].0..w[1].1 {
-                                let row = (z * inp[1] + y) * inp[2];
-                                for v in &mut gc[row + w[2].0..row + w[2].1] {
-                                    *v += share;
-                                }
-                            }
-                        }
-                    }
-                });
-            });
-        gx
     }
 }
 
@@ -414,62 +320,140 @@ mod tests {
         }
     }
 
+    /// The per-window definition, the reference for both paths: `(values, input gradient)`.
+    fn per_window<T: Real>(p: &Pool, x: &[T], g: &[T], inp: [usize; 3]) -> (Vec<T>, Vec<T>) {
+        let ivol: usize = inp.iter().product();
+        let ovol: usize = p.out.iter().product();
+        let wins = [0, 1, 2].map(|a| {
+            (0..p.out[a])
+                .map(|o| {
+                    let start = (o * p.s[a]) as isize - p.lo[a] as isize;
+                    let end = (start + p.k[a] as isize).min(inp[a] as isize);
+                    (start.max(0) as usize, end as usize)
+                })
+                .collect::<Vec<_>>()
+        });
+        let (mut y, mut gx) = (Vec::new(), vec![T::zero(); x.len()]);
+        for (c, xc) in x.chunks(ivol).enumerate() {
+            let mut o = c * ovol;
+            for &wz in &wins[0] {
+                for &wy in &wins[1] {
+                    for &wx in &wins[2] {
+                        let voxels: Vec<usize> = (wz.0..wz.1)
+                            .flat_map(|z| (wy.0..wy.1).map(move |y| (z * inp[1] + y) * inp[2]))
+                            .flat_map(|row| (wx.0..wx.1).map(move |x| row + x))
+                            .collect();
+                        match p.kind {
+                            PoolKind::Max => {
+                                let mut best = voxels[0];
+                                for &i in &voxels {
+                                    let (v, b) = (xc[i], xc[best]);
+                                    if v > b || (v.is_nan() && !b.is_nan()) {
+                                        best = i;
+                                    }
+                                }
+                                y.push(xc[best]);
+                                gx[c * ivol + best] += g[o];
+                            }
+                            PoolKind::Avg => {
+                                let n = T::from_usize(voxels.len());
+                                y.push(voxels.iter().map(|&i| xc[i]).sum::<T>() / n);
+                                for &i in &voxels {
+                                    gx[c * ivol + i] += g[o] / n;
+                                }
+                            }
+                        }
+                        o += 1;
+                    }
+                }
+            }
+        }
+        (y, gx)
+    }
+
     #[test]
-    fn tiled_path_matches_the_generic_one() {
+    fn both_paths_match_the_per_window_definition() {
         // Values on a coarse grid so windows have ties (the first in memory order must win),
-        // a NaN, sizes that leave trailing voxels outside every window, 2D and 3D.
+        // NaNs, -inf, sizes that leave trailing voxels outside every window, 2D and 3D; windows
+        // that tile the input (the tiled path) and windows that overlap, leave gaps or reach
+        // into the padding (the separable path).
         let mut rng = Rng::new(23);
-        let cases: [([usize; 3], [usize; 3]); 5] = [
-            ([5, 6, 7], [2, 2, 2]),
-            ([3, 7, 6], [1, 2, 2]),
-            ([1, 9, 8], [1, 3, 2]),
-            ([7, 4, 9], [3, 1, 4]),
-            ([4, 4, 4], [1, 1, 1]),
+        let no_pad = [(0, 0); 3];
+        // Input, kernel, stride, padding, and whether the windows tile the input.
+        type Case = (
+            [usize; 3],
+            [usize; 3],
+            [usize; 3],
+            [(usize, usize); 3],
+            bool,
+        );
+        let cases: [Case; 11] = [
+            ([5, 6, 7], [2, 2, 2], [2, 2, 2], no_pad, true),
+            ([3, 7, 6], [1, 2, 2], [1, 2, 2], no_pad, true),
+            ([1, 9, 8], [1, 3, 2], [1, 3, 2], no_pad, true),
+            ([7, 4, 9], [3, 1, 4], [3, 1, 4], no_pad, true),
+            ([4, 4, 4], [1, 1, 1], [1, 1, 1], no_pad, true),
+            ([6, 7, 8], [3, 3, 3], [2, 2, 2], [(1, 1); 3], false),
+            (
+                [1, 9, 10],
+                [1, 3, 3],
+                [1, 2, 2],
+                [(0, 0), (1, 1), (1, 1)],
+                false,
+            ),
+            (
+                [5, 5, 6],
+                [2, 3, 2],
+                [1, 1, 3],
+                [(1, 0), (0, 2), (1, 1)],
+                false,
+            ),
+            ([7, 6, 9], [1, 2, 1], [3, 3, 3], no_pad, false),
+            ([4, 6, 5], [4, 6, 5], [1, 1, 1], no_pad, false),
+            ([6, 5, 7], [2, 2, 2], [2, 2, 2], [(1, 1); 3], false),
         ];
-        for ((inp, k), kind) in cases
+        for ((inp, k, s, lo_hi, tiles), kind) in cases
             .into_iter()
             .flat_map(|c| [(c, PoolKind::Max), (c, PoolKind::Avg)])
         {
             let pool = Pool {
                 kind,
                 k,
-                s: k,
-                lo: [0; 3],
-                out: [0, 1, 2].map(|a| inp[a] / k[a]),
+                s,
+                lo: lo_hi.map(|p| p.0),
+                out: [0, 1, 2].map(|a| (inp[a] + lo_hi[a].0 + lo_hi[a].1 - k[a]) / s[a] + 1),
             };
-            assert!(pool.tiles_input(inp));
+            assert_eq!(pool.tiles_input(inp), tiles, "{inp:?} {k:?} {s:?}");
             let channels = 3;
             let len = channels * inp.iter().product::<usize>();
             let mut x: Vec<f32> = (0..len)
                 .map(|_| (rng.uniform() * 4.0).floor() as f32)
                 .collect();
             x[len / 2] = f32::NAN;
+            x[len / 2 + 1] = f32::NAN;
+            // A channel of -inf: every window a tie at the value the padding stands for.
+            x[..len / channels].fill(f32::NEG_INFINITY);
             let g: Vec<f32> = (0..channels * pool.out.iter().product::<usize>())
                 .map(|_| rng.uniform() as f32)
                 .collect();
-            let (fast, slow) = (pool.forward(&x, inp), pool.generic_forward(&x, inp));
-            assert_eq!(fast.len(), slow.len());
-            for (a, b) in fast.iter().zip(&slow) {
+            let (want_y, want_gx) = per_window(&pool, &x, &g, inp);
+            let (y, gx) = (pool.forward(&x, inp), pool.backward(&x, &g, inp));
+            let what = format!("{kind:?} {inp:?} k {k:?} s {s:?} pad {lo_hi:?}");
+            assert_eq!(y.len(), want_y.len(), "{what}");
+            assert_eq!(gx.len(), want_gx.len(), "{what}");
+            // The tiled mean sums in the definition's order; the separable one does not.
+            let tol = if tiles || kind == PoolKind::Max {
+                0.0
+            } else {
+                1e-6
+            };
+            for (a, b) in y.iter().zip(&want_y).chain(gx.iter().zip(&want_gx)) {
                 assert!(
-                    a == b || (a.is_nan() && b.is_nan()),
-                    "{kind:?} {inp:?} {k:?}"
+                    a == b || (a - b).abs() <= tol || (a.is_nan() && b.is_nan()),
+                    "{what}: {a} vs {b}"
                 );
             }
-            assert_eq!(
-                pool.backward(&x, &g, inp),
-                pool.generic_backward(&x, &g, inp),
-                "{kind:?} {inp:?} {k:?}"
-            );
         }
-        // Overlapping windows and padding keep the generic path.
-        let overlapping = Pool {
-            kind: PoolKind::Max,
-            k: [1, 3, 3],
-            s: [1, 2, 2],
-            lo: [0, 1, 1],
-            out: [1, 3, 3],
-        };
-        assert!(!overlapping.tiles_input([1, 6, 6]));
     }
 
     #[test]
