@@ -137,6 +137,25 @@ fn main() {
                 .expect("conv_transpose");
             });
         }
+        "conv_fwd_then_transpose" => {
+            // The passes of `conv_fwd_bwd_x` called directly, without candle's backward; with
+            // `VOXREG_PROBE_ACCUMULATE` set, plus the two gradient accumulations that candle's
+            // backward adds (the output's and the input's gradient: zeros, then add).
+            let x = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 4);
+            let w = uniform(&[16, 16, 3, 3, 3], -0.08, 0.08, 5);
+            let g = uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 6);
+            time(&which, 5, || {
+                let pad = [(1, 1); 3];
+                let _y = conv(&x, &w, None, &[1, 1, 1], &pad).expect("conv");
+                let dx = voxreg_framework::ops::conv_transpose(&g, &w, None, &[1, 1, 1], &pad, &[0, 0, 0])
+                    .expect("conv_transpose");
+                if std::env::var_os("VOXREG_PROBE_ACCUMULATE").is_some() {
+                    let a = g.zeros_like().and_then(|z| z.add(&g)).expect("accumulate");
+                    let b = dx.zeros_like().and_then(|z| z.add(&dx)).expect("accumulate");
+                    drop((a, b));
+                }
+            });
+        }
         "grad_accumulate" => {
             // What candle's backward pays per gradient of a (1,16,64³) tensor: a zero tensor
             // plus the gradient (`GradStore::or_insert`, then `add`).
@@ -198,7 +217,7 @@ fn main() {
         other => eprintln!(
             "unknown workload {other:?}: warp_fwd, warp_fwd_bwd, warp_fwd_bwd_both, conv_fwd, \
              conv_fwd_bwd, conv_fwd_bwd_x, conv_fwd_bwd_w, conv7_fwd, conv7_fwd_bwd, \
-             conv_transpose_s1, grad_accumulate, maxpool_fwd_bwd, avgpool_fwd_bwd, maxpool_k3s2_fwd_bwd, avgpool_k3s2_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
+             conv_transpose_s1, conv_fwd_then_transpose, grad_accumulate, maxpool_fwd_bwd, avgpool_fwd_bwd, maxpool_k3s2_fwd_bwd, avgpool_k3s2_fwd_bwd, resize_fwd_bwd, box9_fwd_bwd"
         ),
     }
 }
