@@ -9,7 +9,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{check_float, contiguous, storage, Real};
+use super::common::{check_float, contiguous, storage, with_float, Real};
 
 /// The rectifier applied after the bias.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,25 +125,14 @@ impl BiasRectify {
     ) -> Result<(CpuStorage, Shape)> {
         const OP: &str = "bias-rectify";
         let (_, vol) = planes(l.dims());
-        match s {
-            CpuStorage::F32(_) => {
-                let x = contiguous::<f32>(s, l, OP, "input")?;
-                let b = match bias {
-                    Some((bs, bl)) => contiguous::<f32>(bs, bl, OP, "bias")?,
-                    None => &[],
-                };
-                Ok(storage(self.forward(x, b, vol), l.shape().clone()))
-            }
-            CpuStorage::F64(_) => {
-                let x = contiguous::<f64>(s, l, OP, "input")?;
-                let b = match bias {
-                    Some((bs, bl)) => contiguous::<f64>(bs, bl, OP, "bias")?,
-                    None => &[],
-                };
-                Ok(storage(self.forward(x, b, vol), l.shape().clone()))
-            }
-            other => bail!("{OP}: unsupported dtype {:?}", other.dtype()),
-        }
+        with_float!(OP, s, |F| {
+            let x = contiguous::<F>(s, l, OP, "input")?;
+            let b = match bias {
+                Some((bs, bl)) => contiguous::<F>(bs, bl, OP, "bias")?,
+                None => &[],
+            };
+            Ok(storage(self.forward(x, b, vol), l.shape().clone()))
+        })
     }
 
     /// The backward op for an output `res` of shape `dims`.
@@ -270,19 +259,11 @@ impl CustomOp2 for RectifyBackward {
         const OP: &str = "bias-rectify-backward";
         let dims = l1.dims();
         let len = l1.shape().elem_count() + if self.with_bias { dims[1] } else { 0 };
-        match s1 {
-            CpuStorage::F32(_) => {
-                let y = contiguous::<f32>(s1, l1, OP, "output")?;
-                let g = contiguous::<f32>(s2, l2, OP, "grad")?;
-                Ok(storage(self.run(y, g, dims), len))
-            }
-            CpuStorage::F64(_) => {
-                let y = contiguous::<f64>(s1, l1, OP, "output")?;
-                let g = contiguous::<f64>(s2, l2, OP, "grad")?;
-                Ok(storage(self.run(y, g, dims), len))
-            }
-            other => bail!("{OP}: unsupported dtype {:?}", other.dtype()),
-        }
+        with_float!(OP, s1, |F| {
+            let y = contiguous::<F>(s1, l1, OP, "output")?;
+            let g = contiguous::<F>(s2, l2, OP, "grad")?;
+            Ok(storage(self.run(y, g, dims), len))
+        })
     }
 }
 

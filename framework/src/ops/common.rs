@@ -75,6 +75,25 @@ unsafe fn avx2_fma<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `$body` with `$t` naming the float type of storage `$s` (`f32` or `f64`), the dtype
+/// dispatch of every op's `cpu_fwd`; any other dtype is an error naming op `$op`.
+macro_rules! with_float {
+    ($op:expr, $s:expr, |$t:ident| $body:expr) => {
+        match $s {
+            ::candle_core::CpuStorage::F32(_) => {
+                type $t = f32;
+                $body
+            }
+            ::candle_core::CpuStorage::F64(_) => {
+                type $t = f64;
+                $body
+            }
+            other => ::candle_core::bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
+        }
+    };
+}
+pub(crate) use with_float;
+
 /// The contiguous data of a storage/layout pair, or an error naming the op and the argument.
 pub fn contiguous<'a, T: Real>(
     storage: &'a CpuStorage,

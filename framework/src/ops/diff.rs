@@ -8,7 +8,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{check_float, contiguous, spatial3, spatial_ndim, storage, Real};
+use super::common::{check_float, contiguous, spatial3, spatial_ndim, storage, with_float, Real};
 
 /// Central difference along spatial axis `axis` (0 = first spatial axis), cropped to the
 /// interior on every axis, as DeepReg's `gradient_dx` (axis 0), `gradient_dy` (1) and
@@ -140,22 +140,15 @@ impl CustomOp1 for CentralDiff {
         } else {
             sp
         };
-        macro_rules! go {
-            ($t:ty) => {{
-                let x = contiguous::<$t>(s, l, "central-diff", "input")?;
-                let out = if self.adjoint {
-                    self.backward(x, full, d3)
-                } else {
-                    self.forward(x, full, d3)
-                };
-                Ok(storage(out, shape))
-            }};
-        }
-        match s {
-            CpuStorage::F32(_) => go!(f32),
-            CpuStorage::F64(_) => go!(f64),
-            other => bail!("central-diff: unsupported dtype {:?}", other.dtype()),
-        }
+        with_float!("central-diff", s, |F| {
+            let x = contiguous::<F>(s, l, "central-diff", "input")?;
+            let out = if self.adjoint {
+                self.backward(x, full, d3)
+            } else {
+                self.forward(x, full, d3)
+            };
+            Ok(storage(out, shape))
+        })
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {

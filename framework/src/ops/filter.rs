@@ -12,7 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{check_float, contiguous, spatial_ndim, storage, Real};
+use super::common::{check_float, contiguous, spatial_ndim, storage, with_float, Real};
 
 /// Filters every spatial axis of `x` with `kernel` (see [`separable_filter_axes`]).
 pub fn separable_filter(x: &Tensor, kernel: &[f64]) -> Result<Tensor> {
@@ -183,17 +183,10 @@ impl CustomOp1 for AxisFilter {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = l.dims();
         let shape = l.shape().clone();
-        match s {
-            CpuStorage::F32(_) => {
-                let x = contiguous::<f32>(s, l, "axis-filter", "input")?;
-                Ok(storage(self.run(x, dims), shape))
-            }
-            CpuStorage::F64(_) => {
-                let x = contiguous::<f64>(s, l, "axis-filter", "input")?;
-                Ok(storage(self.run(x, dims), shape))
-            }
-            other => bail!("axis-filter: unsupported dtype {:?}", other.dtype()),
-        }
+        with_float!("axis-filter", s, |F| {
+            let x = contiguous::<F>(s, l, "axis-filter", "input")?;
+            Ok(storage(self.run(x, dims), shape))
+        })
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {

@@ -21,7 +21,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::common::{check_float, contiguous, storage, with_simd, Real};
+use super::common::{check_float, contiguous, storage, with_float, with_simd, Real};
 
 const OP: &str = "batch_norm";
 
@@ -429,21 +429,12 @@ impl CustomOp3 for BatchNorm {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let shape = l1.shape().clone();
-        match s1 {
-            CpuStorage::F32(_) => {
-                let x = contiguous::<f32>(s1, l1, OP, "input")?;
-                let gamma = contiguous::<f32>(s2, l2, OP, "gamma")?;
-                let beta = contiguous::<f32>(s3, l3, OP, "beta")?;
-                Ok(storage(self.forward(x, gamma, beta), shape))
-            }
-            CpuStorage::F64(_) => {
-                let x = contiguous::<f64>(s1, l1, OP, "input")?;
-                let gamma = contiguous::<f64>(s2, l2, OP, "gamma")?;
-                let beta = contiguous::<f64>(s3, l3, OP, "beta")?;
-                Ok(storage(self.forward(x, gamma, beta), shape))
-            }
-            other => bail!("{OP}: unsupported dtype {:?}", other.dtype()),
-        }
+        with_float!(OP, s1, |F| {
+            let x = contiguous::<F>(s1, l1, OP, "input")?;
+            let gamma = contiguous::<F>(s2, l2, OP, "gamma")?;
+            let beta = contiguous::<F>(s3, l3, OP, "beta")?;
+            Ok(storage(self.forward(x, gamma, beta), shape))
+        })
     }
 
     fn bwd(

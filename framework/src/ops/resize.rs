@@ -11,7 +11,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{check_float, contiguous, spatial_ndim, storage, Real};
+use super::common::{check_float, contiguous, spatial_ndim, storage, with_float, Real};
 
 /// Interpolation used by [`resize`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,24 +233,6 @@ fn outer_inner(dims: &[usize], axis: usize) -> (usize, usize) {
     )
 }
 
-macro_rules! float_dispatch {
-    ($name:expr, $s:expr, $l:expr, |$x:ident: $t:ident| $body:expr) => {
-        match $s {
-            CpuStorage::F32(_) => {
-                type $t = f32;
-                let $x = contiguous::<f32>($s, $l, $name, "input")?;
-                $body
-            }
-            CpuStorage::F64(_) => {
-                type $t = f64;
-                let $x = contiguous::<f64>($s, $l, $name, "input")?;
-                $body
-            }
-            other => bail!("{}: unsupported dtype {:?}", $name, other.dtype()),
-        }
-    };
-}
-
 impl CustomOp1 for Resample {
     fn name(&self) -> &'static str {
         "resample-axis"
@@ -263,7 +245,8 @@ impl CustomOp1 for Resample {
         }
         let (outer, inner) = outer_inner(&shape, self.axis);
         shape[self.axis] = self.map.n_out();
-        float_dispatch!("resample-axis", s, l, |x: F| {
+        with_float!("resample-axis", s, |F| {
+            let x = contiguous::<F>(s, l, "resample-axis", "input")?;
             Ok(storage(self.map.apply::<F>(x, outer, inner), shape))
         })
     }
@@ -293,7 +276,8 @@ impl CustomOp1 for ResampleT {
         }
         let (outer, inner) = outer_inner(&shape, self.axis);
         shape[self.axis] = self.map.n_in;
-        float_dispatch!("resample-axis-transpose", s, l, |y: F| {
+        with_float!("resample-axis-transpose", s, |F| {
+            let y = contiguous::<F>(s, l, "resample-axis-transpose", "input")?;
             Ok(storage(self.map.apply_t::<F>(y, outer, inner), shape))
         })
     }

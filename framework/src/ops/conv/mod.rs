@@ -33,7 +33,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{check_float, contiguous, spatial_ndim, storage, Real};
+use super::common::{check_float, contiguous, spatial_ndim, storage, with_float, Real};
 
 mod direct;
 mod lanes;
@@ -656,23 +656,6 @@ fn flip_swap<T: Real>(w: &[T], cout: usize, cin: usize, kvol: usize) -> Vec<T> {
 
 fn kernel3(wd: &[usize]) -> [usize; 3] {
     dims3(wd)
-}
-
-/// Dispatches a closure over the two float dtypes of a storage.
-macro_rules! with_float {
-    ($op:expr, $s:expr, |$t:ident| $body:expr) => {
-        match $s {
-            CpuStorage::F32(_) => {
-                type $t = f32;
-                $body
-            }
-            CpuStorage::F64(_) => {
-                type $t = f64;
-                $body
-            }
-            other => bail!("{}: unsupported dtype {:?}", $op, other.dtype()),
-        }
-    };
 }
 
 /// `y = conv(x, w)`.

@@ -15,7 +15,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::common::{check_float, contiguous, spatial3, spatial_ndim, storage, Real};
+use super::common::{check_float, contiguous, spatial3, spatial_ndim, storage, with_float, Real};
 
 mod separable;
 mod tiled;
@@ -186,17 +186,10 @@ impl CustomOp1 for Pool {
         let inp = spatial3(dims);
         let mut shape = dims[..2].to_vec();
         shape.extend_from_slice(&self.out[5 - dims.len()..]);
-        match s {
-            CpuStorage::F32(_) => {
-                let x = contiguous::<f32>(s, l, "pool", "input")?;
-                Ok(storage(self.forward(x, inp), shape))
-            }
-            CpuStorage::F64(_) => {
-                let x = contiguous::<f64>(s, l, "pool", "input")?;
-                Ok(storage(self.forward(x, inp), shape))
-            }
-            other => bail!("pool: unsupported dtype {:?}", other.dtype()),
-        }
+        with_float!("pool", s, |F| {
+            let x = contiguous::<F>(s, l, "pool", "input")?;
+            Ok(storage(self.forward(x, inp), shape))
+        })
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -223,19 +216,11 @@ impl CustomOp2 for PoolBackward {
         const OP: &str = "pool-backward";
         let inp = spatial3(l1.dims());
         let shape = l1.shape().clone();
-        match s1 {
-            CpuStorage::F32(_) => {
-                let x = contiguous::<f32>(s1, l1, OP, "input")?;
-                let g = contiguous::<f32>(s2, l2, OP, "grad")?;
-                Ok(storage(self.0.backward(x, g, inp), shape))
-            }
-            CpuStorage::F64(_) => {
-                let x = contiguous::<f64>(s1, l1, OP, "input")?;
-                let g = contiguous::<f64>(s2, l2, OP, "grad")?;
-                Ok(storage(self.0.backward(x, g, inp), shape))
-            }
-            other => bail!("{OP}: unsupported dtype {:?}", other.dtype()),
-        }
+        with_float!(OP, s1, |F| {
+            let x = contiguous::<F>(s1, l1, OP, "input")?;
+            let g = contiguous::<F>(s2, l2, OP, "grad")?;
+            Ok(storage(self.0.backward(x, g, inp), shape))
+        })
     }
 }
 

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::common::{
     check_float, contiguous, even_ranges, spatial3, spatial_ndim, split_rows, storage, task_count,
-    with_simd, Real, RowTask,
+    with_float, with_simd, Real, RowTask,
 };
 
 mod slope;
@@ -591,19 +591,11 @@ impl CustomOp2 for Warp {
         let geo = Geometry::new(l1.dims(), l2.dims());
         let mut shape = l2.dims().to_vec();
         shape[1] = geo.c;
-        match s1 {
-            CpuStorage::F32(_) => {
-                let img = contiguous::<f32>(s1, l1, "warp", "image")?;
-                let ddf = contiguous::<f32>(s2, l2, "warp", "ddf")?;
-                Ok(storage(self.forward(img, ddf, geo), shape))
-            }
-            CpuStorage::F64(_) => {
-                let img = contiguous::<f64>(s1, l1, "warp", "image")?;
-                let ddf = contiguous::<f64>(s2, l2, "warp", "ddf")?;
-                Ok(storage(self.forward(img, ddf, geo), shape))
-            }
-            other => bail!("warp: unsupported dtype {:?}", other.dtype()),
-        }
+        with_float!("warp", s1, |F| {
+            let img = contiguous::<F>(s1, l1, "warp", "image")?;
+            let ddf = contiguous::<F>(s2, l2, "warp", "ddf")?;
+            Ok(storage(self.forward(img, ddf, geo), shape))
+        })
     }
 
     fn bwd(
@@ -934,21 +926,12 @@ impl CustomOp3 for WarpBackward {
         if self.want_ddf {
             len += l2.shape().elem_count();
         }
-        match s1 {
-            CpuStorage::F32(_) => {
-                let img = contiguous::<f32>(s1, l1, OP, "image")?;
-                let ddf = contiguous::<f32>(s2, l2, OP, "ddf")?;
-                let g = contiguous::<f32>(s3, l3, OP, "grad")?;
-                Ok(storage(self.run(img, ddf, g, geo), len))
-            }
-            CpuStorage::F64(_) => {
-                let img = contiguous::<f64>(s1, l1, OP, "image")?;
-                let ddf = contiguous::<f64>(s2, l2, OP, "ddf")?;
-                let g = contiguous::<f64>(s3, l3, OP, "grad")?;
-                Ok(storage(self.run(img, ddf, g, geo), len))
-            }
-            other => bail!("{OP}: unsupported dtype {:?}", other.dtype()),
-        }
+        with_float!(OP, s1, |F| {
+            let img = contiguous::<F>(s1, l1, OP, "image")?;
+            let ddf = contiguous::<F>(s2, l2, OP, "ddf")?;
+            let g = contiguous::<F>(s3, l3, OP, "grad")?;
+            Ok(storage(self.run(img, ddf, g, geo), len))
+        })
     }
 }
 
