@@ -78,6 +78,7 @@ pub(super) struct Separable {
     inp: [usize; 3],
     /// Output size of one channel.
     out: [usize; 3],
+    /// The windows of each axis, `[D, H, W]`.
     axes: [Axis; 3],
     /// Window size, stride and leading padding along W.
     kernel_w: usize,
