@@ -372,7 +372,7 @@ mod tests {
             [(usize, usize); 3],
             bool,
         );
-        let cases: [Case; 11] = [
+        let cases: [Case; 12] = [
             ([5, 6, 7], [2, 2, 2], [2, 2, 2], no_pad, true),
             ([3, 7, 6], [1, 2, 2], [1, 2, 2], no_pad, true),
             ([1, 9, 8], [1, 3, 2], [1, 3, 2], no_pad, true),
@@ -396,6 +396,8 @@ mod tests {
             ([7, 6, 9], [1, 2, 1], [3, 3, 3], no_pad, false),
             ([4, 6, 5], [4, 6, 5], [1, 1, 1], no_pad, false),
             ([6, 5, 7], [2, 2, 2], [2, 2, 2], [(1, 1); 3], false),
+            // "same" padding of odd sizes, as the networks' 2/2 pooling pads them.
+            ([5, 7, 9], [2, 2, 2], [2, 2, 2], [(0, 1); 3], false),
         ];
         for ((inp, k, s, lo_hi, tiles), kind) in cases
             .into_iter()
