@@ -165,7 +165,7 @@ fn main() {
             });
         }
         "maxpool_k3s2_fwd_bwd" | "avgpool_k3s2_fwd_bwd" => {
-            // Overlapping windows with padding: the generic path.
+            // Overlapping windows with padding: the separable path.
             let x = var(&uniform(&[1, 16, 64, 64, 64], -1.0, 1.0, 7));
             let g = uniform(&[1, 16, 32, 32, 32], -1.0, 1.0, 8);
             let pool = if which == "maxpool_k3s2_fwd_bwd" {

@@ -6,7 +6,7 @@
 //! * windows that tile the input (kernel = stride, no leading padding, every window inside the
 //!   input, e.g. the usual `2³` / stride 2): row-wise and vectorised, split into slabs of input
 //!   planes (module `tiled`);
-//! * every other geometry (overlapping windows, gaps, padding): separable passes along H, W and
+//! * every other geometry (overlapping windows, gaps, padding): separable passes along W, H and
 //!   D over whole rows and planes (module `separable`).
 //!
 //! Both give each window's maximum with the same voxel, the first in memory order (or the

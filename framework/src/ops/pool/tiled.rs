@@ -9,11 +9,11 @@
 //!
 //! The max backward recomputes each window's maximum, then routes the window's gradient to
 //! its first voxel in memory order that equals it (the first NaN when the maximum is NaN) —
-//! the same voxel the generic path's arg-max picks. The mean backward gives every voxel of a
+//! the voxel [`super::PoolKind::Max`] defines. The mean backward gives every voxel of a
 //! window the window's gradient divided by its size. Both write every value of the input
 //! gradient exactly once (zeros included), so the gradient buffer is never zero-filled first.
-//! The mean sums each window in the generic path's order and divides by the window size, so
-//! the two paths give the same values.
+//! The mean sums each window's voxels in memory order and divides by the window size, exactly
+//! as the per-window definition the tests check it against.
 
 use std::mem::MaybeUninit;
 
