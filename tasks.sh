@@ -36,7 +36,10 @@ install_rust() {
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
     if command -v rustup >/dev/null 2>&1; then
-        rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+        # Read the whole list before matching: `grep -q` stopping early would break the pipe.
+        local components
+        components="$(rustup component list --installed 2>/dev/null || true)"
+        grep -q '^clippy' <<<"$components" || rustup component add clippy rustfmt
     fi
 }
 

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     }
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if cli::stdout::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             let message = error.to_string();
             eprintln!("error: {message}");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::host;
+use super::stdout::say_raw;
 
 /// Resolves the files and prints the resolved YAML (every default written out).
 pub fn check(plugins: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<()> {
@@ -12,6 +13,6 @@ pub fn check(plugins: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<()> {
     let yaml = config
         .to_yaml()
         .context("writing the resolved configuration")?;
-    print!("{yaml}");
+    say_raw!("{yaml}")?;
     Ok(())
 }

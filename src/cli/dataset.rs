@@ -4,6 +4,7 @@ use anyhow::bail;
 use voxreg::data::read_nifti;
 use voxreg::data::synthetic::{build_paired_dataset, TemplateDataset};
 
+use super::stdout::say;
 use super::FromTemplateArgs;
 
 /// Reads the template and label maps, writes the dataset, and prints the split folders.
@@ -38,9 +39,9 @@ pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
         write_fields: !args.no_fields,
     };
     let summary = build_paired_dataset(&args.out, &options)?;
-    println!("wrote {} pairs in DeepReg's paired layout:", summary.pairs);
+    say!("wrote {} pairs in DeepReg's paired layout:", summary.pairs)?;
     for (split, dir) in ["train", "valid", "test"].iter().zip(&summary.split_dirs) {
-        println!("  {split}: {}", dir.display());
+        say!("  {split}: {}", dir.display())?;
     }
     Ok(())
 }

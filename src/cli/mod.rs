@@ -13,6 +13,7 @@ mod predict;
 mod raster;
 mod register;
 mod report;
+pub mod stdout;
 mod train;
 mod vis;
 mod warp;

@@ -6,6 +6,7 @@ use anyhow::anyhow;
 use voxreg::framework::registry::Category;
 
 use super::host;
+use super::stdout::{say, say_raw};
 
 /// Prints every registered component (optionally one category) as a table.
 pub fn list(plugins: &[PathBuf], category: Option<&str>) -> anyhow::Result<()> {
@@ -31,7 +32,7 @@ pub fn list(plugins: &[PathBuf], category: Option<&str>) -> anyhow::Result<()> {
         }
     }
     for row in std::iter::once(&header).chain(&rows) {
-        println!(
+        say!(
             "{:<w0$}  {:<w1$}  {:<w2$}  {}",
             row[0],
             row[1],
@@ -40,7 +41,7 @@ pub fn list(plugins: &[PathBuf], category: Option<&str>) -> anyhow::Result<()> {
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2]
-        );
+        )?;
     }
     Ok(())
 }
@@ -50,17 +51,19 @@ pub fn show(plugins: &[PathBuf], category: &str, name: &str) -> anyhow::Result<(
     let registry = host::registry(plugins)?;
     let category = parse_category(category)?;
     let entry = registry.get(category, name)?;
-    println!(
+    say!(
         "# {} `{}` from {}",
-        category, entry.registration.name, entry.source
-    );
-    println!("# {}", entry.registration.description);
+        category,
+        entry.registration.name,
+        entry.source
+    )?;
+    say!("# {}", entry.registration.description)?;
     match registry.defaults_yaml(category, name) {
-        Ok(yaml) => print!("{yaml}"),
+        Ok(yaml) => say_raw!("{yaml}")?,
         Err(error) => {
-            println!("# cannot be built from defaults alone: {error}");
+            say!("# cannot be built from defaults alone: {error}")?;
             if let Some(keys) = (entry.registration.keys)() {
-                println!("# keys: {}", keys.join(", "));
+                say!("# keys: {}", keys.join(", "))?;
             }
         }
     }

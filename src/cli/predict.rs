@@ -9,6 +9,7 @@ use voxreg::component::Split;
 use voxreg::engine::{self, Model};
 
 use super::pair_outputs::{Formats, PairWriter};
+use super::stdout::say;
 use super::{host, report, PredictArgs};
 
 /// Loads the run's configuration (or `--config-path`), builds the model with the
@@ -78,13 +79,13 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     let metrics_path = out.join("metrics.csv");
     report::write_metrics_csv(&metrics_path, &evaluation)?;
     report::write_stats_csvs(&out, &evaluation)?;
-    report::print_improvement(split, &evaluation);
-    println!("metrics of every sample: {}", metrics_path.display());
+    report::print_improvement(split, &evaluation)?;
+    say!("metrics of every sample: {}", metrics_path.display())?;
     if formats.nifti || formats.png {
-        println!(
+        say!(
             "images, labels and fields of every pair: {}/pair_*",
             out.display()
-        );
+        )?;
     }
     Ok(())
 }

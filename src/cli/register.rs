@@ -13,6 +13,7 @@ use voxreg::engine::{self, Transform};
 use voxreg::metrics;
 
 use super::atomic::write_text;
+use super::stdout::say;
 use super::{host, RegisterArgs};
 
 /// The configuration under the user's files: only `train.loss` and `train.optimizer` are
@@ -242,19 +243,19 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
     }
     write_text(&args.out.join("loss.csv"), &csv)?;
 
-    println!(
+    say!(
         "registered {} to {} ({} iterations); outputs in {}",
         args.moving.display(),
         args.fixed.display(),
         args.iterations,
         args.out.display()
-    );
+    )?;
     let after = values(predicted)?;
-    println!(
+    say!(
         "  image SSD                  {:.4} → {:.4}",
         metrics::image_ssd(&fixed, &moving),
         metrics::image_ssd(&fixed, &after)
-    );
+    )?;
     if let (Some((moving_labels, fixed_labels)), Some(warped_labels)) =
         (&labels, &result.output.pred_fixed_label)
     {
@@ -264,27 +265,27 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
             moving_labels.iter().zip(fixed_labels).enumerate()
         {
             let warped_label = &warped_labels[index * voxels..(index + 1) * voxels];
-            println!(
+            say!(
                 "  label {index} Dice               {:.4} → {:.4}",
                 metrics::binary_dice(fixed_label, moving_label),
                 metrics::binary_dice(fixed_label, warped_label)
-            );
+            )?;
             let tre = |label: &[f32]| {
                 metrics::centroid_distance(fixed_label, label, &shape, &fixed_volume.affine)
                     .map_or("-".to_owned(), |(_, mm)| format!("{mm:.4}"))
             };
-            println!(
+            say!(
                 "  label {index} TRE, mm            {} → {}",
                 tre(moving_label),
                 tre(warped_label)
-            );
+            )?;
         }
     }
     if let Some(stats) = metrics::jacobian_stats(&values(&result.ddf)?, &shape) {
-        println!(
+        say!(
             "  folding (det J ≤ 0)        {:.3} % of voxels",
             100.0 * stats.folding_fraction
-        );
+        )?;
     }
     Ok(())
 }

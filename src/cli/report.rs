@@ -6,42 +6,46 @@ use voxreg::component::Split;
 use voxreg::engine::{EvaluatedPair, Evaluation};
 
 use super::atomic::write_text;
+use super::stdout::say;
 
 /// Prints each metric's mean before → after registration.
-pub fn print_improvement(split: Split, evaluation: &Evaluation) {
-    println!(
+pub fn print_improvement(split: Split, evaluation: &Evaluation) -> std::io::Result<()> {
+    say!(
         "{} split, {} samples: before registration → after",
         split.as_str(),
         evaluation.pairs.len()
-    );
-    let row = |name: &str, before: Option<f64>, after: Option<f64>| {
+    )?;
+    let row = |name: &str, before: Option<f64>, after: Option<f64>| -> std::io::Result<()> {
         if let (Some(before), Some(after)) = (before, after) {
-            println!("  {name:<22} {before:>10.4} → {after:.4}");
+            say!("  {name:<22} {before:>10.4} → {after:.4}")?;
         }
+        Ok(())
     };
     row(
         "label Dice (mean)",
         evaluation.mean(|p| p.before.label_dice),
         evaluation.mean(|p| p.after.label_dice),
-    );
+    )?;
     row(
         "label TRE, mm (mean)",
         evaluation.mean(|p| p.before.label_tre_mm),
         evaluation.mean(|p| p.after.label_tre_mm),
-    );
+    )?;
     row(
         "image SSD (mean)",
         evaluation.mean(|p| Some(p.before.image_ssd)),
         evaluation.mean(|p| Some(p.after.image_ssd)),
-    );
+    )?;
     if let Some(folding) =
         evaluation.mean(|p| p.jacobian.as_ref().map(|j| 100.0 * j.folding_fraction))
     {
-        println!(
+        say!(
             "  {:<22} {:>10} → {folding:.3} % of voxels",
-            "folding (det J ≤ 0)", "0 %"
-        );
+            "folding (det J ≤ 0)",
+            "0 %"
+        )?;
     }
+    Ok(())
 }
 
 /// Writes one row per sample to `path` (CSV, atomically): DeepReg's columns `image_ssd`,

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use voxreg::component::Split;
 use voxreg::engine::{self, EpochLog, SplitLog, TrainObserver, TrainOptions};
 
+use super::stdout::say;
 use super::{host, loss_curve, TrainArgs};
 
 /// Trains (resuming from `--ckpt-path`, a `save/ckpt-<epoch>` folder, if given), writes
@@ -52,17 +53,17 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
     };
     let mut observer = Progress::new(&run_dir);
     let (model, summary) = engine::train(&config, &options, &mut observer)?;
-    println!(
+    say!(
         "trained {} epochs ({} steps); run folder {}",
         summary.epochs.len(),
         summary.steps,
         run_dir.display()
-    );
+    )?;
     let Some(split) = evaluation_split else {
         return Ok(());
     };
     let evaluation = engine::evaluate(&model, &config, split)?;
-    super::report::print_improvement(split, &evaluation);
+    super::report::print_improvement(split, &evaluation)?;
     Ok(())
 }
 

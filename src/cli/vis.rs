@@ -20,6 +20,7 @@ use voxreg::data::read_nifti;
 
 use super::image_files::{write_gif, write_png};
 use super::raster::{enlarge, slice_raster, tile, Layout, Raster, Window};
+use super::stdout::say;
 use super::{host, VisArgs};
 
 /// Pixels between tiles.
@@ -138,7 +139,7 @@ pub fn vis(args: &VisArgs) -> anyhow::Result<()> {
         _ => vec![gif_tile_slices(&images, args)?],
     };
     for path in written {
-        println!("wrote {}", path.display());
+        say!("wrote {}", path.display())?;
     }
     Ok(())
 }

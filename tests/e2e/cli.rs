@@ -32,6 +32,31 @@ fn plugins_list_shows_every_builtin_category() {
     }
 }
 
+/// `voxreg plugins list | grep -q name` closes the pipe early: the listing must end quietly
+/// with success, not panic on the failed write (CI runs exactly that line).
+#[test]
+fn printing_into_a_closed_pipe_exits_quietly() {
+    for args in [
+        &["plugins", "list"][..],
+        &["plugins", "show", "backbone", "unet"][..],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("creating a pipe");
+        drop(reader);
+        let output = voxreg()
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("running voxreg");
+        let errors = stderr(&output);
+        assert!(
+            output.status.success(),
+            "{args:?}: {:?}\n{errors}",
+            output.status
+        );
+        assert!(errors.is_empty(), "{args:?} printed to stderr:\n{errors}");
+    }
+}
+
 #[test]
 fn plugins_list_filters_by_category_and_rejects_unknown_ones() {
     let output = run(&["plugins", "list", "--category", "optimizer"]);
