@@ -70,6 +70,12 @@ pub(crate) trait Lanes {
     /// # Safety
     /// The CPU supports the instruction set; `p` is valid for reading `n` values.
     unsafe fn load_first(p: *const f32, n: usize) -> Self::V;
+    /// Lanes `lo..hi` from `p + lo ..` (`lo <= hi <= N`), zeros in the others; nothing outside
+    /// them is read (`p` itself may point outside the buffer).
+    ///
+    /// # Safety
+    /// The CPU supports the instruction set; `p + i` is valid for reading for `lo <= i < hi`.
+    unsafe fn load_range(p: *const f32, lo: usize, hi: usize) -> Self::V;
     /// Stores the first `n` lanes of `v` at `p` (`n <= N`); nothing past them is written.
     ///
     /// # Safety
@@ -90,11 +96,28 @@ pub(crate) trait Lanes {
     /// # Safety
     /// The CPU supports the instruction set.
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// `a - b` per lane.
+    ///
+    /// # Safety
+    /// The CPU supports the instruction set.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     /// The sum of the lanes.
     ///
     /// # Safety
     /// The CPU supports the instruction set.
     unsafe fn sum(v: Self::V) -> f32;
+    /// The even and odd values of the `2 N` values `a` then `b`: `([a0, a2, …, b0, b2, …],
+    /// [a1, a3, …, b1, b3, …])`.
+    ///
+    /// # Safety
+    /// The CPU supports the instruction set.
+    unsafe fn deinterleave(a: Self::V, b: Self::V) -> (Self::V, Self::V);
+    /// The inverse of [`deinterleave`](Self::deinterleave): `even` and `odd` alternated,
+    /// `([e0, o0, e1, o1, …], [e_{N/2}, o_{N/2}, …])`.
+    ///
+    /// # Safety
+    /// The CPU supports the instruction set.
+    unsafe fn interleave(even: Self::V, odd: Self::V) -> (Self::V, Self::V);
 }
 
 /// AVX-512F lanes.
@@ -127,6 +150,13 @@ impl Lanes for Avx512 {
         unsafe { _mm512_maskz_loadu_ps(first_lanes_mask(n), p) }
     }
     #[inline(always)]
+    unsafe fn load_range(p: *const f32, lo: usize, hi: usize) -> __m512 {
+        let mask = first_lanes_mask(hi) & !first_lanes_mask(lo);
+        // SAFETY: the caller guarantees AVX-512F and readable lanes `lo..hi`; masked-off lanes
+        // are not accessed.
+        unsafe { _mm512_maskz_loadu_ps(mask, p) }
+    }
+    #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: __m512, n: usize) {
         // SAFETY: the caller guarantees AVX-512F and `n` writable values; masked-off lanes are
         // not accessed.
@@ -146,6 +176,36 @@ impl Lanes for Avx512 {
     unsafe fn add(a: __m512, b: __m512) -> __m512 {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(a: __m512, b: __m512) -> (__m512, __m512) {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            (
+                _mm512_permutex2var_ps(a, even, b),
+                _mm512_permutex2var_ps(a, odd, b),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn interleave(even: __m512, odd: __m512) -> (__m512, __m512) {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe {
+            let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let hi =
+                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            (
+                _mm512_permutex2var_ps(even, lo, odd),
+                _mm512_permutex2var_ps(even, hi, odd),
+            )
+        }
     }
     #[inline(always)]
     unsafe fn sum(v: __m512) -> f32 {
@@ -205,6 +265,15 @@ impl Lanes for Avx2 {
         unsafe { _mm256_maskload_ps(p, avx2_first_lanes(n)) }
     }
     #[inline(always)]
+    unsafe fn load_range(p: *const f32, lo: usize, hi: usize) -> __m256 {
+        // SAFETY: the caller guarantees AVX2 and readable lanes `lo..hi`; masked-off lanes are
+        // not accessed.
+        unsafe {
+            let mask = _mm256_andnot_si256(avx2_first_lanes(lo), avx2_first_lanes(hi));
+            _mm256_maskload_ps(p, mask)
+        }
+    }
+    #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
         // SAFETY: the caller guarantees AVX2 and `n` writable values; masked-off lanes are not
         // accessed.
@@ -224,6 +293,41 @@ impl Lanes for Avx2 {
     unsafe fn add(a: __m256, b: __m256) -> __m256 {
         // SAFETY: the caller guarantees AVX.
         unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(a: __m256, b: __m256) -> (__m256, __m256) {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            // Per 128-bit half: [a0 a2 b0 b2 | a4 a6 b4 b6], then the 64-bit pairs reordered.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                    even,
+                ))),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                    odd,
+                ))),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn interleave(even: __m256, odd: __m256) -> (__m256, __m256) {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            // [e0 o0 e1 o1 | e4 o4 e5 o5] and [e2 o2 e3 o3 | e6 o6 e7 o7], then the halves.
+            let lo = _mm256_unpacklo_ps(even, odd);
+            let hi = _mm256_unpackhi_ps(even, odd);
+            (
+                _mm256_permute2f128_ps::<0x20>(lo, hi),
+                _mm256_permute2f128_ps::<0x31>(lo, hi),
+            )
+        }
     }
     #[inline(always)]
     unsafe fn sum(v: __m256) -> f32 {
@@ -267,6 +371,15 @@ impl Lanes for Portable {
         out
     }
     #[inline(always)]
+    unsafe fn load_range(p: *const f32, lo: usize, hi: usize) -> [f32; 8] {
+        let mut out = [0.0; 8];
+        for (i, v) in out.iter_mut().enumerate().take(hi).skip(lo) {
+            // SAFETY: the caller guarantees readable lanes `lo..hi`.
+            *v = unsafe { *p.wrapping_add(i) };
+        }
+        out
+    }
+    #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: [f32; 8], n: usize) {
         for (i, &x) in v.iter().enumerate().take(n) {
             // SAFETY: the caller guarantees `n` writable values.
@@ -287,7 +400,87 @@ impl Lanes for Portable {
         std::array::from_fn(|i| a[i] + b[i])
     }
     #[inline(always)]
+    unsafe fn sub(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| a[i] - b[i])
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(a: [f32; 8], b: [f32; 8]) -> ([f32; 8], [f32; 8]) {
+        let at = |i: usize| if i < 8 { a[i] } else { b[i - 8] };
+        (
+            std::array::from_fn(|i| at(2 * i)),
+            std::array::from_fn(|i| at(2 * i + 1)),
+        )
+    }
+    #[inline(always)]
+    unsafe fn interleave(even: [f32; 8], odd: [f32; 8]) -> ([f32; 8], [f32; 8]) {
+        let at = |i: usize| {
+            if i.is_multiple_of(2) {
+                even[i / 2]
+            } else {
+                odd[i / 2]
+            }
+        };
+        (std::array::from_fn(at), std::array::from_fn(|i| at(i + 8)))
+    }
+    #[inline(always)]
     unsafe fn sum(v: [f32; 8]) -> f32 {
         ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `deinterleave`, `interleave` and `load_range` of `L` against their definitions.
+    ///
+    /// # Safety
+    /// The CPU supports `L`.
+    unsafe fn check<L: Lanes>() {
+        let n = L::N;
+        let values: Vec<f32> = (0..2 * n).map(|i| i as f32).collect();
+        let (mut even, mut odd) = (vec![0.0; n], vec![0.0; n]);
+        // SAFETY: the caller guarantees the CPU; every pointer covers `n` values.
+        unsafe {
+            let (e, o) = L::deinterleave(L::load(values.as_ptr()), L::load(values[n..].as_ptr()));
+            L::store(even.as_mut_ptr(), e);
+            L::store(odd.as_mut_ptr(), o);
+        }
+        let want_even: Vec<f32> = (0..n).map(|i| (2 * i) as f32).collect();
+        let want_odd: Vec<f32> = (0..n).map(|i| (2 * i + 1) as f32).collect();
+        assert_eq!((&even, &odd), (&want_even, &want_odd));
+        let mut back = vec![0.0; 2 * n];
+        // SAFETY: as above.
+        unsafe {
+            let (lo, hi) = L::interleave(L::load(even.as_ptr()), L::load(odd.as_ptr()));
+            L::store(back.as_mut_ptr(), lo);
+            L::store(back[n..].as_mut_ptr(), hi);
+        }
+        assert_eq!(back, values);
+        for (lo, hi) in [(0, n), (0, 1), (1, n), (3, 5), (n - 1, n), (2, 2)] {
+            let mut got = vec![-1.0; n];
+            // SAFETY: lanes `lo..hi` of `values` are readable.
+            unsafe { L::store(got.as_mut_ptr(), L::load_range(values.as_ptr(), lo, hi)) };
+            let want: Vec<f32> = (0..n)
+                .map(|i| if (lo..hi).contains(&i) { i as f32 } else { 0.0 })
+                .collect();
+            assert_eq!(got, want, "lanes {lo}..{hi}");
+        }
+    }
+
+    #[test]
+    fn shuffles_and_ranged_loads_of_every_instruction_set() {
+        for isa in Isa::supported() {
+            match isa {
+                // SAFETY: `supported` lists only what this CPU runs.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { check::<Avx512>() },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { check::<Avx2>() },
+                // SAFETY: the portable lanes need no CPU feature.
+                _ => unsafe { check::<Portable>() },
+            }
+        }
     }
 }

@@ -42,6 +42,7 @@ mod slab;
 #[cfg(test)]
 mod test_cases;
 mod weight_lanes;
+mod winograd;
 
 use lanes::Isa;
 
@@ -539,7 +540,9 @@ trait ConvKernels: Real {
 
 impl ConvKernels for f32 {
     fn conv_forward(core: &Core, x: &[f32], wmat: &[f32]) -> Vec<f32> {
-        if direct::supports(core) {
+        if winograd::pays_off(core, Isa::detect()) {
+            winograd::forward(core, Isa::detect(), x, wmat)
+        } else if direct::supports(core) {
             direct::forward(core, Isa::detect(), x, wmat)
         } else if phase::supports(core) {
             phase::forward(core, Isa::detect(), x, wmat)
