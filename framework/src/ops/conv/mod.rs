@@ -43,6 +43,7 @@ mod slab;
 mod test_cases;
 mod weight_lanes;
 mod winograd;
+mod winograd_weight;
 
 use lanes::Isa;
 
@@ -551,7 +552,9 @@ impl ConvKernels for f32 {
         }
     }
     fn conv_weight(core: &Core, x: &[f32], g: &[f32]) -> Vec<f32> {
-        if direct::supports(core) {
+        if winograd_weight::pays_off(core, Isa::detect()) {
+            winograd_weight::weight(core, Isa::detect(), x, g)
+        } else if direct::supports(core) {
             direct::weight(core, Isa::detect(), x, g)
         } else {
             core.run_weight(x, g)

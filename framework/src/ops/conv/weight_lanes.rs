@@ -139,7 +139,7 @@ fn row_offsets_by_phase(core: &Core, rows: usize, len: usize) -> Vec<Vec<usize>>
 
 /// `gt[p * lanes + l] = g[l * stride + p]` for `p < npos`, `l < lanes`: one gather per
 /// position where the instruction set has one and the offsets fit its 32-bit indices.
-fn transpose(isa: Isa, g: &[f32], stride: usize, npos: usize, gt: &mut [f32]) {
+pub(super) fn transpose(isa: Isa, g: &[f32], stride: usize, npos: usize, gt: &mut [f32]) {
     let lanes = lanes(isa);
     assert!(npos > 0 && g.len() >= (lanes - 1) * stride + npos && gt.len() >= npos * lanes);
     #[cfg(target_arch = "x86_64")]

@@ -38,7 +38,7 @@ use super::slab::{prefetch, LINE};
 use super::{Core, SharedOut};
 
 /// Points of a transformed tile: 4 per axis.
-const POINTS: usize = 64;
+pub(super) const POINTS: usize = 64;
 /// Rayon tasks of one call, each a run of consecutive bands (enough to balance the threads).
 const TASKS: usize = 32;
 
@@ -315,7 +315,11 @@ unsafe fn band_with<L: Lanes, const CO: usize, const G: usize>(
 /// does not: the index in `x` of every [`LINE`]-value block of padded rows `2 ty + 2` and
 /// `2 ty + 3` of its 4 planes, every channel. The band requests them (see [`prefetch`])
 /// while it multiplies, so its successor finds them in cache.
-fn next_band_lines(core: &Core, (b, tz, ty): (usize, usize, usize), lines: &mut Vec<usize>) {
+pub(super) fn next_band_lines(
+    core: &Core,
+    (b, tz, ty): (usize, usize, usize),
+    lines: &mut Vec<usize>,
+) {
     lines.clear();
     let [id, ih, iw] = core.inp;
     if 2 * ty >= core.out[1] {
@@ -394,7 +398,12 @@ unsafe fn fill_rows<L: Lanes>(
 /// # Safety
 /// The CPU supports `L`.
 #[inline(always)]
-unsafe fn split_row<L: Lanes>(row: &[f32], pad: isize, even: &mut [f32], odd: &mut [f32]) {
+pub(super) unsafe fn split_row<L: Lanes>(
+    row: &[f32],
+    pad: isize,
+    even: &mut [f32],
+    odd: &mut [f32],
+) {
     let n = L::N;
     assert!(even.len() == odd.len() && even.len().is_multiple_of(n));
     // SAFETY: `load_clipped` reads only inside `row`; the stores stay inside `even` and `odd`
@@ -414,7 +423,7 @@ unsafe fn split_row<L: Lanes>(row: &[f32], pad: isize, even: &mut [f32], odd: &m
 
 /// `Bᵀ d` of four vectors.
 #[inline(always)]
-unsafe fn input_1d<L: Lanes>(d: [L::V; 4]) -> [L::V; 4] {
+pub(super) unsafe fn input_1d<L: Lanes>(d: [L::V; 4]) -> [L::V; 4] {
     // SAFETY: the caller guarantees the instruction set.
     unsafe {
         [
