@@ -9,7 +9,11 @@
 //! flipped, channel-swapped kernel over the output gradient dilated by the stride. The kernel
 //! that runs depends on the dtype and the geometry:
 //!
-//! * f32, stride 1, no dilation (forward convolutions of stride 1, their input gradients, and
+//! * f32, 3³ kernel, stride 1, no dilation, at least 8 channels each way and outputs wide
+//!   enough to fill the vector lanes (see `winograd::pays_off`): Winograd `F(2³, 3³)` for the
+//!   forward pass and the input gradient (`winograd.rs`) and, when the input channels are a
+//!   multiple of the lanes, `F(3³, 2³)` for the weight gradient (`winograd_weight.rs`);
+//! * other f32, stride 1, no dilation (forward convolutions of stride 1, their input gradients, and
 //!   every weight gradient of a stride-1 convolution): the direct kernels of `direct.rs`, with
 //!   AVX-512, AVX2 + FMA or portable micro-kernels chosen at run time (`lanes.rs`), each tile
 //!   reading a zero-padded copy of the input window it needs (`slab.rs`) and writing its
