@@ -155,8 +155,6 @@ struct Scratch {
     rows: Vec<f32>,
     /// The band `(b, tz, ty)` whose rows `rows` holds.
     holds: Option<(usize, usize, usize)>,
-    /// Input to request for the next band (see [`next_band_lines`]).
-    ahead: Vec<usize>,
     /// Transformed input `V`, `(POINTS, cin, groups, lanes)` with points `point_stride(cin)`
     /// apart.
     v: Vec<f32>,
@@ -174,7 +172,6 @@ impl Scratch {
         Self {
             rows: vec![0.0; core.cin * 16 * 2 * geo.half],
             holds: None,
-            ahead: Vec::new(),
             v: vec![0.0; POINTS * geo.point_stride(core.cin)],
             m: vec![0.0; POINTS * geo.point_stride(core.cout)],
             partial: vec![0.0; POINTS * geo.lanes],
@@ -291,15 +288,10 @@ unsafe fn band_with<L: Lanes, const CO: usize, const G: usize>(
             unsafe { input_transform::<L>(core, &geo, s, (ci, g), ty) };
         }
     }
-    next_band_lines(core, (b, tz, ty + 1), &mut s.ahead);
-    let share = s.ahead.len().div_ceil(POINTS);
     for e in 0..POINTS {
         // SAFETY: as above, and `u` holds `POINTS * cin * cop` values (asserted).
         unsafe { multiply::<L, CO, G>(core, &geo, ops.u, s, e) };
-        let lines = &s.ahead[(e * share).min(s.ahead.len())..((e + 1) * share).min(s.ahead.len())];
-        for &line in lines {
-            prefetch(ops.x, line);
-        }
+        prefetch_next_rows(core, ops.x, (b, tz, ty + 1), (e, POINTS));
     }
     for co in 0..core.cout {
         for g in 0..geo.groups {
@@ -311,38 +303,34 @@ unsafe fn band_with<L: Lanes, const CO: usize, const G: usize>(
     }
 }
 
-/// The input the band `next` (the one below the current band) reads that the current one
-/// does not: the index in `x` of every [`LINE`]-value block of padded rows `2 ty + 2` and
-/// `2 ty + 3` of its 4 planes, every channel. The band requests them (see [`prefetch`])
-/// while it multiplies, so its successor finds them in cache.
-pub(super) fn next_band_lines(
+/// Requests (see [`prefetch`]) part `part` of `parts` of the input the band `next` (the
+/// one below the current band) reads that the current one does not: padded rows `2 ty + 2` and
+/// `2 ty + 3` of its 4 planes, every channel. A band requests its successor's rows a part at a
+/// time while it multiplies, so the successor finds them in cache.
+#[inline(always)]
+pub(super) fn prefetch_next_rows(
     core: &Core,
+    x: &[f32],
     (b, tz, ty): (usize, usize, usize),
-    lines: &mut Vec<usize>,
+    (part, parts): (usize, usize),
 ) {
-    lines.clear();
     let [id, ih, iw] = core.inp;
     if 2 * ty >= core.out[1] {
         return;
     }
-    for ci in 0..core.cin {
-        let base = (b * core.cin + ci) * core.ivol();
-        for a in 0..4 {
-            let iz = (2 * tz + a) as isize - core.pad[0];
-            if !(0..id as isize).contains(&iz) {
-                continue;
-            }
-            for r in 2..4 {
-                let iy = (2 * ty + r) as isize - core.pad[1];
-                if (0..ih as isize).contains(&iy) {
-                    let start = base + (iz as usize * ih + iy as usize) * iw;
-                    let mut line = start;
-                    while line < start + iw {
-                        lines.push(line);
-                        line += LINE;
-                    }
-                }
-            }
+    let rows = core.cin * 8;
+    for k in part * rows / parts..(part + 1) * rows / parts {
+        let (ci, a, r) = (k / 8, k / 2 % 4, 2 + k % 2);
+        let iz = (2 * tz + a) as isize - core.pad[0];
+        let iy = (2 * ty + r) as isize - core.pad[1];
+        if !(0..id as isize).contains(&iz) || !(0..ih as isize).contains(&iy) {
+            continue;
+        }
+        let start = (b * core.cin + ci) * core.ivol() + (iz as usize * ih + iy as usize) * iw;
+        let mut line = start;
+        while line < start + iw {
+            prefetch(x, line);
+            line += LINE;
         }
     }
 }

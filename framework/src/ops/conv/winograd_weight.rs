@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use super::lanes::{Avx2, Avx512};
 use super::lanes::{Isa, Lanes, Portable};
 use super::slab::{prefetch, LINE};
-use super::winograd::{input_1d, next_band_lines, split_row, supports, POINTS};
+use super::winograd::{input_1d, prefetch_next_rows, split_row, supports, POINTS};
 use super::Core;
 
 /// Whether [`weight`] is the faster kernel for this geometry on `isa`: input channels fill
@@ -125,10 +125,6 @@ struct Scratch {
     partial: Vec<f32>,
     /// The group's sums `Mw`, `(POINTS, cout, civ, lanes)`.
     sums: Vec<f32>,
-    /// Input to request for the next band (see [`next_band_lines`]).
-    ahead_x: Vec<usize>,
-    /// Output gradient to request for the next band (see [`next_gradient_lines`]).
-    ahead_g: Vec<usize>,
 }
 
 impl Scratch {
@@ -142,8 +138,6 @@ impl Scratch {
             split: vec![0.0; 8 * geo.width()],
             partial: vec![0.0; POINTS * n],
             sums: vec![0.0; POINTS * core.cout * core.cin],
-            ahead_x: Vec::new(),
-            ahead_g: Vec::new(),
         }
     }
 }
@@ -296,43 +290,35 @@ unsafe fn band_with<L: Lanes, const CO: usize>(
         unsafe { gradient_transform::<L>(ops, s, band, co) };
     }
     let (b, tz, ty) = band;
-    next_band_lines(core, (b, tz, ty + 1), &mut s.ahead_x);
-    next_gradient_lines(core, (b, tz, ty + 1), &mut s.ahead_g);
-    let (share_x, share_g) = (
-        s.ahead_x.len().div_ceil(POINTS),
-        s.ahead_g.len().div_ceil(POINTS),
-    );
     for e in 0..POINTS {
         // SAFETY: as above.
         unsafe { accumulate::<L, CO>(core, &geo, s, e) };
-        for (data, lines, share) in [(ops.x, &s.ahead_x, share_x), (ops.g, &s.ahead_g, share_g)] {
-            let now = &lines[(e * share).min(lines.len())..((e + 1) * share).min(lines.len())];
-            for &line in now {
-                prefetch(data, line);
-            }
-        }
+        prefetch_next_rows(core, ops.x, (b, tz, ty + 1), (e, POINTS));
+        prefetch_next_gradient(core, ops.g, (b, tz, ty + 1), (e, POINTS));
     }
 }
 
-/// The index in `g` of every [`LINE`]-value block of the output gradient the band `next`
-/// reads, so the band before it can request them (see [`prefetch`]).
-fn next_gradient_lines(core: &Core, (b, tz, ty): (usize, usize, usize), lines: &mut Vec<usize>) {
-    lines.clear();
+/// Requests (see [`prefetch`]) part `part` of `parts` of the output gradient the band
+/// `next` reads: its 2 × 2 rows of every output channel.
+#[inline(always)]
+fn prefetch_next_gradient(
+    core: &Core,
+    g: &[f32],
+    (b, tz, ty): (usize, usize, usize),
+    (part, parts): (usize, usize),
+) {
     let [od, oh, ow] = core.out;
-    for co in 0..core.cout {
-        for dz in 0..2 {
-            for dy in 0..2 {
-                let (oz, oy) = (2 * tz + dz, 2 * ty + dy);
-                if oz >= od || oy >= oh {
-                    continue;
-                }
-                let start = (((b * core.cout + co) * od + oz) * oh + oy) * ow;
-                let mut line = start;
-                while line < start + ow {
-                    lines.push(line);
-                    line += LINE;
-                }
-            }
+    let rows = core.cout * 4;
+    for k in part * rows / parts..(part + 1) * rows / parts {
+        let (co, oz, oy) = (k / 4, 2 * tz + k / 2 % 2, 2 * ty + k % 2);
+        if oz >= od || oy >= oh {
+            continue;
+        }
+        let start = (((b * core.cout + co) * od + oz) * oh + oy) * ow;
+        let mut line = start;
+        while line < start + ow {
+            prefetch(g, line);
+            line += LINE;
         }
     }
 }
