@@ -1169,6 +1169,58 @@ mod tests {
     }
 
     #[test]
+    fn winograd_path_matches_f64_with_gradients() {
+        // 3³ stride-1 f32 convolutions wide enough for the lanes and with 16 channels each way
+        // run the Winograd kernels (forward, input gradient, weight gradient), f64 the im2col
+        // path: all three must agree through the public op and candle's backward.
+        let mut rng = Rng::new(21);
+        let x64 = rng.tensor(&[1, 16, 3, 4, 64], -1.0, 1.0, DType::F64);
+        let w64 = rng.tensor(&[16, 16, 3, 3, 3], -0.2, 0.2, DType::F64);
+        let g64 = rng.tensor(&[1, 16, 3, 4, 64], -1.0, 1.0, DType::F64);
+        let pad = [(1, 1); 3];
+        let core = Core::forward(
+            &ConvSpec {
+                ndim: 3,
+                stride: [1; 3],
+                lo: [1; 3],
+                hi: [1; 3],
+            },
+            x64.dims(),
+            16,
+            [3; 3],
+        );
+        assert!(winograd::pays_off(&core, Isa::detect()));
+        assert!(winograd_weight::pays_off(&core, Isa::detect()));
+        let run = |dt: DType| {
+            let x = candle_core::Var::from_tensor(&x64.to_dtype(dt).unwrap()).unwrap();
+            let w = candle_core::Var::from_tensor(&w64.to_dtype(dt).unwrap()).unwrap();
+            let y = conv(x.as_tensor(), w.as_tensor(), None, &[1, 1, 1], &pad).unwrap();
+            let grads = (&y * g64.to_dtype(dt).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let as64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+            (
+                as64(&y),
+                as64(grads.get(x.as_tensor()).unwrap()),
+                as64(grads.get(w.as_tensor()).unwrap()),
+            )
+        };
+        let (y32, gx32, gw32) = run(DType::F32);
+        let (y64, gx64, gw64) = run(DType::F64);
+        for (name, a, b) in [("y", y32, y64), ("dx", gx32, gx64), ("dw", gw32, gw64)] {
+            let scale = values(&b).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let diff = max_abs_diff(&a, &b);
+            assert!(
+                diff < 1e-5 * (1.0 + scale),
+                "{name}: {diff} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
     fn im2col_weight_gradient_does_not_depend_on_the_thread_count() {
         let mut rng = Rng::new(20);
         let x = rng.tensor(&[2, 3, 9, 10, 11], -1.0, 1.0, DType::F64);

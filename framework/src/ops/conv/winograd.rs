@@ -733,6 +733,29 @@ mod tests {
     }
 
     #[test]
+    fn takes_only_wide_outputs_with_enough_channels() {
+        let same = ConvSpec {
+            ndim: 3,
+            stride: [1; 3],
+            lo: [1; 3],
+            hi: [1; 3],
+        };
+        let core =
+            |dims: [usize; 5], cout: usize, k: [usize; 3]| Core::forward(&same, &dims, cout, k);
+        let wide = core([1, 16, 8, 8, 64], 16, [3; 3]);
+        assert!(pays_off(&wide, Isa::Avx512) && pays_off(&wide, Isa::Avx2));
+        // 32 wide: one group of 16 tiles fills AVX2's lanes twice, AVX-512's once.
+        let narrow = core([1, 16, 8, 8, 32], 16, [3; 3]);
+        assert!(!pays_off(&narrow, Isa::Avx512) && pays_off(&narrow, Isa::Avx2));
+        assert!(!pays_off(&core([1, 2, 8, 8, 64], 16, [3; 3]), Isa::Avx512));
+        assert!(!pays_off(&core([1, 16, 8, 8, 64], 3, [3; 3]), Isa::Avx512));
+        assert!(!pays_off(
+            &core([1, 16, 8, 8, 64], 16, [1, 3, 3]),
+            Isa::Avx512
+        ));
+    }
+
+    #[test]
     fn one_dimensional_transforms_give_two_correlation_outputs() {
         let (d, g) = ([0.5f32, -1.0, 2.0, 3.0], [0.25f32, -2.0, 1.5]);
         let v = [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]];

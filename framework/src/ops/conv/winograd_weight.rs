@@ -652,4 +652,29 @@ mod tests {
             assert!(checked > 0, "{dims:?}: no instruction set ran");
         }
     }
+
+    #[test]
+    fn does_not_depend_on_the_thread_count() {
+        let spec = ConvSpec {
+            ndim: 3,
+            stride: [1; 3],
+            lo: [1; 3],
+            hi: [1; 3],
+        };
+        let core = Core::forward(&spec, &[1, 16, 4, 40, 64], 8, [3; 3]);
+        let x = values(core.n * core.cin * core.ivol(), 7);
+        let g = values(core.n * core.cout * core.ovol(), 9);
+        for isa in Isa::supported() {
+            let run = |threads: usize| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| weight(&core, isa, &x, &g))
+            };
+            let one = run(1);
+            assert_eq!(one, run(3), "{isa:?}");
+            assert_eq!(one, run(8), "{isa:?}");
+        }
+    }
 }
