@@ -484,27 +484,56 @@ unsafe fn input_transform<L: Lanes>(
     // SAFETY: the asserts above bound every index below; the CPU supports `L` (caller).
     unsafe {
         let rows = s.rows.as_ptr().add(ci * 16 * 2 * half + g * n);
-        let partial = s.partial.as_mut_ptr();
-        for a in 0..4 {
-            let mut t = [[L::zero(); 4]; 4];
-            for r in 0..4 {
+        let out = s.v.as_mut_ptr().add((ci * geo.groups + g) * n);
+        transform_input_tile::<L>(
+            #[inline(always)]
+            |a: usize, r: usize| {
                 let even = rows.add((a * 4 + (2 * ty + r) % 4) * 2 * half);
                 let odd = even.add(half);
-                t[r] = input_1d::<L>([
+                [
                     L::load(even),
                     L::load(odd),
                     L::load(even.add(1)),
                     L::load(odd.add(1)),
-                ]);
+                ]
+            },
+            s.partial.as_mut_ptr(),
+            out,
+            stride,
+        );
+    }
+}
+
+/// `(Bᵀ ⊗ Bᵀ ⊗ Bᵀ) d` of one vector of tiles (or of channels, for the weight gradient):
+/// `samples(a, r)` gives the 4 sample vectors of row `r` of plane `a` of the tile. Along x and
+/// y per plane into `partial` (64 vectors), then along z: point `e` goes to `out + e * stride`.
+///
+/// # Safety
+/// The CPU supports `L`; `samples` is safe to call for `a, r < 4`; `partial` is valid for 64
+/// vectors and `out + e * stride` for one vector, `e < POINTS`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // Index loops over register arrays unroll.
+pub(super) unsafe fn transform_input_tile<L: Lanes>(
+    samples: impl Fn(usize, usize) -> [L::V; 4],
+    partial: *mut f32,
+    out: *mut f32,
+    stride: usize,
+) {
+    let n = L::N;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        for a in 0..4 {
+            let mut by_x = [[L::zero(); 4]; 4];
+            for r in 0..4 {
+                by_x[r] = input_1d::<L>(samples(a, r));
             }
             for c in 0..4 {
-                let by_y = input_1d::<L>([t[0][c], t[1][c], t[2][c], t[3][c]]);
+                let by_y = input_1d::<L>([by_x[0][c], by_x[1][c], by_x[2][c], by_x[3][c]]);
                 for r in 0..4 {
                     L::store(partial.add(((a * 4 + r) * 4 + c) * n), by_y[r]);
                 }
             }
         }
-        let v = s.v.as_mut_ptr().add((ci * geo.groups + g) * n);
         for rc in 0..16 {
             let p = partial.add(rc * n);
             let by_z = input_1d::<L>([
@@ -514,7 +543,7 @@ unsafe fn input_transform<L: Lanes>(
                 L::load(p.add(48 * n)),
             ]);
             for a in 0..4 {
-                L::store(v.add((a * 16 + rc) * stride), by_z[a]);
+                L::store(out.add((a * 16 + rc) * stride), by_z[a]);
             }
         }
     }

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use super::lanes::{Avx2, Avx512};
 use super::lanes::{Isa, Lanes, Portable};
 use super::slab::{prefetch, LINE};
-use super::winograd::{input_1d, prefetch_next_rows, split_row, supports, POINTS};
+use super::winograd::{prefetch_next_rows, split_row, supports, transform_input_tile, POINTS};
 use super::Core;
 
 /// Whether [`weight`] is the faster kernel for this geometry on `isa`: input channels fill
@@ -389,38 +389,22 @@ unsafe fn input_transform<L: Lanes>(
     // SAFETY: the asserts above bound every index below; the CPU supports `L` (caller).
     unsafe {
         let rows = s.rows.as_ptr().add((cv * 16 * cols + 2 * t) * n);
-        let partial = s.partial.as_mut_ptr();
-        for a in 0..4 {
-            let mut by_x = [[L::zero(); 4]; 4];
-            for r in 0..4 {
+        let out = s.v.as_mut_ptr().add((t * geo.civ + cv) * n);
+        transform_input_tile::<L>(
+            #[inline(always)]
+            |a: usize, r: usize| {
                 let p = rows.add((a * 4 + (2 * ty + r) % 4) * cols * n);
-                by_x[r] = input_1d::<L>([
+                [
                     L::load(p),
                     L::load(p.add(n)),
                     L::load(p.add(2 * n)),
                     L::load(p.add(3 * n)),
-                ]);
-            }
-            for c in 0..4 {
-                let by_y = input_1d::<L>([by_x[0][c], by_x[1][c], by_x[2][c], by_x[3][c]]);
-                for r in 0..4 {
-                    L::store(partial.add(((a * 4 + r) * 4 + c) * n), by_y[r]);
-                }
-            }
-        }
-        let v = s.v.as_mut_ptr().add((t * geo.civ + cv) * n);
-        for rc in 0..16 {
-            let p = partial.add(rc * n);
-            let by_z = input_1d::<L>([
-                L::load(p),
-                L::load(p.add(16 * n)),
-                L::load(p.add(32 * n)),
-                L::load(p.add(48 * n)),
-            ]);
-            for a in 0..4 {
-                L::store(v.add((a * 16 + rc) * stride), by_z[a]);
-            }
-        }
+                ]
+            },
+            s.partial.as_mut_ptr(),
+            out,
+            stride,
+        );
     }
 }
 
