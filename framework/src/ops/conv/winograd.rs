@@ -745,20 +745,14 @@ unsafe fn interleave<L: Lanes>(
 #[cfg(test)]
 mod tests {
     use super::super::lanes::Isa;
+    use super::super::test_cases::random;
     use super::super::{ConvSpec, Core};
     use super::*;
+    use crate::ops::common::testing::Rng;
 
-    /// A seeded value in `[-1, 1)`.
+    /// `len` seeded values in `[-1, 1)`.
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        random(&mut Rng::new(seed), len)
     }
 
     #[test]
