@@ -32,6 +32,11 @@ pub(super) fn random(rng: &mut Rng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
 }
 
+/// `len` values uniform in `[-1, 1)` from a generator seeded with `seed`.
+pub(super) fn seeded(len: usize, seed: u64) -> Vec<f32> {
+    random(&mut Rng::new(seed), len)
+}
+
 /// The largest absolute difference between `a` and `b` (same lengths).
 pub(super) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

@@ -745,15 +745,9 @@ unsafe fn interleave<L: Lanes>(
 #[cfg(test)]
 mod tests {
     use super::super::lanes::Isa;
-    use super::super::test_cases::random;
+    use super::super::test_cases::{core, seeded as values, Case};
     use super::super::{ConvSpec, Core};
     use super::*;
-    use crate::ops::common::testing::Rng;
-
-    /// `len` seeded values in `[-1, 1)`.
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        random(&mut Rng::new(seed), len)
-    }
 
     #[test]
     fn takes_only_wide_outputs_with_enough_channels() {
@@ -797,35 +791,27 @@ mod tests {
     /// and two batch items.
     #[test]
     fn matches_the_direct_kernels() {
-        // Input dims, output channels, padding before and after. The last case has enough
-        // bands that tasks run several in a row (rows reused).
-        type Case = ([usize; 5], usize, [usize; 3], [usize; 3]);
+        // The last case has enough bands that tasks run several in a row (rows reused).
         let cases: [Case; 6] = [
-            ([1, 1, 4, 4, 4], 1, [0; 3], [0; 3]),
-            ([2, 3, 5, 6, 7], 5, [1; 3], [1; 3]),
-            ([1, 16, 6, 5, 37], 16, [1; 3], [1; 3]),
-            ([1, 4, 3, 4, 5], 9, [2, 1, 0], [0, 1, 2]),
-            ([1, 2, 7, 3, 20], 3, [1, 0, 2], [2, 1, 1]),
-            ([1, 2, 9, 40, 9], 8, [1; 3], [1; 3]),
+            (1, 1, 1, [4, 4, 4], [3; 3], [0; 3], [0; 3]),
+            (2, 3, 5, [5, 6, 7], [3; 3], [1; 3], [1; 3]),
+            (1, 16, 16, [6, 5, 37], [3; 3], [1; 3], [1; 3]),
+            (1, 4, 9, [3, 4, 5], [3; 3], [2, 1, 0], [0, 1, 2]),
+            (1, 2, 3, [7, 3, 20], [3; 3], [1, 0, 2], [2, 1, 1]),
+            (1, 2, 8, [9, 40, 9], [3; 3], [1; 3], [1; 3]),
         ];
-        for (dims, cout, lo, hi) in cases {
-            let spec = ConvSpec {
-                ndim: 3,
-                stride: [1; 3],
-                lo,
-                hi,
-            };
-            let core = Core::forward(&spec, &dims, cout, [3; 3]);
-            let x = values(dims.iter().product(), 7);
-            let w = values(cout * dims[1] * 27, 11);
+        for case in cases {
+            let core = core(&case);
+            let x = values(core.n * core.cin * core.ivol(), 7);
+            let w = values(core.cout * core.cin * 27, 11);
             let want = super::super::direct::forward(&core, Isa::Portable, &x, &w);
             for isa in Isa::supported() {
                 let got = forward(&core, isa, &x, &w);
                 assert_eq!(got.len(), want.len());
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
-                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()) * (dims[1] as f32).sqrt() * 4.0,
-                        "{isa:?} {dims:?} pad {lo:?}/{hi:?}: at {i}: {g} vs {w}"
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()) * (core.cin as f32).sqrt() * 4.0,
+                        "{isa:?} {case:?}: at {i}: {g} vs {w}"
                     );
                 }
             }

@@ -567,15 +567,9 @@ unsafe fn accumulate_tile<L: Lanes, const C: usize>(
 #[cfg(test)]
 mod tests {
     use super::super::lanes::Isa;
-    use super::super::test_cases::random;
+    use super::super::test_cases::{core, seeded as values, Case};
     use super::super::{ConvSpec, Core};
     use super::*;
-    use crate::ops::common::testing::Rng;
-
-    /// `len` seeded values in `[-1, 1)`.
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        random(&mut Rng::new(seed), len)
-    }
 
     #[test]
     fn one_dimensional_transforms_give_three_gradient_taps() {
@@ -592,24 +586,16 @@ mod tests {
     /// tile, two batch items, enough bands that groups run several in a row.
     #[test]
     fn matches_the_direct_kernels() {
-        // Input dims, output channels, padding before and after.
-        type Case = ([usize; 5], usize, [usize; 3], [usize; 3]);
         let cases: [Case; 4] = [
-            ([2, 16, 3, 5, 64], 8, [1; 3], [1; 3]),
-            ([1, 32, 4, 3, 67], 9, [0; 3], [0; 3]),
-            ([1, 16, 5, 9, 70], 16, [2, 1, 0], [0, 1, 2]),
-            ([1, 16, 2, 40, 64], 8, [1; 3], [1; 3]),
+            (2, 16, 8, [3, 5, 64], [3; 3], [1; 3], [1; 3]),
+            (1, 32, 9, [4, 3, 67], [3; 3], [0; 3], [0; 3]),
+            (1, 16, 16, [5, 9, 70], [3; 3], [2, 1, 0], [0, 1, 2]),
+            (1, 16, 8, [2, 40, 64], [3; 3], [1; 3], [1; 3]),
         ];
-        for (dims, cout, lo, hi) in cases {
-            let spec = ConvSpec {
-                ndim: 3,
-                stride: [1; 3],
-                lo,
-                hi,
-            };
-            let core = Core::forward(&spec, &dims, cout, [3; 3]);
-            let x = values(dims.iter().product(), 3);
-            let g = values(core.n * cout * core.ovol(), 5);
+        for case in cases {
+            let core = core(&case);
+            let x = values(core.n * core.cin * core.ivol(), 3);
+            let g = values(core.n * core.cout * core.ovol(), 5);
             let want = super::super::direct::weight(&core, Isa::Portable, &x, &g);
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let mut checked = 0;
@@ -623,11 +609,11 @@ mod tests {
                 for (i, (got, want)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (got - want).abs() <= 2e-5 * scale,
-                        "{isa:?} {dims:?} pad {lo:?}/{hi:?}: at {i}: {got} vs {want}"
+                        "{isa:?} {case:?}: at {i}: {got} vs {want}"
                     );
                 }
             }
-            assert!(checked > 0, "{dims:?}: no instruction set ran");
+            assert!(checked > 0, "{case:?}: no instruction set ran");
         }
     }
 
