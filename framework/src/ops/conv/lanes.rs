@@ -40,6 +40,14 @@ impl Isa {
         out.push(Self::Portable);
         out
     }
+
+    /// f32 lanes of this instruction set's registers (the `N` of its [`Lanes`]).
+    pub(crate) fn lanes(self) -> usize {
+        match self {
+            Self::Avx512 => 16,
+            Self::Avx2 | Self::Portable => 8,
+        }
+    }
 }
 
 /// A vector of `N` f32 lanes. Every method is `unsafe`: the caller must run on a CPU with the

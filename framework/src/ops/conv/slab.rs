@@ -115,27 +115,6 @@ impl Slab {
     }
 }
 
-/// Values per cache line (64 bytes of f32).
-pub(super) const LINE: usize = 16;
-
-/// Asks the cache hierarchy to bring the line holding `x[i]` into L2 (a hint: it never
-/// faults, and does nothing where the target has no prefetch instruction or `i` is past the
-/// end).
-#[inline(always)]
-pub(super) fn prefetch(x: &[f32], i: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(value) = x.get(i) {
-        // SAFETY: a prefetch only hints the cache, and `value` is a valid reference besides.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                (value as *const f32).cast::<i8>(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (x, i);
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::ConvSpec;

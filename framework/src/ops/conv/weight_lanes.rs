@@ -38,21 +38,13 @@ fn register_tile(isa: Isa, kw: usize) -> Option<(usize, usize)> {
     }
 }
 
-/// f32 lanes of `isa`'s registers.
-fn lanes(isa: Isa) -> usize {
-    match isa {
-        Isa::Avx512 => 16,
-        _ => 8,
-    }
-}
-
 /// Whether [`weight`] computes this geometry on `isa`: stride 1, no dilation, a kernel width
 /// with a register tile, and output channels a multiple of the lane count.
 pub(super) fn supports(core: &Core, isa: Isa) -> bool {
     core.stride == [1; 3]
         && core.dil == [1; 3]
         && register_tile(isa, core.k[2]).is_some()
-        && core.cout.is_multiple_of(lanes(isa))
+        && core.cout.is_multiple_of(isa.lanes())
 }
 
 /// Weight gradient `gW[co, (ci, k)] = sum_o g[co, o] * x[ci, o + k - pad]` for `x` `(n, cin,
@@ -64,7 +56,7 @@ pub(super) fn weight(core: &Core, isa: Isa, x: &[f32], g: &[f32]) -> Vec<f32> {
     super::direct::check_isa(isa);
     assert!(supports(core, isa), "weight_lanes: unsupported geometry");
     let (r, kw) = register_tile(isa, core.k[2]).expect("checked by `supports`");
-    let lanes = lanes(isa);
+    let lanes = isa.lanes();
     let [kd, kh, _] = core.k;
     let tap_rows = core.cin * kd * kh;
     let nrows = tap_rows.next_multiple_of(r);
@@ -140,7 +132,7 @@ fn row_offsets_by_phase(core: &Core, rows: usize, len: usize) -> Vec<Vec<usize>>
 /// `gt[p * lanes + l] = g[l * stride + p]` for `p < npos`, `l < lanes`: one gather per
 /// position where the instruction set has one and the offsets fit its 32-bit indices.
 pub(super) fn transpose(isa: Isa, g: &[f32], stride: usize, npos: usize, gt: &mut [f32]) {
-    let lanes = lanes(isa);
+    let lanes = isa.lanes();
     assert!(npos > 0 && g.len() >= (lanes - 1) * stride + npos && gt.len() >= npos * lanes);
     #[cfg(target_arch = "x86_64")]
     if i32::try_from((lanes - 1) * stride).is_ok() {
@@ -265,7 +257,7 @@ fn run(
     out: &mut [f32],
 ) {
     let (r, _) = register_tile(isa, kw).expect("weight_lanes: unsupported kernel");
-    let lanes = lanes(isa);
+    let lanes = isa.lanes();
     let max_off = row_offs.iter().copied().max().unwrap_or(0);
     assert!(tile.rows > 0 && tile.ow > 0 && row_offs.len().is_multiple_of(r));
     assert!((tile.rows - 1) * tile.wp + tile.ow - 1 + max_off + kw <= slab.len());
@@ -443,7 +435,7 @@ mod tests {
     #[test]
     fn transposes_to_position_major() {
         for isa in Isa::supported() {
-            let lanes = lanes(isa);
+            let lanes = isa.lanes();
             let (stride, npos) = (41, 37);
             let g: Vec<f32> = (0..(lanes - 1) * stride + npos).map(|v| v as f32).collect();
             let mut gt = vec![0.0; npos * lanes];

@@ -34,13 +34,33 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use super::lanes::{Avx2, Avx512};
 use super::lanes::{Isa, Lanes, Portable};
-use super::slab::{prefetch, LINE};
 use super::{Core, SharedOut};
 
 /// Points of a transformed tile: 4 per axis.
 pub(super) const POINTS: usize = 64;
 /// Rayon tasks of one call, each a run of consecutive bands (enough to balance the threads).
 const TASKS: usize = 32;
+
+/// Values per cache line (64 bytes of f32).
+pub(super) const LINE: usize = 16;
+
+/// Asks the cache hierarchy to bring the line holding `x[i]` into L2 (a hint: it never
+/// faults, and does nothing where the target has no prefetch instruction or `i` is past the
+/// end).
+#[inline(always)]
+pub(super) fn prefetch(x: &[f32], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(value) = x.get(i) {
+        // SAFETY: a prefetch only hints the cache, and `value` is a valid reference besides.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                (value as *const f32).cast::<i8>(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, i);
+}
 
 /// Whether [`forward`] computes this geometry: a 3³ kernel, stride 1, no dilation.
 pub(super) fn supports(core: &Core) -> bool {
@@ -52,16 +72,15 @@ pub(super) fn supports(core: &Core) -> bool {
 /// channel counts must be at least 8, and the tiles along W fill at least two groups of
 /// vector lanes (narrower outputs leave lanes idle).
 pub(super) fn pays_off(core: &Core, isa: Isa) -> bool {
-    let (lanes, _, _) = blocking(isa);
-    supports(core) && core.cin >= 8 && core.cout >= 8 && core.out[2].div_ceil(2) >= 2 * lanes
+    supports(core) && core.cin >= 8 && core.cout >= 8 && core.out[2].div_ceil(2) >= 2 * isa.lanes()
 }
 
-/// Register blocking of one instruction set: `(lanes, CO, G)`. It must match the const
-/// parameters of the calls in [`forward`].
-fn blocking(isa: Isa) -> (usize, usize, usize) {
+/// Output channels per register tile of `isa`'s product kernel. It must match the `CO` of the
+/// calls in [`run_band`].
+fn register_channels(isa: Isa) -> usize {
     match isa {
-        Isa::Avx512 => (16, 8, 2),
-        Isa::Avx2 | Isa::Portable => (8, 4, 2),
+        Isa::Avx512 => 8,
+        Isa::Avx2 | Isa::Portable => 4,
     }
 }
 
@@ -128,7 +147,7 @@ struct Geometry {
 
 impl Geometry {
     fn new(core: &Core, isa: Isa) -> Self {
-        let (lanes, co, _) = blocking(isa);
+        let (lanes, co) = (isa.lanes(), register_channels(isa));
         let tiles = core.out.map(|o| o.div_ceil(2));
         let groups = tiles[2].div_ceil(lanes);
         Self {

@@ -32,27 +32,20 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use super::lanes::{Avx2, Avx512};
 use super::lanes::{Isa, Lanes, Portable};
-use super::slab::{prefetch, LINE};
-use super::winograd::{prefetch_next_rows, split_row, supports, transform_input_tile, POINTS};
+use super::winograd::{
+    prefetch, prefetch_next_rows, split_row, supports, transform_input_tile, LINE, POINTS,
+};
 use super::Core;
 
 /// Whether [`weight`] is the faster kernel for this geometry on `isa`: input channels fill
 /// whole vectors, at least 8 output channels, and the tiles along W fill at least two groups
 /// of lanes (as the forward's rule).
 pub(super) fn pays_off(core: &Core, isa: Isa) -> bool {
-    let lanes = lanes(isa);
+    let lanes = isa.lanes();
     supports(core)
         && core.cin.is_multiple_of(lanes)
         && core.cout >= 8
         && core.out[2].div_ceil(2) >= 2 * lanes
-}
-
-/// Vector lanes of `isa` (as the direct kernels').
-fn lanes(isa: Isa) -> usize {
-    match isa {
-        Isa::Avx512 => 16,
-        Isa::Avx2 | Isa::Portable => 8,
-    }
 }
 
 /// `Gᵀ m` of four values.
@@ -78,7 +71,7 @@ struct Geometry {
 
 impl Geometry {
     fn new(core: &Core, isa: Isa) -> Self {
-        let lanes = lanes(isa);
+        let lanes = isa.lanes();
         let tiles = core.out.map(|o| o.div_ceil(2));
         let groups = tiles[2].div_ceil(lanes);
         Self {
