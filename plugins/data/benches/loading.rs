@@ -17,10 +17,9 @@ use voxreg_framework::prelude::*;
 
 fn mni(name: &str) -> Volume {
     read_nifti(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("../../../shared/data/mni152/{name}.nii.gz")),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../assets/mni152/{name}.nii.gz")),
     )
-    .expect("the MNI template in ../shared/data")
+    .expect("the MNI crop bundled in assets/mni152")
 }
 
 fn loading(c: &mut Criterion) {
@@ -28,7 +27,7 @@ fn loading(c: &mut Criterion) {
     let options = TemplateDataset {
         template: mni("t1"),
         labels: vec![mni("gm"), mni("wm")],
-        crop: Some((vec![20, 30, 20], vec![160, 160, 160])),
+        crop: Some((vec![0, 4, 0], vec![80, 80, 80])),
         shape: vec![96, 96, 96],
         pairs: [4, 0, 0],
         field_strength: 2.0,

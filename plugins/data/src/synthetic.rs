@@ -281,7 +281,7 @@ mod tests {
     fn mni(name: &str) -> Volume {
         read_nifti(
             &Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(format!("../../../shared/data/mni152/{name}.nii.gz")),
+                .join(format!("../../assets/mni152/{name}.nii.gz")),
         )
         .unwrap()
     }
@@ -301,7 +301,7 @@ mod tests {
         let options = TemplateDataset {
             template: mni("t1"),
             labels: vec![mni("gm"), mni("wm")],
-            crop: Some((vec![40, 50, 40], vec![96, 96, 96])),
+            crop: Some((vec![11, 12, 14], vec![48, 48, 48])),
             shape: vec![16, 16, 16],
             pairs: [2, 1, 1],
             field_strength: 1.5,
