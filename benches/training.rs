@@ -1,5 +1,5 @@
-//! Benchmarks of whole training steps and of prediction, against `shared/bench`'s workload
-//! `f_localnet_train_64`: one step of a LocalNet (`num_channel_initial: 16`,
+//! Benchmarks of whole training steps and of prediction, against the peer workloads of
+//! `benches/peer/bench_peer.py`: `f_localnet_train_64`, one step of a LocalNet (`num_channel_initial: 16`,
 //! `extract_levels: [0, 1, 2, 3]`) on a (1, 2, 64³) pair — forward, warp, LNCC (kernel 9) +
 //! 0.5 · bending energy, backward, Adam — and `e_vxm_train_64`: the same with MONAI's
 //! VoxelMorph U-Net, SSD + 0.01 · gradient L2; and each forward pass alone (predict

@@ -1,8 +1,8 @@
-//! Benchmarks of the spatial ops on the workloads of `shared/bench/README.md` (peer: PyTorch).
+//! Benchmarks of the spatial ops on the peer workloads of `benches/peer/README.md` (peer: PyTorch).
 //!
 //! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-framework --bench ops`; the PyTorch
-//! side of the extra workloads (pooling, resize, separable filter) is `benches/peer_ops.py`,
-//! the rest is `shared/bench/bench_torch.py`. Results: `docs/src/benchmarks.md`.
+//! side of the extra workloads (pooling, resize, separable filter) is `framework/benches/peer_ops.py`,
+//! the rest is `benches/peer/bench_peer.py`. Results: `docs/src/benchmarks.md`.
 //!
 
 #![allow(missing_docs)]

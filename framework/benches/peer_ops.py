@@ -1,9 +1,9 @@
 """PyTorch side of the extra op workloads of `ops.rs` (pooling, resize, separable filter).
 
-Same timing rules as shared/bench/bench_torch.py: 2 threads, 2 warm-up iterations, then at
+Same timing rules as benches/peer/bench_peer.py: 2 threads, 2 warm-up iterations, then at
 least 5 runs and 3 s; prints one JSON line per workload (median/min/max ms).
 
-    OMP_NUM_THREADS=2 /work/venv-peer/bin/python framework/benches/peer_ops.py
+    OMP_NUM_THREADS=2 .venv-peer/bin/python framework/benches/peer_ops.py
 """
 import json
 import statistics

@@ -10,6 +10,7 @@ mod dynamic_plugins;
 mod errors;
 mod predict_outputs;
 mod register;
+mod standalone;
 mod static_plugins;
 mod training;
 mod util;

@@ -1,6 +1,7 @@
 //! The YAML value tree and everything that touches the YAML library: parsing files (with the
 //! position of every key), merging documents, and serialising back. Keep every use of
-//! `serde_yaml` in this module so the crate can be swapped (see DESIGN.md, "YAML").
+//! `serde_yaml` in this module so the crate (archived upstream) can be swapped for a
+//! maintained fork without touching any component.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! Loss benchmarks on the workloads of `shared/bench` (peer: MONAI), forward + backward:
+//! Loss benchmarks on the workloads of `benches/peer/bench_peer.py` (peer: MONAI), forward +
+//! backward:
 //! (c) LNCC with a rectangular window of 9 on two (1, 1, 128³) images, gradient w.r.t. the
 //! warped image; (d) bending energy of a (1, 3, 128³) DDF.
 //!

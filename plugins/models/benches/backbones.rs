@@ -1,8 +1,8 @@
 //! Benchmarks of backbones, forward + backward at `(1, 2, 64, 64, 64)`:
-//! * the LocalNet of `shared/bench` workload (f): `local` (3D, 2 → 3 channels,
-//!   `num_channel_initial: 16`, `extract_levels: [0, 1, 2, 3]`). The peer's workload (f) also
-//!   warps, computes LNCC + bending energy and takes an Adam step; this measures the network
-//!   alone;
+//! * the LocalNet of the peer workload `f_localnet_train_64` (`benches/peer`): `local` (3D,
+//!   2 → 3 channels, `num_channel_initial: 16`, `extract_levels: [0, 1, 2, 3]`). The peer's
+//!   workload also warps, computes LNCC + bending energy and takes an Adam step; this
+//!   measures the network alone;
 //! * `vxm_unet` with its defaults (VoxelMorph's network, MONAI `VoxelMorphUNet`'s keys).
 //!
 //! Run with `RAYON_NUM_THREADS=2 cargo bench -p voxreg-models --bench backbones`. On a shared,
