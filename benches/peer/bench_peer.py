@@ -13,7 +13,8 @@ All tensors float32, batch 1, contiguous NCDHW unless a workload states otherwis
 
     python benches/peer/bench_peer.py --list
     python benches/peer/bench_peer.py --only a_conv3d_fwd_bwd,b_warp_fwd_bwd --out peer.jsonl
-    python benches/peer/bench_peer.py --quick        # every workload once: proves the set-up, times nothing
+    python benches/peer/bench_peer.py --quick        # each workload once, no warm-up: proves the set-up only
+    python benches/peer/bench_peer.py --check        # the hand-written losses and warp against known values
 """
 import argparse
 import dataclasses
@@ -96,7 +97,8 @@ CONV_FWD_FLOPS = 2 * CONV_X[0] * CONV_W[0] * CONV_W[1] * 27 * 64 ** 3
 
 
 def conv_operands(channels_last: bool, with_grad: bool):
-    """x, w and the fixed upstream gradient of workload (a), in NCDHW or channels-last-3d memory format."""
+    """x, w and the fixed upstream gradient of workload (a), NCDHW or (x, w, and the upstream gradient when it is
+    used) channels-last-3d."""
     import torch
 
     gen = seeded(0)
@@ -105,7 +107,9 @@ def conv_operands(channels_last: bool, with_grad: bool):
     upstream = torch.randn(CONV_Y, generator=gen)
     if channels_last:
         layout = torch.channels_last_3d
-        x, w, upstream = (t.contiguous(memory_format=layout) for t in (x, w, upstream))
+        x, w = x.contiguous(memory_format=layout), w.contiguous(memory_format=layout)
+        if with_grad:
+            upstream = upstream.contiguous(memory_format=layout)
     if with_grad:
         x.requires_grad_(True)
         w.requires_grad_(True)
@@ -745,14 +749,15 @@ def parse_args(argv):
     ap.add_argument("--min-time", type=float, default=3.0, help="seconds of timed runs at least")
     ap.add_argument("--max-runs", type=int, default=50)
     ap.add_argument("--quick", action="store_true",
-                    help="1 warm-up and 1 timed run per workload: checks the set-up, its times are not results")
+                    help="no warm-up and 1 timed run per workload (so no step is skipped for its first warm-up "
+                         "time): proves each workload runs; its times are not results")
     ap.add_argument("--check", action="store_true",
                     help="check the hand-written losses and the warp against known values and MONAI, then exit")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--env-only", action="store_true", help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
     if opts.quick:
-        opts.warmup, opts.min_runs, opts.min_time, opts.max_runs = 1, 1, 0.0, 1
+        opts.warmup, opts.min_runs, opts.min_time, opts.max_runs = 0, 1, 0.0, 1
     for flag in ("threads", "min_runs", "max_runs"):
         if getattr(opts, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be at least 1")
