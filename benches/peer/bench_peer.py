@@ -49,6 +49,8 @@ class Case:
 
 @dataclasses.dataclass
 class Workload:
+    """A named workload: its one-line definition (for --list and the JSON line) and its builder."""
+
     name: str
     description: str
     build: Callable[[], Case]
@@ -117,6 +119,7 @@ def conv_operands(channels_last: bool, with_grad: bool):
 
 
 def conv_forward_case(channels_last: bool) -> Case:
+    """Workload (a), forward only, under no_grad."""
     import torch
     import torch.nn.functional as F
 
@@ -131,6 +134,7 @@ def conv_forward_case(channels_last: bool) -> Case:
 
 
 def conv_forward_backward_case(channels_last: bool) -> Case:
+    """Workload (a), forward + backward against the fixed upstream gradient: gradients of x and w."""
     import torch.nn.functional as F
 
     x, w, upstream = conv_operands(channels_last, with_grad=True)
@@ -144,6 +148,7 @@ def conv_forward_backward_case(channels_last: bool) -> Case:
 
 
 def conv_shape(channels_last: bool):
+    """The `shape` field of the conv3d workloads."""
     shape = {"input": list(CONV_X), "weight": list(CONV_W)}
     if channels_last:
         shape["memory_format"] = "channels_last_3d"
@@ -184,6 +189,7 @@ WARP_NOTE = "image U(0,1); ddf U(-2,2) voxels; grid_sample(bilinear, padding zer
 
 
 def warp_operands():
+    """Image, DDF and the fixed upstream gradient of workload (b)."""
     import torch
 
     gen = seeded(1)
@@ -253,6 +259,7 @@ NCC_WINDOW = 9
 
 
 def ncc_operands():
+    """Fixed and moving images of workload (c)."""
     import torch
 
     gen = seeded(2)
@@ -331,6 +338,7 @@ BENDING_SHAPE = {"ddf": [1, 3, BENDING_SIZE, BENDING_SIZE, BENDING_SIZE]}
 
 
 def bending_operand():
+    """The DDF of workload (d), a leaf that requires grad."""
     import torch
 
     ddf = torch.randn((1, 3) + (BENDING_SIZE,) * 3, generator=seeded(3))
@@ -422,6 +430,7 @@ def voxelmorph_grad_l2(ddf):
 
 
 def parameter_count(net):
+    """Number of scalars in the parameters of `net`."""
     return sum(p.numel() for p in net.parameters())
 
 
@@ -435,6 +444,7 @@ def require_parameter_count(net, expected, what):
 
 
 def voxelmorph_step(size, integration_steps):
+    """Workload (e): one MONAI VoxelMorph training step on a (1,2,size³) pair."""
     import torch
     from monai.networks.nets import VoxelMorph, VoxelMorphUNet
 
@@ -547,6 +557,7 @@ def z_sgemm_4096():
 # Measuring one workload (inside its own process).
 # ---------------------------------------------------------------------------------------------------------------
 def mib(kib):
+    """KiB to MiB, one decimal."""
     return round(kib / 1024.0, 1)
 
 
@@ -566,17 +577,20 @@ def cpu_ticks():
 
 
 def process_cpu_seconds():
+    """User + system CPU seconds of this process so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 def timed(fn):
+    """Seconds `fn()` takes, by time.perf_counter()."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
 def measure(workload: Workload, opts) -> dict:
+    """Builds `workload`, warms it up, times it by the rules in the module doc and returns its JSON record."""
     import torch
 
     torch.set_num_threads(opts.threads)
@@ -727,6 +741,7 @@ def self_checks():
 
 
 def run_self_checks():
+    """Prints each self-check; 1 if any failed, else 0."""
     failures = 0
     for name, got, expected, tolerance in self_checks():
         ok = abs(got - expected) <= tolerance
@@ -739,6 +754,7 @@ def run_self_checks():
 # The parent: one fresh process per workload, one JSON line each.
 # ---------------------------------------------------------------------------------------------------------------
 def parse_args(argv):
+    """Command-line options; --quick overrides the timing options."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--list", action="store_true", help="print the workload names with their definitions")
     ap.add_argument("--only", help="comma-separated workload names (default: all)")
@@ -767,6 +783,7 @@ def parse_args(argv):
 
 
 def selected(only):
+    """The workload names --only asks for (all when absent), or exit with the unknown ones named."""
     if not only:
         return list(REGISTRY)
     names = [n.strip() for n in only.split(",") if n.strip()]
@@ -793,6 +810,7 @@ def run_in_fresh_process(name, extra_args, opts):
 
 
 def main(argv=None):
+    """Entry point; returns the exit status."""
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     if opts.list:
         for w in REGISTRY.values():
