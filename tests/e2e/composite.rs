@@ -167,7 +167,7 @@ fn explicit_loss_inputs_are_checked_when_the_config_is_resolved() {
     assert_clean_failure(
         &output,
         &[
-            &format!("{file}:38:"),
+            &format!("{file}:37:21"),
             "`train.loss.field.inputs[1]`: no tensor `inv/dff`",
             "did you mean `inv/ddf`",
         ],

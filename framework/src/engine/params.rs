@@ -434,7 +434,7 @@ mod tests {
             });
             source.finish().unwrap_err().to_string()
         };
-        let shape = error("other", "stage.0");
+        let shape = error("other", "stage.5");
         assert!(shape.contains("which this model does not have"), "{shape}");
         let shape = error("other.w", "stage.0.w");
         assert!(shape.contains("has shape [3, 3]"), "{shape}");
