@@ -70,6 +70,12 @@ pub trait MethodConfig: Debug + Send + Sync {
         Vec::new()
     }
 
+    /// Whether the method (or a part of it) has no `backbone` of its own and so needs
+    /// `train.backbone`.
+    fn needs_backbone(&self) -> bool {
+        true
+    }
+
     /// Whether the method needs labelled training data.
     fn requires_labels(&self) -> bool {
         self.requires()

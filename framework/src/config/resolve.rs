@@ -404,13 +404,18 @@ impl Walker<'_> {
         self.check_keys(&mapping, TRAIN_KEYS, path);
         let method = self
             .required(&mut mapping, "method", path)
-            .and_then(|v| self.component(v, &path.key("method")));
+            .and_then(|v| self.component::<dyn MethodConfig>(v, &path.key("method")));
         let backbone = match mapping.remove(value::key("backbone")) {
             None => Some(None),
             Some(v) => self
                 .component::<dyn crate::component::BackboneConfig>(v, &path.key("backbone"))
                 .map(|b| Some(std::sync::Arc::from(b))),
         };
+        if let (Some(method), Some(None)) = (&method, &backbone) {
+            if method.needs_backbone() {
+                self.problem(path.key("backbone"), "missing required key");
+            }
+        }
         if let (Some(dataset), Some(method), Some(backbone)) = (dataset, &method, &backbone) {
             self.declare_step(dataset, &**method, backbone.as_deref());
         }

@@ -128,6 +128,10 @@ impl MethodConfig for CascadeMethod {
         decls
     }
 
+    fn needs_backbone(&self) -> bool {
+        self.stages.iter().any(|s| s.needs_backbone())
+    }
+
     fn requires(&self) -> Vec<String> {
         let mut required: Vec<String> = self.stages.iter().flat_map(|s| s.requires()).collect();
         required.sort();
@@ -203,6 +207,10 @@ impl MethodConfig for InverseMethod {
             })
             .collect();
         decls.into_iter().chain(inverse).collect()
+    }
+
+    fn needs_backbone(&self) -> bool {
+        self.method.needs_backbone()
     }
 
     fn requires(&self) -> Vec<String> {

@@ -89,6 +89,10 @@ impl MethodConfig for DdfMethod {
         Ok(Box::new(Ddf { backbone }))
     }
 
+    fn needs_backbone(&self) -> bool {
+        self.backbone.is_none()
+    }
+
     fn outputs(&self, context: &MethodContext<'_>) -> Vec<Decl> {
         let mut decls = vec![Decl::new(names::DDF, Kind::Field, Grid::Fixed)];
         if affine_backbone(self.backbone.as_ref(), context) {
@@ -163,6 +167,10 @@ impl MethodConfig for DvfMethod {
         }))
     }
 
+    fn needs_backbone(&self) -> bool {
+        self.backbone.is_none()
+    }
+
     fn outputs(&self, context: &MethodContext<'_>) -> Vec<Decl> {
         let mut decls = vec![
             Decl::new(names::DDF, Kind::Field, Grid::Fixed),
@@ -217,6 +225,10 @@ impl MethodConfig for ConditionalMethod {
             params,
         )?;
         Ok(Box::new(Conditional { backbone }))
+    }
+
+    fn needs_backbone(&self) -> bool {
+        self.backbone.is_none()
     }
 
     fn outputs(&self, _context: &MethodContext<'_>) -> Vec<Decl> {
