@@ -161,7 +161,7 @@ impl Model {
             };
             if tensor.dims() != var.dims() {
                 return Err(refused(format!(
-                    "{other}: its weight `{name}` has shape {:?}, this model's {:?}",
+                    "{other}: shape mismatch on weight `{name}`: the checkpoint's {:?}, this model's {:?}",
                     tensor.dims(),
                     var.dims()
                 )));
