@@ -319,7 +319,7 @@ impl Batch {
     }
 
     /// The batch size (of the moving images).
-    pub fn len(&self) -> candle_core::Result<usize> {
+    pub fn batch_size(&self) -> candle_core::Result<usize> {
         self.moving_image()?.dim(0)
     }
 

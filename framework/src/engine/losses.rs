@@ -53,7 +53,7 @@ fn add<K: ComponentKind + ?Sized>(
         let name = term_name(section, term);
         let loss = build(&term.config).map_err(|source| EngineError::Build {
             what: format!("{} loss", section.key()),
-            source,
+            source: Box::new(source),
         })?;
         let (inputs, explicit) = match &term.inputs {
             Some(inputs) => (inputs.clone(), true),

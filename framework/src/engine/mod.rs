@@ -42,7 +42,7 @@ pub enum EngineError {
         what: String,
         /// The component's error.
         #[source]
-        source: ComponentError,
+        source: Box<ComponentError>,
     },
     /// A tensor computation failed.
     #[error("{context}: {source}")]

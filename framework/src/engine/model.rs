@@ -63,7 +63,7 @@ impl Model {
             .build(&context)
             .map_err(|source| EngineError::Build {
                 what: "the parameter source (train.parameters)".to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         let method_config = Arc::clone(&config.train.method);
         let backbone = config.train.backbone.clone();
@@ -75,7 +75,7 @@ impl Model {
         let method = method_config.build(&method_context, params.builder())?;
         params.finish().map_err(|source| EngineError::Build {
             what: "the parameter source (train.parameters)".to_owned(),
-            source,
+            source: Box::new(source),
         })?;
         let frozen = params.frozen();
         if !frozen.is_empty() {
