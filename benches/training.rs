@@ -13,7 +13,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use voxreg::candle::{Device, Tensor};
-use voxreg::component::PairBatch;
+use voxreg::component::Batch;
 use voxreg::config::ConfigSources;
 use voxreg::engine::Trainer;
 use voxreg::registry::Registry;
@@ -58,16 +58,11 @@ train:
   save_period: 1
 ";
 
-fn random_pair(shape: &[usize], device: &Device) -> PairBatch {
+fn random_pair(shape: &[usize], device: &Device) -> Batch {
     let mut dims = vec![1, 1];
     dims.extend_from_slice(shape);
     let image = || Tensor::rand(0f32, 1.0, dims.as_slice(), device).expect("image");
-    PairBatch {
-        moving_image: image(),
-        fixed_image: image(),
-        moving_label: None,
-        fixed_label: None,
-    }
+    Batch::pair(image(), image(), None, None)
 }
 
 fn config(yaml: &str) -> voxreg::config::Config {

@@ -39,6 +39,7 @@ mod suggest;
 /// The items a component crate usually needs.
 pub mod prelude {
     pub use crate::component::*;
+    pub use crate::config::{Component, Section, Weight};
     pub use crate::registry::{Category, Registry};
     pub use crate::{component_registration, declare_plugin, register_component};
     pub use candle_core::{DType, Device, Module, Tensor, Var, D};

@@ -1,15 +1,17 @@
-//! DeepReg's per-pair prediction outputs: for each pair a folder with the moving, fixed and
-//! predicted-fixed images, the DDF (and DVF, and the affine parameters as `affine.txt`),
-//! and per label a `label_<j>` folder with the moving, fixed and predicted labels; each
-//! array as NIfTI (`<name>.nii.gz`, in the fixed image's space) and/or PNG slices
-//! (`<name>/depth<k>_<name>.png` for every slice of the last axis).
+//! DeepReg's per-pair prediction outputs, written by each tensor's declared kind: for each
+//! pair a folder with every image and field (the moving, fixed and predicted-fixed images,
+//! the DDF, the DVF, and any other a method declares, e.g. `inv/ddf`) and the affine
+//! parameters (`theta` as `affine.txt`), and per label a `label_<j>` folder with every
+//! label; each array as NIfTI (`<name>.nii.gz`, in the fixed image's space) and/or PNG
+//! slices (`<name>/depth<k>_<name>.png` for every slice of the last axis). A prefixed name
+//! (`inv/ddf`, `stage.0/ddf`) goes into a subfolder named by its sanitised prefix.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use voxreg::candle::Tensor;
-use voxreg::component::{ImageId, SampleRef, Volume};
+use voxreg::component::{ImageId, Kind, SampleRef, Volume};
 use voxreg::engine::PairTensors;
 
 use super::atomic::write_text;
@@ -58,6 +60,24 @@ pub fn sanitise(text: &str) -> String {
         })
         .take(64)
         .collect()
+}
+
+/// A tensor name split into its sanitised prefix folder (`inv/ddf` → `inv`, `stage.0/ddf`
+/// → `stage_0`) and its sanitised array name.
+fn split_name(name: &str) -> (Option<String>, String) {
+    match name.rsplit_once('/') {
+        Some((prefix, array)) => (
+            Some(
+                prefix
+                    .split('/')
+                    .map(sanitise)
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            ),
+            sanitise(array),
+        ),
+        None => (None, sanitise(name)),
+    }
 }
 
 /// DeepReg's pair indices: the pair's index (`3`), or the moving and fixed image indices
@@ -130,34 +150,33 @@ impl PairWriter {
             bail!("sample {name} (label {label:?}) appears twice in the split: is the dataset repeated?");
         }
         let affine = tensors.fixed_affine;
-        if self.pairs.insert(name) {
-            let images = [
-                ("moving_image", Some(&tensors.moving_image)),
-                ("fixed_image", Some(&tensors.fixed_image)),
-                ("pred_fixed_image", tensors.pred_fixed_image.as_ref()),
-                ("ddf", tensors.ddf.as_ref()),
-                ("dvf", tensors.dvf.as_ref()),
-            ];
-            for (array, tensor) in images {
-                if let Some(tensor) = tensor {
-                    self.write_array(&pair_dir, array, tensor, affine, Scaling::MinMax)?;
+        let first = self.pairs.insert(name);
+        for (decl, tensor) in tensors.tensors.iter() {
+            let (prefix, array) = split_name(&decl.name);
+            let folder = |dir: PathBuf| match &prefix {
+                Some(prefix) => dir.join(prefix),
+                None => dir,
+            };
+            match decl.kind {
+                Kind::Image | Kind::Field | Kind::Velocity if first => {
+                    let dir = folder(pair_dir.clone());
+                    self.write_array(&dir, &array, tensor, affine, Scaling::MinMax)?;
                 }
-            }
-            if let Some(theta) = &tensors.theta {
-                write_theta(&pair_dir.join("affine.txt"), theta)?;
-            }
-        }
-        if let Some(label) = label {
-            let label_dir = pair_dir.join(format!("label_{label}"));
-            let labels = [
-                ("moving_label", tensors.moving_label.as_ref()),
-                ("fixed_label", tensors.fixed_label.as_ref()),
-                ("pred_fixed_label", tensors.pred_fixed_label.as_ref()),
-            ];
-            for (array, tensor) in labels {
-                if let Some(tensor) = tensor {
-                    self.write_array(&label_dir, array, tensor, affine, Scaling::Unit)?;
+                Kind::Label => {
+                    if let Some(label) = label {
+                        let dir = folder(pair_dir.join(format!("label_{label}")));
+                        self.write_array(&dir, &array, tensor, affine, Scaling::Unit)?;
+                    }
                 }
+                Kind::Affine if first => {
+                    let file = if array == "theta" {
+                        "affine.txt".to_owned()
+                    } else {
+                        format!("{array}.txt")
+                    };
+                    write_theta(&folder(pair_dir.clone()).join(file), tensor)?;
+                }
+                _ => {}
             }
         }
         Ok(pair_dir)
@@ -252,6 +271,7 @@ fn write_theta(path: &Path, theta: &Tensor) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use voxreg::candle::Device;
+    use voxreg::component::{Grid, Tensors};
 
     use super::*;
 
@@ -311,6 +331,18 @@ mod tests {
         let zeros = |c: usize| {
             Tensor::zeros((c, 2, 2, 2), voxreg::candle::DType::F32, &Device::Cpu).unwrap()
         };
+        let mut tensors = Tensors::new();
+        tensors.put("moving_image", Kind::Image, Grid::Fixed, zeros(1));
+        tensors.put("fixed_image", Kind::Image, Grid::Fixed, zeros(1));
+        tensors.put("moving_label", Kind::Label, Grid::Fixed, zeros(1));
+        tensors.put("fixed_label", Kind::Label, Grid::Fixed, zeros(1));
+        tensors.put("ddf", Kind::Field, Grid::Fixed, zeros(3));
+        let theta = Tensor::zeros((4, 3), voxreg::candle::DType::F32, &Device::Cpu).unwrap();
+        tensors.put("theta", Kind::Affine, Grid::None, theta);
+        tensors.put("pred_fixed_image", Kind::Image, Grid::Fixed, zeros(1));
+        tensors.put("pred_fixed_label", Kind::Label, Grid::Fixed, zeros(1));
+        tensors.put("inv/ddf", Kind::Field, Grid::Moving, zeros(3));
+        tensors.put("lambda", Kind::Scalar, Grid::None, zeros(1));
         PairTensors {
             reference: SampleRef {
                 moving: 0,
@@ -324,15 +356,7 @@ mod tests {
                 [0.0, 0.0, 1.0, 0.0],
                 [0.0, 0.0, 0.0, 1.0],
             ],
-            moving_image: zeros(1),
-            fixed_image: zeros(1),
-            pred_fixed_image: Some(zeros(1)),
-            moving_label: Some(zeros(1)),
-            fixed_label: Some(zeros(1)),
-            pred_fixed_label: Some(zeros(1)),
-            ddf: Some(zeros(3)),
-            dvf: None,
-            theta: Some(Tensor::zeros((4, 3), voxreg::candle::DType::F32, &Device::Cpu).unwrap()),
+            tensors,
         }
     }
 
@@ -360,6 +384,7 @@ mod tests {
                 "affine.txt",
                 "ddf.nii.gz",
                 "fixed_image.nii.gz",
+                "inv",
                 "label_0",
                 "label_1",
                 "moving_image.nii.gz",
@@ -367,6 +392,10 @@ mod tests {
             ]
         );
         assert!(pair.join("label_1/pred_fixed_label.nii.gz").is_file());
+        assert!(
+            pair.join("inv/ddf.nii.gz").is_file(),
+            "a declared field gets its file"
+        );
         let theta = std::fs::read_to_string(pair.join("affine.txt")).unwrap();
         assert_eq!(theta, "0e0,0e0,0e0\n".repeat(4));
         let error = writer.write(&sample(1)).unwrap_err().to_string();

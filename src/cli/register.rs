@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use voxreg::candle::{Device, Tensor};
-use voxreg::component::{PairBatch, Volume};
+use voxreg::component::{names, Batch, Volume};
 use voxreg::config::{ConfigDocument, ConfigSources};
 use voxreg::data::preprocess::{label_channel, normalize, resize_linear};
 use voxreg::data::{read_nifti, write_nifti};
@@ -183,18 +183,18 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
             args.out.display()
         );
     }
-    let batch = PairBatch {
-        moving_image: tensor(std::slice::from_ref(&moving), &shape)?,
-        fixed_image: tensor(std::slice::from_ref(&fixed), &shape)?,
-        moving_label: labels
+    let batch = Batch::pair(
+        tensor(std::slice::from_ref(&moving), &shape)?,
+        tensor(std::slice::from_ref(&fixed), &shape)?,
+        labels
             .as_ref()
             .map(|(m, _)| tensor(m, &shape))
             .transpose()?,
-        fixed_label: labels
+        labels
             .as_ref()
             .map(|(_, f)| tensor(f, &shape))
             .transpose()?,
-    };
+    );
     let every = (args.iterations / 10).max(1);
     let result = engine::register(
         &config,
@@ -212,8 +212,7 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
         .with_context(|| format!("creating {}", args.out.display()))?;
     let predicted = result
         .output
-        .pred_fixed_image
-        .as_ref()
+        .get(names::PRED_FIXED_IMAGE)
         .context("the warped image")?;
     write_on_fixed_grid(
         &args.out.join("warped_moving_image.nii.gz"),
@@ -230,7 +229,7 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
             .collect();
         write_text(&args.out.join("affine.txt"), &(rows.join("\n") + "\n"))?;
     }
-    if let Some(label) = &result.output.pred_fixed_label {
+    if let Some(label) = &result.output.get(names::PRED_FIXED_LABEL) {
         write_on_fixed_grid(
             &args.out.join("warped_moving_label.nii.gz"),
             label,
@@ -257,7 +256,7 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
         metrics::image_ssd(&fixed, &after)
     )?;
     if let (Some((moving_labels, fixed_labels)), Some(warped_labels)) =
-        (&labels, &result.output.pred_fixed_label)
+        (&labels, &result.output.get(names::PRED_FIXED_LABEL))
     {
         let voxels: usize = shape.iter().product();
         let warped_labels = values(warped_labels)?;

@@ -262,6 +262,7 @@ fn a_dynamically_loaded_backbone_trains_exactly_like_the_linked_one() {
         image_size: vec![3, 4, 5],
         in_channels: 2,
         out_channels: 3,
+        head: Default::default(),
     };
     let (linked_vars, dynamic_vars) = (VarMap::new(), VarMap::new());
     let linked_net = tiny_net(&linked)

@@ -3,6 +3,7 @@
 
 mod cli;
 mod compat;
+mod composite;
 mod configs;
 mod deepreg_layout;
 mod docs;

@@ -58,10 +58,13 @@ fn yaml_selects_the_linked_plugin_by_name_and_it_runs() {
         image_size: vec![4, 4, 4],
         in_channels: 2,
         out_channels: 3,
+        head: Default::default(),
     };
     let net = config
         .train
         .backbone
+        .as_ref()
+        .expect("a backbone")
         .build(&spec, VarBuilder::from_varmap(&varmap, DType::F32, &device))
         .unwrap();
     let input = Tensor::ones((1, 2, 4, 4, 4), DType::F32, &device).unwrap();
@@ -72,7 +75,11 @@ fn yaml_selects_the_linked_plugin_by_name_and_it_runs() {
     assert_eq!(varmap.all_vars().len(), 4);
 
     let loss = config.train.loss.image[0].config.build(3).unwrap();
-    let value = loss.loss(&input, &input).unwrap().to_vec1::<f32>().unwrap();
+    let value = loss
+        .loss(&input, Some(&input))
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert!((value[0] - 0.01).abs() < 1e-6, "{value:?}");
 }
 
@@ -90,6 +97,7 @@ fn a_bad_plugin_config_is_an_error_not_a_panic() {
         image_size: vec![4, 4],
         in_channels: 2,
         out_channels: 2,
+        head: Default::default(),
     };
     let varmap = VarMap::new();
     let error = config

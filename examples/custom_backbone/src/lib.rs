@@ -106,7 +106,7 @@ pub struct CharbonnierConfig {
 
 #[typetag::serialize(name = "charbonnier")]
 impl ImageLossConfig for CharbonnierConfig {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         if !(self.epsilon > 0.0 && self.epsilon.is_finite()) {
             return Err(ComponentError::invalid(
                 "image_loss `charbonnier`",
@@ -130,8 +130,9 @@ struct Charbonnier {
     epsilon: f64,
 }
 
-impl ImageLoss for Charbonnier {
-    fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
+impl Loss for Charbonnier {
+    fn loss(&self, warped: &Tensor, fixed: Option<&Tensor>) -> candle::Result<Tensor> {
+        let fixed = required_target("image_loss `charbonnier`", fixed)?;
         if fixed.dims() != warped.dims() {
             candle::bail!(
                 "charbonnier: fixed {:?} and warped {:?} differ in shape",
@@ -160,6 +161,7 @@ mod tests {
             image_size: vec![3, 4, 5],
             in_channels: 2,
             out_channels: 3,
+            head: Default::default(),
         };
         let config = TinyNetConfig { hidden_channels: 4 };
         let net = config
@@ -199,12 +201,12 @@ mod tests {
         let warped = Tensor::new(&[[[[0f32, 1.0], [0.0, 3.0]]]], &device)?;
         // Voxels: 0, 0, 2, 0 differences → (0.5 + 0.5 + √4.25 + 0.5) / 4.
         let expected = (1.5 + 4.25f32.sqrt()) / 4.0;
-        let value = loss.loss(&fixed, &warped)?.to_vec1::<f32>()?;
+        let value = loss.loss(&warped, Some(&fixed))?.to_vec1::<f32>()?;
         assert!(
             (value[0] - expected).abs() < 1e-6,
             "{value:?} vs {expected}"
         );
-        assert!(loss.loss(&fixed, &warped.narrow(3, 0, 1)?).is_err());
+        assert!(loss.loss(&warped.narrow(3, 0, 1)?, Some(&fixed)).is_err());
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Debug;
 
-use super::{ComponentError, ImageShapes, PairBatch};
+use super::{Batch, ComponentError, ImageShapes};
 
 /// The YAML config of an augmentation (`train.preprocess.data_augmentation`).
 #[typetag::serialize(tag = "name")]
@@ -16,5 +16,5 @@ pub trait Augmentation: Send + Sync {
     /// Transforms a batch. Each image gets its own random transform, applied identically to
     /// its labels; moving and fixed are transformed independently. The same `seed` gives
     /// the same result.
-    fn apply(&self, batch: &PairBatch, seed: u64) -> Result<PairBatch, ComponentError>;
+    fn apply(&self, batch: &Batch, seed: u64) -> Result<Batch, ComponentError>;
 }

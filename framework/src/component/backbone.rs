@@ -7,7 +7,18 @@ use candle_nn::VarBuilder;
 
 use super::ComponentError;
 
-/// What a backbone is asked to build: the model decides these from the method and the data.
+/// What the output layer of a dense backbone predicts; the method decides it, and DeepReg's
+/// defaults of the output layer follow from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Head {
+    /// A field (DDF or velocity): zero-initialised, no activation.
+    #[default]
+    Field,
+    /// A label probability: Glorot-uniform initialised, sigmoid.
+    Probability,
+}
+
+/// What a backbone is asked to build: the method decides these from the data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackboneSpec {
     /// 2 or 3.
@@ -18,6 +29,8 @@ pub struct BackboneSpec {
     pub in_channels: usize,
     /// Output channels of a dense backbone (`ndim` for a DDF/DVF, 1 for a label).
     pub out_channels: usize,
+    /// What the output layer predicts.
+    pub head: Head,
 }
 
 /// The YAML config of a backbone (`train.backbone`), selected by `name`.
@@ -38,6 +51,12 @@ pub trait BackboneConfig: Debug + Send + Sync {
         spec: &BackboneSpec,
         params: VarBuilder<'_>,
     ) -> Result<Box<dyn Backbone>, ComponentError>;
+
+    /// Whether the network predicts affine parameters ([`BackboneOutput::Affine`]) rather
+    /// than a dense output.
+    fn is_affine(&self) -> bool {
+        false
+    }
 }
 
 /// What a backbone's forward pass produces.

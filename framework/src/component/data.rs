@@ -3,7 +3,7 @@
 use std::fmt::{self, Debug};
 use std::path::PathBuf;
 
-use super::ComponentError;
+use super::{pair_decls, ComponentError, Decl};
 
 /// A volume as stored on disk, before resizing or normalisation.
 #[derive(Clone, Debug, PartialEq)]
@@ -142,6 +142,10 @@ pub struct Sample {
     pub fixed_label: Option<Vec<f32>>,
     /// The fixed image's voxel-to-world affine, so outputs are written in its space.
     pub fixed_affine: [[f64; 4]; 4],
+    /// Further tensors the loader provides (a ground-truth field, …), each declared as in
+    /// [`DataLoaderConfig::provides`] with its shape without the batch axis and its values
+    /// in C order.
+    pub extra: Vec<(Decl, Vec<usize>, Vec<f32>)>,
 }
 
 /// The YAML config of a data loader (`dataset.type` plus the dataset's other top-level
@@ -150,6 +154,13 @@ pub struct Sample {
 pub trait DataLoaderConfig: Debug + Send + Sync {
     /// The moving and fixed shapes images are resized to.
     fn image_shapes(&self) -> ImageShapes;
+
+    /// The tensors each batch holds: by default DeepReg's moving and fixed images and, for
+    /// `labeled` data, their labels. A loader that provides more (e.g. `true_ddf`) declares
+    /// it here and fills [`Sample::extra`].
+    fn provides(&self, labeled: bool) -> Vec<Decl> {
+        pair_decls(labeled)
+    }
 
     /// Opens one split of the dataset.
     fn build(&self, source: &SplitSource<'_>) -> Result<Box<dyn DataLoader>, ComponentError>;

@@ -1,8 +1,20 @@
-//! Losses: image dissimilarity, label overlap and deformation regularisation.
+//! Losses: one runtime trait, [`Loss`], for every section of `train.loss`.
+//!
+//! A loss term is a section (`image`, `label`, `regularization`, `field`), a weight, the
+//! names of its inputs and a loss component. Each section has its registry category (so a
+//! name such as `ssd` means the image loss under `image` and the label loss under `label`,
+//! with their own keys) and default inputs (DeepReg's wiring):
+//!
+//! | section | category | default inputs (`[prediction, target]`) |
+//! | --- | --- | --- |
+//! | `image` | `image_loss` | `[pred_fixed_image, fixed_image]` |
+//! | `label` | `label_loss` | `[pred_fixed_label, fixed_label]` |
+//! | `regularization` | `regularization` | `[ddf]` |
+//! | `field` | `field_loss` | `[ddf, true_ddf]` |
 //!
 //! Every loss returns one value per batch element, shape `(N,)`, to be **minimised**:
-//! similarity measures (LNCC, Dice, …) are negated, as DeepReg does. The engine multiplies each
-//! by the term's `weight` and averages over the batch.
+//! similarity measures (LNCC, Dice, …) are negated, as DeepReg does. The engine multiplies
+//! each sample's value by the term's weight for that sample and averages over the batch.
 
 use std::fmt::Debug;
 
@@ -10,51 +22,58 @@ use candle_core::Tensor;
 
 use super::ComponentError;
 
+/// A built loss of any section.
+pub trait Loss: Send + Sync {
+    /// The loss of `prediction` against `target` (two-input sections: image, label, field)
+    /// or of `prediction` alone (one-input sections: regularization).
+    ///
+    /// # Shapes
+    /// `prediction`, `target`: `(N, C, *spatial)` (as the section's inputs are) → `(N,)`.
+    ///
+    /// Errors: a missing target where one is needed, or shapes that do not fit.
+    fn loss(&self, prediction: &Tensor, target: Option<&Tensor>) -> candle_core::Result<Tensor>;
+}
+
+/// The target of a two-input loss, or an error naming the loss.
+pub fn required_target<'t>(
+    loss: &str,
+    target: Option<&'t Tensor>,
+) -> candle_core::Result<&'t Tensor> {
+    target.ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "{loss} compares two tensors: give the term two `inputs`"
+        ))
+    })
+}
+
 /// The YAML config of an image loss (`train.loss.image`), selected by `name`. The `weight`
-/// key belongs to the loss term, not to the component.
+/// and `inputs` keys belong to the loss term, not to the component.
 #[typetag::serialize(tag = "name")]
 pub trait ImageLossConfig: Debug + Send + Sync {
     /// Builds the loss for images with `spatial_dims` (2 or 3) spatial axes.
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError>;
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError>;
 }
 
-/// A built image loss.
-pub trait ImageLoss: Send + Sync {
-    /// The loss between the fixed image and the warped moving image.
-    ///
-    /// # Shapes
-    /// `fixed`, `warped`: `(N, 1, *spatial)` → `(N,)`.
-    fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle_core::Result<Tensor>;
-}
-
-/// The YAML config of a label loss (`train.loss.label`), selected by `name`.
+/// The YAML config of a label loss (`train.loss.label`), selected by `name`; the inputs are
+/// labels with values in `[0, 1]`, `(N, L, *spatial)`, and the loss averages over `L`.
 #[typetag::serialize(tag = "name")]
 pub trait LabelLossConfig: Debug + Send + Sync {
     /// Builds the loss for labels with `spatial_dims` (2 or 3) spatial axes.
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError>;
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError>;
 }
 
-/// A built label loss.
-pub trait LabelLoss: Send + Sync {
-    /// The loss between the fixed label and the warped moving label, values in `[0, 1]`.
-    ///
-    /// # Shapes
-    /// `fixed`, `warped`: `(N, L, *spatial)` → `(N,)` (averaged over the `L` labels).
-    fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle_core::Result<Tensor>;
-}
-
-/// The YAML config of a deformation regulariser (`train.loss.regularization`).
+/// The YAML config of a deformation regulariser (`train.loss.regularization`): a penalty of
+/// one field `(N, ndim, *spatial)`.
 #[typetag::serialize(tag = "name")]
 pub trait RegularizationConfig: Debug + Send + Sync {
     /// Builds the regulariser for fields with `spatial_dims` (2 or 3) spatial axes.
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError>;
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError>;
 }
 
-/// A built regulariser.
-pub trait Regularization: Send + Sync {
-    /// The penalty of a dense displacement field.
-    ///
-    /// # Shapes
-    /// `ddf`: `(N, ndim, *spatial)` → `(N,)`.
-    fn loss(&self, ddf: &Tensor) -> candle_core::Result<Tensor>;
+/// The YAML config of a field loss (`train.loss.field`): a predicted field against another
+/// field (a ground truth, or the inverse of the prediction), both `(N, ndim, *spatial)`.
+#[typetag::serialize(tag = "name")]
+pub trait FieldLossConfig: Debug + Send + Sync {
+    /// Builds the loss for fields with `spatial_dims` (2 or 3) spatial axes.
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError>;
 }

@@ -1,62 +1,92 @@
-//! Registration methods: how the backbone's output becomes a transform.
+//! Registration methods: built from their config, they own their networks and turn a batch
+//! into named outputs (a transform, the warped moving image, …). A method may contain other
+//! methods (`cascade`, `inverse`) and its own backbone.
 
 use std::fmt::Debug;
 
-use candle_core::Tensor;
+use candle_nn::VarBuilder;
 
-use super::{Backbone, PairBatch};
+use super::{BackboneConfig, Batch, ComponentError, Decl, ImageShapes, Tensors};
 
-/// Channels into and out of the backbone that a method needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BackboneIo {
-    /// Channels stacked at the backbone's input.
-    pub in_channels: usize,
-    /// Channels the backbone must output (for dense backbones).
-    pub out_channels: usize,
+/// What a method is built for.
+#[derive(Clone, Copy, Debug)]
+pub struct MethodContext<'a> {
+    /// The moving and fixed image shapes after preprocessing.
+    pub shapes: &'a ImageShapes,
+    /// The tensors the method's batches hold (the data loader's declarations, or for a
+    /// nested method what its parent hands it).
+    pub inputs: &'a [Decl],
+    /// The backbone a method without its own `backbone` key uses (`train.backbone`).
+    pub backbone: Option<&'a dyn BackboneConfig>,
 }
 
-/// What a method computes for a batch: what the losses need and what `predict` saves.
-///
-/// # Shapes
-/// With `fixed` the fixed images' spatial shape and `ndim` its length:
-/// * `ddf`, `dvf`: `(N, ndim, *fixed)`, voxel units;
-/// * `theta`: `(N, ndim + 1, ndim)` (affine backbones only);
-/// * `pred_fixed_image`: `(N, 1, *fixed)`, the moving image warped by `ddf`;
-/// * `pred_fixed_label`: `(N, L, *fixed)`, the moving labels warped by `ddf`, or for the
-///   conditional method the predicted fixed label `(N, 1, *fixed)`.
-#[derive(Clone, Debug, Default)]
-pub struct MethodOutput {
-    /// Dense displacement field.
-    pub ddf: Option<Tensor>,
-    /// Velocity field (the `dvf` method).
-    pub dvf: Option<Tensor>,
-    /// Affine parameters (a `global` backbone with the `ddf` method).
-    pub theta: Option<Tensor>,
-    /// The moving image warped onto the fixed grid.
-    pub pred_fixed_image: Option<Tensor>,
-    /// The moving labels warped onto the fixed grid, or the conditional prediction.
-    pub pred_fixed_label: Option<Tensor>,
+impl<'a> MethodContext<'a> {
+    /// The backbone to build: `own` if the method names one, else the context's; an error
+    /// naming `method` when there is neither.
+    pub fn backbone_for(
+        &self,
+        method: &str,
+        own: Option<&'a dyn BackboneConfig>,
+    ) -> Result<&'a dyn BackboneConfig, ComponentError> {
+        own.or(self.backbone).ok_or_else(|| {
+            ComponentError::invalid(
+                format!("method `{method}`"),
+                "needs a backbone: give `train.backbone` or a `backbone` key in the method",
+            )
+        })
+    }
+
+    /// Whether the inputs include a tensor named `name`.
+    pub fn has_input(&self, name: &str) -> bool {
+        self.inputs.iter().any(|d| d.name == name)
+    }
+
+    /// The spatial dimensionality (2 or 3).
+    pub fn spatial_dims(&self) -> usize {
+        self.shapes.fixed.len()
+    }
 }
 
 /// The YAML config of a registration method (`train.method`), selected by name (`ddf`,
-/// `dvf`, `conditional`, …).
+/// `dvf`, `conditional`, `cascade`, `inverse`, …).
 #[typetag::serialize(tag = "name")]
 pub trait MethodConfig: Debug + Send + Sync {
-    /// The backbone input/output channels this method works with, for images with
-    /// `spatial_dims` spatial axes.
-    fn backbone_io(&self, spatial_dims: usize) -> BackboneIo;
-
-    /// Runs the method on a batch: builds the backbone input, runs `backbone`, turns its
-    /// output into a transform and warps the moving image and labels (see [`MethodOutput`]).
-    /// Shape mismatches are errors.
-    fn forward(
+    /// Builds the method and its networks. Every weight must come from `params` (prefix the
+    /// builder with `params.pp(..)` for nested parts), so the same method runs from trained
+    /// variables or from tensors a hypernetwork computes.
+    fn build(
         &self,
-        backbone: &dyn Backbone,
-        batch: &PairBatch,
-    ) -> candle_core::Result<MethodOutput>;
+        context: &MethodContext<'_>,
+        params: VarBuilder<'_>,
+    ) -> Result<Box<dyn Method>, ComponentError>;
 
-    /// Whether the method needs labelled training data (the conditional method does).
-    fn requires_labels(&self) -> bool {
-        false
+    /// The tensors `forward` adds, given the tensors its batches hold, in the order it adds
+    /// them (losses' explicit `inputs` are checked against these and the loader's).
+    fn outputs(&self, context: &MethodContext<'_>) -> Vec<Decl>;
+
+    /// The tensors the method needs in its batches beyond the moving and fixed images
+    /// (the conditional method needs the moving label).
+    fn requires(&self) -> Vec<String> {
+        Vec::new()
     }
+
+    /// Whether the method (or a part of it) has no `backbone` of its own and so needs
+    /// `train.backbone`.
+    fn needs_backbone(&self) -> bool {
+        true
+    }
+
+    /// Whether the method needs labelled training data.
+    fn requires_labels(&self) -> bool {
+        self.requires()
+            .iter()
+            .any(|n| n == super::names::MOVING_LABEL || n == super::names::FIXED_LABEL)
+    }
+}
+
+/// A built method.
+pub trait Method: Send + Sync {
+    /// Runs the method on a batch and returns its outputs (not the batch's tensors), each
+    /// declared as [`MethodConfig::outputs`] says. Shape mismatches are errors.
+    fn forward(&self, batch: &Batch) -> candle_core::Result<Tensors>;
 }

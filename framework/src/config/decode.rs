@@ -22,8 +22,13 @@ pub fn decode<T: DeserializeOwned>(value: ConfigValue) -> Result<T, Vec<Problem>
         Ok(_) => Err(problems),
         Err(error) => {
             let path = error_path(error.path());
-            let message = clean_message(&error.inner().to_string());
-            problems.push(Problem::new(path, message));
+            let message = error.inner().to_string();
+            if message.starts_with(super::nested::NESTED_PROBLEMS) {
+                let nested = super::nested::take_stashed();
+                problems.extend(nested.into_iter().map(|p| p.under(&path)));
+            } else {
+                problems.push(Problem::new(path, clean_message(&message)));
+            }
             Err(problems)
         }
     }

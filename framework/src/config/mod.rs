@@ -8,23 +8,26 @@
 //! and line it was written at.
 
 mod decode;
+mod nested;
 mod path;
 mod problem;
 mod resolve;
 mod schema;
 mod sources;
+mod terms;
 mod upgrade;
 mod value;
 
 use std::path::PathBuf;
 
 pub use decode::{declared_fields, decode};
+pub(crate) use nested::RegistryScope;
+pub use nested::{decode_component, Component};
 pub use path::{KeyPath, Segment};
 pub use problem::{Location, Problem, Problems};
-pub use schema::{
-    Config, DatasetConfig, LossConfig, LossTerm, PreprocessConfig, SplitConfig, TrainConfig,
-};
+pub use schema::{Config, DatasetConfig, LossConfig, PreprocessConfig, SplitConfig, TrainConfig};
 pub use sources::ConfigSources;
+pub use terms::{LossTerm, Section, Weight};
 pub use value::{
     key, kind_name, merge, to_value, to_yaml_string, ConfigDocument, ConfigMapping, ConfigValue,
 };

@@ -9,10 +9,11 @@ use super::decode::decode;
 use super::path::KeyPath;
 use super::problem::Problem;
 use super::schema::{
-    Config, DatasetConfig, LossConfig, LossTerm, PreprocessConfig, SplitConfig, TrainConfig,
+    Config, DatasetConfig, LossConfig, PreprocessConfig, SplitConfig, TrainConfig,
 };
+use super::terms::{LossTerm, Section, Weight};
 use super::value::{self, ConfigMapping, ConfigValue};
-use crate::component::MethodConfig;
+use crate::component::{Decl, MethodConfig, MethodContext};
 use crate::registry::{ComponentKind, DecodeError, Registry};
 use crate::suggest;
 
@@ -22,6 +23,7 @@ const SPLIT_KEYS: &[&str] = &["dir", "format", "labeled"];
 const TRAIN_KEYS: &[&str] = &[
     "method",
     "backbone",
+    "parameters",
     "loss",
     "optimizer",
     "preprocess",
@@ -29,7 +31,8 @@ const TRAIN_KEYS: &[&str] = &[
     "save_period",
     "update_freq",
 ];
-const LOSS_KEYS: &[&str] = &["image", "label", "regularization"];
+const LOSS_KEYS: &[&str] = &["image", "label", "regularization", "field"];
+const WEIGHT_KEYS: &[&str] = &["hyper", "complement", "scale"];
 const PREPROCESS_KEYS: &[&str] = &[
     "batch_size",
     "shuffle_buffer_num_batch",
@@ -47,6 +50,7 @@ pub(super) fn resolve(
     let mut walker = Walker {
         registry,
         problems: Vec::new(),
+        step: None,
     };
     let root_path = KeyPath::root();
     let mut root = walker.mapping(merged, &root_path).unwrap_or_default();
@@ -57,7 +61,7 @@ pub(super) fn resolve(
         .and_then(|v| walker.dataset(v, &KeyPath::keys(&["dataset"])));
     let train = walker
         .required(&mut root, "train", &root_path)
-        .and_then(|v| walker.train(v, &KeyPath::keys(&["train"])));
+        .and_then(|v| walker.train(v, dataset.as_ref(), &KeyPath::keys(&["train"])));
     match (dataset, train) {
         (Some(dataset), Some(train)) => {
             walker.check_labels_for_method(&dataset, &train);
@@ -78,6 +82,8 @@ pub(super) fn resolve(
 struct Walker<'r> {
     registry: &'r Registry,
     problems: Vec<Problem>,
+    /// The data loader's tensors and the method's outputs, once both are known.
+    step: Option<(Vec<Decl>, Vec<Decl>)>,
 }
 
 impl Walker<'_> {
@@ -106,6 +112,69 @@ impl Walker<'_> {
                 );
             }
         }
+    }
+
+    /// The tensors a step holds before the method runs (the data loader's) and the method's
+    /// outputs, for checking explicit loss inputs.
+    fn declare_step(
+        &mut self,
+        dataset: &DatasetConfig,
+        method: &dyn MethodConfig,
+        backbone: Option<&dyn crate::component::BackboneConfig>,
+    ) {
+        let labeled = [&dataset.train, &dataset.valid, &dataset.test]
+            .into_iter()
+            .flatten()
+            .next()
+            .is_some_and(|split| split.labeled);
+        let provided = dataset.loader.provides(labeled);
+        let shapes = dataset.loader.image_shapes();
+        let context = MethodContext {
+            shapes: &shapes,
+            inputs: &provided,
+            backbone,
+        };
+        let outputs = method.outputs(&context);
+        self.step = Some((provided, outputs));
+    }
+
+    /// Explicit `inputs` of a loss term: as many as the section takes, each a tensor the
+    /// data loader provides or the method outputs.
+    fn check_inputs(&mut self, section: Section, inputs: &[String], path: &KeyPath) {
+        if inputs.len() != section.arity() {
+            self.problem(
+                path.clone(),
+                format!(
+                    "a `{}` loss takes {} input{} (by default {}), got {}",
+                    section.key(),
+                    section.arity(),
+                    if section.arity() == 1 { "" } else { "s" },
+                    section.default_inputs().join(", "),
+                    inputs.len()
+                ),
+            );
+        }
+        let Some((provided, outputs)) = self.step.take() else {
+            return;
+        };
+        for (i, name) in inputs.iter().enumerate() {
+            let known = |decls: &[Decl]| decls.iter().any(|d| &d.name == name);
+            if known(&provided) || known(&outputs) {
+                continue;
+            }
+            let list = |decls: &[Decl]| suggest::quoted_list(decls.iter().map(|d| d.name.as_str()));
+            let mut message = format!(
+                "no tensor `{name}` in this step: the data loader provides {} and the method outputs {}",
+                list(&provided),
+                list(&outputs)
+            );
+            let all = provided.iter().chain(&outputs).map(|d| d.name.as_str());
+            if let Some(close) = suggest::closest(name, all) {
+                message.push_str(&format!(" (did you mean `{close}`?)"));
+            }
+            self.problem(path.index(i), message);
+        }
+        self.step = Some((provided, outputs));
     }
 
     fn problem(&mut self, path: KeyPath, message: impl Into<String>) {
@@ -325,15 +394,35 @@ impl Walker<'_> {
         })
     }
 
-    fn train(&mut self, value: ConfigValue, path: &KeyPath) -> Option<TrainConfig> {
+    fn train(
+        &mut self,
+        value: ConfigValue,
+        dataset: Option<&DatasetConfig>,
+        path: &KeyPath,
+    ) -> Option<TrainConfig> {
         let mut mapping = self.mapping(value, path)?;
         self.check_keys(&mapping, TRAIN_KEYS, path);
         let method = self
             .required(&mut mapping, "method", path)
-            .and_then(|v| self.component(v, &path.key("method")));
-        let backbone = self
-            .required(&mut mapping, "backbone", path)
-            .and_then(|v| self.component(v, &path.key("backbone")));
+            .and_then(|v| self.component::<dyn MethodConfig>(v, &path.key("method")));
+        let backbone = match mapping.remove(value::key("backbone")) {
+            None => Some(None),
+            Some(v) => self
+                .component::<dyn crate::component::BackboneConfig>(v, &path.key("backbone"))
+                .map(|b| Some(std::sync::Arc::from(b))),
+        };
+        if let (Some(method), Some(None)) = (&method, &backbone) {
+            if method.needs_backbone() {
+                self.problem(path.key("backbone"), "missing required key");
+            }
+        }
+        if let (Some(dataset), Some(method), Some(backbone)) = (dataset, &method, &backbone) {
+            self.declare_step(dataset, &**method, backbone.as_deref());
+        }
+        let parameters = match mapping.remove(value::key("parameters")) {
+            None => Some(None),
+            Some(v) => self.component(v, &path.key("parameters")).map(Some),
+        };
         let loss = self
             .required(&mut mapping, "loss", path)
             .and_then(|v| self.loss(v, &path.key("loss")));
@@ -351,8 +440,9 @@ impl Walker<'_> {
             .and_then(|v| self.positive(v, &path.key("save_period")));
         let update_freq = mapping.remove(value::key("update_freq"));
         Some(TrainConfig {
-            method: method?,
+            method: std::sync::Arc::from(method?),
             backbone: backbone?,
+            parameters: parameters?,
             loss: loss?,
             optimizer: optimizer?,
             preprocess: preprocess?,
@@ -375,6 +465,9 @@ impl Walker<'_> {
         }
         if let Some(v) = mapping.remove(value::key("regularization")) {
             loss.regularization = self.terms(v, &path.key("regularization"));
+        }
+        if let Some(v) = mapping.remove(value::key("field")) {
+            loss.field = self.terms(v, &path.key("field"));
         }
         (self.problems.len() == before).then_some(loss)
     }
@@ -406,22 +499,65 @@ impl Walker<'_> {
     ) -> Option<LossTerm<K>> {
         let mut mapping = self.mapping(value, path)?;
         let weight = match mapping.remove(value::key("weight")) {
-            None => Some(1.0),
-            Some(v) => self.typed::<f64>(v, &path.key("weight")),
+            None => Some(Weight::Constant(1.0)),
+            Some(v) => self.weight(v, &path.key("weight")),
         };
-        if let Some(w) = weight {
-            if !w.is_finite() || w < 0.0 {
-                self.problem(
-                    path.key("weight"),
-                    format!("must be a finite number ≥ 0, got {w}"),
-                );
+        let inputs = match mapping.remove(value::key("inputs")) {
+            None => Some(None),
+            Some(v) => self.typed::<Vec<String>>(v, &path.key("inputs")).map(Some),
+        };
+        if let Some(Some(inputs)) = &inputs {
+            if let Some(section) = Section::ALL
+                .into_iter()
+                .find(|s| s.category() == K::CATEGORY)
+            {
+                self.check_inputs(section, inputs, &path.key("inputs"));
             }
         }
         let config = self.component(ConfigValue::Mapping(mapping), path);
         Some(LossTerm {
             weight: weight?,
+            inputs: inputs?,
             config: config?,
         })
+    }
+
+    /// A term's weight: a number ≥ 0, or `{hyper: <name>, complement: <bool>, scale: <number>}`.
+    fn weight(&mut self, value: ConfigValue, path: &KeyPath) -> Option<Weight> {
+        let check = |walker: &mut Self, w: f64, at: KeyPath| {
+            if !w.is_finite() || w < 0.0 {
+                walker.problem(at, format!("must be a finite number ≥ 0, got {w}"));
+                return None;
+            }
+            Some(w)
+        };
+        match value {
+            ConfigValue::Mapping(mut mapping) => {
+                self.check_keys(&mapping, WEIGHT_KEYS, path);
+                let hyper = self
+                    .required(&mut mapping, "hyper", path)
+                    .and_then(|v| self.typed::<String>(v, &path.key("hyper")));
+                let complement = match mapping.remove(value::key("complement")) {
+                    None => Some(false),
+                    Some(v) => self.typed::<bool>(v, &path.key("complement")),
+                };
+                let scale = match mapping.remove(value::key("scale")) {
+                    None => Some(1.0),
+                    Some(v) => self
+                        .typed::<f64>(v, &path.key("scale"))
+                        .and_then(|s| check(self, s, path.key("scale"))),
+                };
+                Some(Weight::Hyper {
+                    hyper: hyper?,
+                    complement: complement?,
+                    scale: scale?,
+                })
+            }
+            other => {
+                let w = self.typed::<f64>(other, path)?;
+                check(self, w, path.clone()).map(Weight::Constant)
+            }
+        }
     }
 
     fn preprocess(&mut self, value: ConfigValue, path: &KeyPath) -> Option<PreprocessConfig> {

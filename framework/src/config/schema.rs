@@ -3,14 +3,17 @@
 //! default filled in; that YAML resolves to the same configuration again.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::terms::{LossTerm, Section};
 use super::value::{self, ConfigMapping, ConfigValue};
 use super::ConfigError;
 use crate::component::{
-    AugmentationConfig, BackboneConfig, DataLoaderConfig, FileLoaderConfig, ImageLossConfig,
-    LabelLossConfig, MethodConfig, OptimizerConfig, RegularizationConfig,
+    AugmentationConfig, BackboneConfig, DataLoaderConfig, FieldLossConfig, FileLoaderConfig,
+    ImageLossConfig, LabelLossConfig, MethodConfig, OptimizerConfig, ParamSourceConfig,
+    RegularizationConfig,
 };
 
 /// A whole configuration: `dataset` and `train`, plus the plugin libraries it asked for.
@@ -52,10 +55,14 @@ pub struct SplitConfig {
 /// The `train` section.
 #[derive(Debug)]
 pub struct TrainConfig {
-    /// `method`: ddf, dvf, conditional, …
-    pub method: Box<dyn MethodConfig>,
-    /// `backbone`: the network.
-    pub backbone: Box<dyn BackboneConfig>,
+    /// `method`: ddf, dvf, conditional, cascade, inverse, …
+    pub method: Arc<dyn MethodConfig>,
+    /// `backbone`: the network of a method without its own `backbone` key (DeepReg's
+    /// configs always give it; a cascade whose stages name theirs need not).
+    pub backbone: Option<Arc<dyn BackboneConfig>>,
+    /// `parameters`: where the weights come from; absent means seeded variables, nothing
+    /// frozen, nothing loaded.
+    pub parameters: Option<Box<dyn ParamSourceConfig>>,
     /// `loss`: weighted image, label and regularisation terms.
     pub loss: LossConfig,
     /// `optimizer`.
@@ -70,7 +77,7 @@ pub struct TrainConfig {
     pub update_freq: Option<ConfigValue>,
 }
 
-/// The loss terms; each category holds zero or more weighted terms.
+/// The loss terms by section; each section holds zero or more weighted terms.
 #[derive(Debug, Default)]
 pub struct LossConfig {
     /// `loss.image`.
@@ -79,15 +86,8 @@ pub struct LossConfig {
     pub label: Vec<LossTerm<dyn LabelLossConfig>>,
     /// `loss.regularization`.
     pub regularization: Vec<LossTerm<dyn RegularizationConfig>>,
-}
-
-/// A loss component with its weight. A weight of 0 disables the term.
-#[derive(Debug)]
-pub struct LossTerm<K: ?Sized> {
-    /// `weight` (default 1.0).
-    pub weight: f64,
-    /// The loss component.
-    pub config: Box<K>,
+    /// `loss.field`.
+    pub field: Vec<LossTerm<dyn FieldLossConfig>>,
 }
 
 /// The `train.preprocess` section.
@@ -176,14 +176,27 @@ impl TrainConfig {
     fn to_value(&self) -> Result<ConfigValue, ConfigError> {
         let mut mapping = ConfigMapping::new();
         mapping.insert(value::key("method"), compact_component(&*self.method)?);
-        mapping.insert(
-            value::key("backbone"),
-            ConfigValue::Mapping(component_mapping(&*self.backbone)?),
-        );
+        if let Some(backbone) = &self.backbone {
+            mapping.insert(
+                value::key("backbone"),
+                ConfigValue::Mapping(component_mapping(&**backbone)?),
+            );
+        }
+        if let Some(parameters) = &self.parameters {
+            mapping.insert(
+                value::key("parameters"),
+                ConfigValue::Mapping(component_mapping(&**parameters)?),
+            );
+        }
         let mut loss = ConfigMapping::new();
-        insert_terms(&mut loss, "image", &self.loss.image)?;
-        insert_terms(&mut loss, "label", &self.loss.label)?;
-        insert_terms(&mut loss, "regularization", &self.loss.regularization)?;
+        insert_terms(&mut loss, Section::Image, &self.loss.image)?;
+        insert_terms(&mut loss, Section::Label, &self.loss.label)?;
+        insert_terms(
+            &mut loss,
+            Section::Regularization,
+            &self.loss.regularization,
+        )?;
+        insert_terms(&mut loss, Section::Field, &self.loss.field)?;
         mapping.insert(value::key("loss"), ConfigValue::Mapping(loss));
         mapping.insert(
             value::key("optimizer"),
@@ -232,7 +245,7 @@ impl PreprocessConfig {
 
 fn insert_terms<K: Serialize + ?Sized>(
     loss: &mut ConfigMapping,
-    category: &str,
+    section: Section,
     terms: &[LossTerm<K>],
 ) -> Result<(), ConfigError> {
     if terms.is_empty() {
@@ -242,11 +255,15 @@ fn insert_terms<K: Serialize + ?Sized>(
         .iter()
         .map(|term| {
             let mut mapping = component_mapping(&*term.config)?;
-            mapping.insert(value::key("weight"), ConfigValue::from(term.weight));
+            mapping.insert(value::key("weight"), term.weight.to_value());
+            if let Some(inputs) = &term.inputs {
+                let inputs = inputs.iter().cloned().map(ConfigValue::String).collect();
+                mapping.insert(value::key("inputs"), ConfigValue::Sequence(inputs));
+            }
             Ok(ConfigValue::Mapping(mapping))
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    loss.insert(value::key(category), ConfigValue::Sequence(items));
+    loss.insert(value::key(section.key()), ConfigValue::Sequence(items));
     Ok(())
 }
 

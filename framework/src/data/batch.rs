@@ -2,7 +2,7 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::component::{ImageId, ImageShapes, PairBatch, Sample, SampleRef};
+use crate::component::{Batch, ImageId, ImageShapes, Sample, SampleRef};
 
 /// What each batch element is, for outputs and metrics rows.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,13 +46,15 @@ fn stack(
     Tensor::from_vec(data, dims, device)
 }
 
-/// Stacks samples into a [`PairBatch`]: images `(N, 1, *shape)`, labels `(N, 1, *shape)` when
-/// every sample has them. A sample whose data does not fit the shapes is an error.
-pub fn to_pair_batch(
+/// Stacks samples into a [`Batch`]: images `(N, 1, *shape)`, labels `(N, 1, *shape)` when
+/// every sample has them, and every further tensor the samples provide (each sample must
+/// provide the same ones, of one shape). A sample whose data does not fit the shapes is an
+/// error.
+pub fn to_batch(
     samples: &[Sample],
     shapes: &ImageShapes,
     device: &Device,
-) -> candle_core::Result<(PairBatch, BatchInfo)> {
+) -> candle_core::Result<(Batch, BatchInfo)> {
     let labeled = !samples.is_empty()
         && samples
             .iter()
@@ -65,12 +67,33 @@ pub fn to_pair_batch(
     } else {
         (None, None)
     };
-    let batch = PairBatch {
-        moving_image: stack(samples, moving_image, &shapes.moving, device)?,
-        fixed_image: stack(samples, fixed_image, &shapes.fixed, device)?,
+    let mut batch = Batch::pair(
+        stack(samples, moving_image, &shapes.moving, device)?,
+        stack(samples, fixed_image, &shapes.fixed, device)?,
         moving_label,
         fixed_label,
-    };
+    );
+    if let Some(first) = samples.first() {
+        for (index, (decl, shape, _)) in first.extra.iter().enumerate() {
+            let mut data = Vec::with_capacity(samples.len() * shape.iter().product::<usize>());
+            for sample in samples {
+                match sample.extra.get(index) {
+                    Some((d, s, values)) if d == decl && s == shape => {
+                        data.extend_from_slice(values)
+                    }
+                    _ => candle_core::bail!(
+                        "the samples of a batch disagree on `{}`: each must provide it with shape {shape:?}",
+                        decl.name
+                    ),
+                }
+            }
+            let mut dims = vec![samples.len()];
+            dims.extend_from_slice(shape);
+            batch
+                .tensors
+                .insert(decl.clone(), Tensor::from_vec(data, dims, device)?);
+        }
+    }
     let info = BatchInfo {
         references: samples.iter().map(|s| s.reference.clone()).collect(),
         ids: samples.iter().map(|s| s.ids.clone()).collect(),
@@ -100,6 +123,7 @@ mod tests {
             moving_label: labeled.then(|| vec![1.0; 8]),
             fixed_label: labeled.then(|| vec![0.0; 4]),
             fixed_affine: [[1.0; 4]; 4],
+            extra: Vec::new(),
         }
     }
 
@@ -109,24 +133,24 @@ mod tests {
             moving: vec![2, 2, 2],
             fixed: vec![2, 2],
         };
-        let (batch, info) = to_pair_batch(
+        let (batch, info) = to_batch(
             &[sample(1.0, true), sample(2.0, true)],
             &shapes,
             &Device::Cpu,
         )
         .unwrap();
-        assert_eq!(batch.moving_image.dims(), &[2, 1, 2, 2, 2]);
-        assert_eq!(batch.fixed_image.dims(), &[2, 1, 2, 2]);
-        assert_eq!(batch.moving_label.unwrap().dims(), &[2, 1, 2, 2, 2]);
+        assert_eq!(batch.moving_image().unwrap().dims(), &[2, 1, 2, 2, 2]);
+        assert_eq!(batch.fixed_image().unwrap().dims(), &[2, 1, 2, 2]);
+        assert_eq!(batch.moving_label().unwrap().dims(), &[2, 1, 2, 2, 2]);
         assert_eq!(info.ids.len(), 2);
-        let (batch, _) = to_pair_batch(
+        let (batch, _) = to_batch(
             &[sample(1.0, true), sample(2.0, false)],
             &shapes,
             &Device::Cpu,
         )
         .unwrap();
         assert!(
-            batch.moving_label.is_none(),
+            batch.moving_label().is_none(),
             "labels only when every sample has them"
         );
     }
@@ -137,6 +161,6 @@ mod tests {
             moving: vec![3, 3],
             fixed: vec![2, 2],
         };
-        assert!(to_pair_batch(&[sample(1.0, false)], &shapes, &Device::Cpu).is_err());
+        assert!(to_batch(&[sample(1.0, false)], &shapes, &Device::Cpu).is_err());
     }
 }

@@ -6,6 +6,6 @@ mod batch;
 mod pipeline;
 mod shuffle;
 
-pub use batch::{to_pair_batch, BatchInfo};
+pub use batch::{to_batch, BatchInfo};
 pub use pipeline::{BatchStream, PipelineConfig};
 pub use shuffle::shuffle_buffer;

@@ -170,6 +170,7 @@ mod tests {
                 moving_label: None,
                 fixed_label: None,
                 fixed_affine: [[0.0; 4]; 4],
+                extra: Vec::new(),
             })
         }
     }

@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 
 use super::{tensor_error, EngineError};
-use crate::component::{MethodOutput, PairBatch};
+use crate::component::{names, Batch, Grid, ImageShapes, Kind, Tensors};
 use crate::data::BatchInfo;
 use crate::metrics;
 
@@ -17,62 +17,84 @@ fn element(tensor: &Tensor, index: usize) -> Result<Vec<f32>, EngineError> {
         .map_err(tensor_error("reading an output"))
 }
 
+/// The metric name of a displacement field's folding fraction: `ddf_folding_fraction`,
+/// `inv/ddf_folding_fraction`, `stage.0/ddf_folding_fraction`.
+pub(super) fn folding_metric(field: &str) -> String {
+    format!("{field}_folding_fraction")
+}
+
+/// The spatial shape of a tensor on `grid`.
+pub(super) fn grid_shape(shapes: &ImageShapes, grid: Grid) -> &[usize] {
+    match grid {
+        Grid::Moving => &shapes.moving,
+        Grid::Fixed | Grid::None => &shapes.fixed,
+    }
+}
+
 /// Adds each element's metrics after registration to `add(name, value)`:
 /// * `image_ssd`: mean squared difference of the fixed and the predicted fixed image;
 /// * `label_dice`: binary Dice of the fixed and the predicted label (labelled data);
 /// * `label_tre_mm`: distance of their centroids in millimetres (when neither is empty);
-/// * `ddf_folding_fraction`: the fraction of voxels whose Jacobian determinant is ≤ 0.
+/// * `<field>_folding_fraction` for every displacement field the method outputs (by its
+///   declaration): the fraction of voxels whose Jacobian determinant is ≤ 0.
 pub(super) fn add_batch_metrics(
-    batch: &PairBatch,
+    batch: &Batch,
     info: &BatchInfo,
-    output: &MethodOutput,
-    fixed_shape: &[usize],
+    output: &Tensors,
+    shapes: &ImageShapes,
     mut add: impl FnMut(&str, f64),
 ) -> Result<(), EngineError> {
+    let fixed_image = batch
+        .fixed_image()
+        .map_err(tensor_error("the batch's fixed image"))?;
+    let fields: Vec<(String, &Tensor, &[usize])> = output
+        .iter()
+        .filter(|(decl, _)| decl.kind == Kind::Field)
+        .map(|(decl, tensor)| {
+            (
+                folding_metric(&decl.name),
+                tensor,
+                grid_shape(shapes, decl.grid),
+            )
+        })
+        .collect();
     for index in 0..info.ids.len() {
-        let fixed = element(&batch.fixed_image, index)?;
-        if let Some(predicted) = &output.pred_fixed_image {
+        let fixed = element(fixed_image, index)?;
+        if let Some(predicted) = output.get(names::PRED_FIXED_IMAGE) {
             add(
                 "image_ssd",
                 metrics::image_ssd(&fixed, &element(predicted, index)?),
             );
         }
-        if let (Some(label), Some(predicted)) = (&batch.fixed_label, &output.pred_fixed_label) {
+        if let (Some(label), Some(predicted)) =
+            (batch.fixed_label(), output.get(names::PRED_FIXED_LABEL))
+        {
             let (label, predicted) = (element(label, index)?, element(predicted, index)?);
             add("label_dice", metrics::binary_dice(&label, &predicted));
             let affine = &info.fixed_affines[index];
             if let Some((_, mm)) =
-                metrics::centroid_distance(&label, &predicted, fixed_shape, affine)
+                metrics::centroid_distance(&label, &predicted, &shapes.fixed, affine)
             {
                 add("label_tre_mm", mm);
             }
         }
-        if let Some(ddf) = &output.ddf {
-            if let Some(stats) = metrics::jacobian_stats(&element(ddf, index)?, fixed_shape) {
-                add("ddf_folding_fraction", stats.folding_fraction);
+        for (metric, field, shape) in &fields {
+            if let Some(stats) = metrics::jacobian_stats(&element(field, index)?, shape) {
+                add(metric, stats.folding_fraction);
             }
         }
     }
     Ok(())
 }
 
-/// The first output of the method (`ddf`, `dvf`, `theta`, `pred_fixed_image`,
-/// `pred_fixed_label`) holding a NaN or an infinity, with that value.
+/// The first output of the method, in its order, holding a NaN or an infinity, with that
+/// value.
 pub(super) fn first_non_finite_output(
-    output: &MethodOutput,
-) -> Result<Option<(&'static str, f32)>, EngineError> {
-    let outputs = [
-        ("ddf", &output.ddf),
-        ("dvf", &output.dvf),
-        ("theta", &output.theta),
-        ("pred_fixed_image", &output.pred_fixed_image),
-        ("pred_fixed_label", &output.pred_fixed_label),
-    ];
-    for (name, tensor) in outputs {
-        if let Some(tensor) = tensor {
-            if let Some(value) = first_non_finite(tensor)? {
-                return Ok(Some((name, value)));
-            }
+    output: &Tensors,
+) -> Result<Option<(String, f32)>, EngineError> {
+    for (decl, tensor) in output.iter() {
+        if let Some(value) = first_non_finite(tensor)? {
+            return Ok(Some((decl.name.clone(), value)));
         }
     }
     Ok(None)
@@ -106,15 +128,10 @@ mod tests {
         let device = Device::Cpu;
         let finite = Tensor::zeros((1, 3, 2, 2, 2), candle_core::DType::F32, &device).unwrap();
         let bad = Tensor::new(&[[0.0f32, f32::NAN]], &device).unwrap();
-        let mut output = MethodOutput {
-            ddf: Some(finite),
-            dvf: None,
-            theta: None,
-            pred_fixed_image: None,
-            pred_fixed_label: None,
-        };
+        let mut output = Tensors::new();
+        output.put(names::DDF, Kind::Field, Grid::Fixed, finite);
         assert_eq!(first_non_finite_output(&output).unwrap(), None);
-        output.pred_fixed_image = Some(bad);
+        output.put(names::PRED_FIXED_IMAGE, Kind::Image, Grid::Fixed, bad);
         let (name, value) = first_non_finite_output(&output).unwrap().unwrap();
         assert_eq!(name, "pred_fixed_image");
         assert!(value.is_nan());
@@ -136,19 +153,18 @@ mod tests {
             .unwrap()
             .reshape((1, 1, 2, 2, 2))
             .unwrap();
-        let batch = PairBatch {
-            moving_image: image.clone(),
-            fixed_image: image.clone(),
-            moving_label: Some(label.clone()),
-            fixed_label: Some(label.clone()),
-        };
-        let output = MethodOutput {
-            ddf: Some(Tensor::zeros((1, 3, 2, 2, 2), candle_core::DType::F32, &device).unwrap()),
-            dvf: None,
-            theta: None,
-            pred_fixed_image: Some(image),
-            pred_fixed_label: Some(label),
-        };
+        let batch = Batch::pair(
+            image.clone(),
+            image.clone(),
+            Some(label.clone()),
+            Some(label.clone()),
+        );
+        let zeros = Tensor::zeros((1, 3, 2, 2, 2), candle_core::DType::F32, &device).unwrap();
+        let mut output = Tensors::new();
+        output.put(names::DDF, Kind::Field, Grid::Fixed, zeros.clone());
+        output.put(names::PRED_FIXED_IMAGE, Kind::Image, Grid::Fixed, image);
+        output.put(names::PRED_FIXED_LABEL, Kind::Label, Grid::Fixed, label);
+        output.put("inv/ddf", Kind::Field, Grid::Moving, zeros);
         let identity = [
             [2.0, 0.0, 0.0, 0.0],
             [0.0, 2.0, 0.0, 0.0],
@@ -161,7 +177,11 @@ mod tests {
             fixed_affines: vec![identity],
         };
         let mut seen = Vec::new();
-        add_batch_metrics(&batch, &info, &output, &[2, 2, 2], |n, v| {
+        let shapes = ImageShapes {
+            moving: vec![2, 2, 2],
+            fixed: vec![2, 2, 2],
+        };
+        add_batch_metrics(&batch, &info, &output, &shapes, |n, v| {
             seen.push((n.to_owned(), v))
         })
         .unwrap();
@@ -172,7 +192,8 @@ mod tests {
                 "image_ssd",
                 "label_dice",
                 "label_tre_mm",
-                "ddf_folding_fraction"
+                "ddf_folding_fraction",
+                "inv/ddf_folding_fraction"
             ]
         );
         assert_eq!(seen[0].1, 0.0);

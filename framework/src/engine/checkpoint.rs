@@ -57,7 +57,7 @@ pub fn weights_file(checkpoint: &Path) -> PathBuf {
 /// optimiser state, the progress and `config_yaml`.
 pub fn save(
     dir: &Path,
-    model: &Model<'_>,
+    model: &Model,
     optimizer: &dyn Optimizer,
     progress: &Progress,
     config_yaml: &str,
@@ -75,8 +75,7 @@ pub fn save(
     }
     std::fs::create_dir_all(&partial).map_err(io_error(&partial))?;
     model
-        .variables
-        .save(partial.join(WEIGHTS))
+        .save_weights(&partial.join(WEIGHTS))
         .map_err(tensor_error(format!(
             "saving {}",
             dir.join(WEIGHTS).display()
@@ -104,7 +103,7 @@ pub fn save(
 /// Errors name the folder and what does not fit.
 pub fn load(
     dir: &Path,
-    model: &mut Model<'_>,
+    model: &mut Model,
     optimizer: &mut dyn Optimizer,
 ) -> Result<Progress, EngineError> {
     let invalid = |message: String| EngineError::Io {

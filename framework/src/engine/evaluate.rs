@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
+use super::batch_metrics::grid_shape;
 use super::train::{loader_threads, open_split};
 use super::{tensor_error, EngineError, Model};
-use crate::component::{ImageId, SampleRef, Split};
-use crate::data::{to_pair_batch, BatchStream, PipelineConfig};
+use crate::component::{names, Grid, ImageId, ImageShapes, Kind, SampleRef, Split, Tensors};
+use crate::data::{to_batch, BatchStream, PipelineConfig};
 use crate::metrics::{self, JacobianStats};
 use crate::ops::{self, Align, ResizeMode};
 
@@ -36,8 +37,11 @@ pub struct EvaluatedPair {
     pub before: PairMetrics,
     /// Metrics after registration.
     pub after: PairMetrics,
-    /// Jacobian determinant statistics of the predicted DDF.
+    /// Jacobian determinant statistics of the predicted DDF (`ddf`).
     pub jacobian: Option<JacobianStats>,
+    /// Jacobian determinant statistics of every displacement field the method outputs
+    /// (`ddf`, `inv/ddf`, `stage.0/ddf`, …), in its order.
+    pub jacobians: Vec<(String, JacobianStats)>,
 }
 
 /// A split's evaluation.
@@ -55,8 +59,10 @@ impl Evaluation {
     }
 }
 
-/// One evaluated sample's inputs and outputs, each `(C, *fixed)` on the fixed grid with
-/// the batch axis removed, for writing DeepReg's per-pair outputs.
+/// One evaluated sample's inputs and outputs with the batch axis removed, for writing
+/// DeepReg's per-pair outputs: the batch's tensors (the moving image and label resampled
+/// linearly onto the fixed grid) followed by the method's outputs, each with its
+/// declaration.
 #[derive(Clone, Debug)]
 pub struct PairTensors {
     /// Which pair and label this is.
@@ -65,43 +71,25 @@ pub struct PairTensors {
     pub ids: (ImageId, ImageId),
     /// The fixed image's voxel-to-world affine on the (resized) fixed grid.
     pub fixed_affine: [[f64; 4]; 4],
-    /// The moving image resampled (linearly) onto the fixed grid.
-    pub moving_image: Tensor,
-    /// The fixed image.
-    pub fixed_image: Tensor,
-    /// The moving image warped by the predicted transform.
-    pub pred_fixed_image: Option<Tensor>,
-    /// The moving label resampled onto the fixed grid, for labelled data.
-    pub moving_label: Option<Tensor>,
-    /// The fixed label, for labelled data.
-    pub fixed_label: Option<Tensor>,
-    /// The warped moving label, or the conditional method's prediction.
-    pub pred_fixed_label: Option<Tensor>,
-    /// The dense displacement field, `(ndim, *fixed)` in voxels.
-    pub ddf: Option<Tensor>,
-    /// The velocity field of the `dvf` method.
-    pub dvf: Option<Tensor>,
-    /// The affine parameters `(ndim + 1, ndim)` of a `global` backbone.
-    pub theta: Option<Tensor>,
+    /// The named tensors: `(C, *spatial)` for spatial kinds, `(ndim + 1, ndim)` for
+    /// affine parameters.
+    pub tensors: Tensors,
+}
+
+impl PairTensors {
+    /// The tensor named `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
 }
 
 /// Evaluates `model` on `split`, one sample at a time, in the split's fixed order.
 pub fn evaluate(
-    model: &Model<'_>,
+    model: &Model,
     config: &crate::config::Config,
     split: Split,
 ) -> Result<Evaluation, EngineError> {
     evaluate_each(model, config, split, 1, |_, _| Ok::<(), EngineError>(()))
-}
-
-fn element(tensor: &Tensor, index: usize) -> Result<Tensor, EngineError> {
-    tensor
-        .get(index)
-        .map_err(tensor_error("taking a sample out of its batch"))
-}
-
-fn optional_element(tensor: Option<&Tensor>, index: usize) -> Result<Option<Tensor>, EngineError> {
-    tensor.map(|t| element(t, index)).transpose()
 }
 
 /// Evaluates `model` on `split` in batches of `batch_size` samples, in the split's fixed
@@ -109,7 +97,7 @@ fn optional_element(tensor: Option<&Tensor>, index: usize) -> Result<Option<Tens
 /// from `on_pair` stops the evaluation). Backbones normalise with batch statistics, so
 /// predictions can depend on `batch_size`; [`evaluate`] uses 1.
 pub fn evaluate_each<E: From<EngineError>>(
-    model: &Model<'_>,
+    model: &Model,
     config: &crate::config::Config,
     split: Split,
     batch_size: usize,
@@ -127,37 +115,36 @@ pub fn evaluate_each<E: From<EngineError>>(
         threads: loader_threads(config),
         prefetch: 2,
     };
-    let fixed_shape = &model.shapes.fixed;
-    let resize = |t: &Tensor| {
-        ops::resize(t, fixed_shape, ResizeMode::Linear, Align::HalfPixel)
-            .map_err(tensor_error("resizing the moving image"))
-    };
+    let fixed_shape = model.shapes.fixed.clone();
     let mut evaluation = Evaluation::default();
     for loaded in
         BatchStream::start(Arc::clone(&loader), samples, &pipeline).map_err(EngineError::from)?
     {
         let loaded = loaded.map_err(EngineError::from)?;
-        let (batch, info) = to_pair_batch(&loaded, &model.shapes, &device)
-            .map_err(tensor_error("stacking a sample"))?;
+        let (batch, info) =
+            to_batch(&loaded, &model.shapes, &device).map_err(tensor_error("stacking a sample"))?;
         let output = model.forward(&batch)?;
-        let moving = resize(&batch.moving_image)?;
-        let moving_label = batch.moving_label.as_ref().map(resize).transpose()?;
+        let mut all = batch
+            .tensors
+            .map(|decl, tensor| {
+                if decl.kind.is_spatial() && decl.grid == Grid::Moving {
+                    ops::resize(tensor, &fixed_shape, ResizeMode::Linear, Align::HalfPixel)
+                } else {
+                    Ok(tensor.clone())
+                }
+            })
+            .map_err(tensor_error("resizing the moving image"))?;
+        all.extend(output);
         for index in 0..loaded.len() {
             let tensors = PairTensors {
                 reference: info.references[index].clone(),
                 ids: info.ids[index].clone(),
                 fixed_affine: info.fixed_affines[index],
-                moving_image: element(&moving, index)?,
-                fixed_image: element(&batch.fixed_image, index)?,
-                pred_fixed_image: optional_element(output.pred_fixed_image.as_ref(), index)?,
-                moving_label: optional_element(moving_label.as_ref(), index)?,
-                fixed_label: optional_element(batch.fixed_label.as_ref(), index)?,
-                pred_fixed_label: optional_element(output.pred_fixed_label.as_ref(), index)?,
-                ddf: optional_element(output.ddf.as_ref(), index)?,
-                dvf: optional_element(output.dvf.as_ref(), index)?,
-                theta: optional_element(output.theta.as_ref(), index)?,
+                tensors: all
+                    .map(|_, t| t.get(index))
+                    .map_err(tensor_error("taking a sample out of its batch"))?,
             };
-            let pair = evaluate_pair(&tensors, fixed_shape)?;
+            let pair = evaluate_pair(&tensors, &model.shapes)?;
             on_pair(&pair, &tensors)?;
             evaluation.pairs.push(pair);
         }
@@ -177,10 +164,16 @@ fn channel_data(tensor: &Tensor) -> Result<Vec<f32>, EngineError> {
 /// One sample's metrics before and after registration.
 fn evaluate_pair(
     tensors: &PairTensors,
-    fixed_shape: &[usize],
+    shapes: &ImageShapes,
 ) -> Result<EvaluatedPair, EngineError> {
-    let fixed_image = channel_data(&tensors.fixed_image)?;
-    let moving_image = channel_data(&tensors.moving_image)?;
+    let fixed_shape = &shapes.fixed;
+    let required = |name: &str| {
+        tensors
+            .get(name)
+            .ok_or_else(|| EngineError::Config(format!("the evaluated pair has no `{name}`")))
+    };
+    let fixed_image = channel_data(required(names::FIXED_IMAGE)?)?;
+    let moving_image = channel_data(required(names::MOVING_IMAGE)?)?;
     let affine = tensors.fixed_affine;
     let label_metrics = |fixed: &[f32], moved: &[f32]| {
         (
@@ -189,9 +182,9 @@ fn evaluate_pair(
         )
     };
     let (before_dice, before_tre, after_dice, after_tre) = match (
-        &tensors.fixed_label,
-        &tensors.moving_label,
-        &tensors.pred_fixed_label,
+        tensors.get(names::FIXED_LABEL),
+        tensors.get(names::MOVING_LABEL),
+        tensors.get(names::PRED_FIXED_LABEL),
     ) {
         (Some(fixed_label), Some(moving_label), Some(predicted)) => {
             let fixed = channel_data(fixed_label)?;
@@ -201,20 +194,27 @@ fn evaluate_pair(
         }
         _ => (None, None, None, None),
     };
-    let after_image = match &tensors.pred_fixed_image {
+    let after_image = match tensors.get(names::PRED_FIXED_IMAGE) {
         Some(predicted) => channel_data(predicted)?,
         None => moving_image.clone(),
     };
-    let jacobian = match &tensors.ddf {
-        Some(ddf) => {
-            let data = ddf
-                .flatten_all()
-                .and_then(|d| d.to_vec1::<f32>())
-                .map_err(tensor_error("reading the DDF"))?;
-            metrics::jacobian_stats(&data, fixed_shape)
+    let mut jacobians = Vec::new();
+    for (decl, field) in tensors.tensors.iter() {
+        if decl.kind != Kind::Field {
+            continue;
         }
-        None => None,
-    };
+        let data = field
+            .flatten_all()
+            .and_then(|d| d.to_vec1::<f32>())
+            .map_err(tensor_error(format!("reading `{}`", decl.name)))?;
+        if let Some(stats) = metrics::jacobian_stats(&data, grid_shape(shapes, decl.grid)) {
+            jacobians.push((decl.name.clone(), stats));
+        }
+    }
+    let jacobian = jacobians
+        .iter()
+        .find(|(name, _)| name == names::DDF)
+        .map(|(_, stats)| stats.clone());
     Ok(EvaluatedPair {
         reference: tensors.reference.clone(),
         ids: tensors.ids.clone(),
@@ -230,6 +230,7 @@ fn evaluate_pair(
             label_tre_mm: after_tre,
         },
         jacobian,
+        jacobians,
     })
 }
 
@@ -269,21 +270,61 @@ mod tests {
                 },
             ),
             fixed_affine: affine,
-            moving_image: tensor(&[0.0; 8], 1),
-            fixed_image: tensor(&fixed, 1),
-            pred_fixed_image: Some(tensor(&fixed, 1)),
-            moving_label: Some(tensor(&moving_label, 1)),
-            fixed_label: Some(tensor(&fixed_label, 1)),
-            pred_fixed_label: Some(tensor(&fixed_label, 1)),
-            ddf: Some(tensor(&[0.0; 24], 3)),
-            dvf: None,
-            theta: None,
+            tensors: {
+                let mut t = Tensors::new();
+                let fixed_grid = Grid::Fixed;
+                t.put(
+                    names::MOVING_IMAGE,
+                    Kind::Image,
+                    fixed_grid,
+                    tensor(&[0.0; 8], 1),
+                );
+                t.put(
+                    names::FIXED_IMAGE,
+                    Kind::Image,
+                    fixed_grid,
+                    tensor(&fixed, 1),
+                );
+                t.put(
+                    names::MOVING_LABEL,
+                    Kind::Label,
+                    fixed_grid,
+                    tensor(&moving_label, 1),
+                );
+                t.put(
+                    names::FIXED_LABEL,
+                    Kind::Label,
+                    fixed_grid,
+                    tensor(&fixed_label, 1),
+                );
+                t.put(names::DDF, Kind::Field, fixed_grid, tensor(&[0.0; 24], 3));
+                t.put(
+                    names::PRED_FIXED_IMAGE,
+                    Kind::Image,
+                    fixed_grid,
+                    tensor(&fixed, 1),
+                );
+                t.put(
+                    names::PRED_FIXED_LABEL,
+                    Kind::Label,
+                    fixed_grid,
+                    tensor(&fixed_label, 1),
+                );
+                t
+            },
+        }
+    }
+
+    fn shapes() -> ImageShapes {
+        ImageShapes {
+            moving: vec![2, 2, 2],
+            fixed: vec![2, 2, 2],
         }
     }
 
     #[test]
     fn a_pair_is_measured_before_and_after_registration() {
-        let evaluated = evaluate_pair(&pair(), &[2, 2, 2]).unwrap();
+        let evaluated = evaluate_pair(&pair(), &shapes()).unwrap();
         assert_eq!(evaluated.label, Some(1));
         assert_eq!(evaluated.reference.label, Some(1));
         // Σ (i/8)² over i < 8 = 140/64, averaged over 8 voxels.
@@ -294,15 +335,16 @@ mod tests {
         assert!((evaluated.before.label_tre_mm.unwrap() - 2.0).abs() < 1e-9);
         assert_eq!(evaluated.after.label_tre_mm, Some(0.0));
         assert_eq!(evaluated.jacobian.unwrap().folding_count, 0);
+        assert_eq!(evaluated.jacobians.len(), 1);
     }
 
     #[test]
     fn without_a_prediction_the_moving_image_is_the_after_image() {
         let mut tensors = pair();
-        tensors.pred_fixed_image = None;
-        tensors.pred_fixed_label = None;
-        tensors.ddf = None;
-        let evaluated = evaluate_pair(&tensors, &[2, 2, 2]).unwrap();
+        tensors.tensors.remove(names::PRED_FIXED_IMAGE);
+        tensors.tensors.remove(names::PRED_FIXED_LABEL);
+        tensors.tensors.remove(names::DDF);
+        let evaluated = evaluate_pair(&tensors, &shapes()).unwrap();
         assert_eq!(evaluated.after.image_ssd, evaluated.before.image_ssd);
         assert_eq!(evaluated.after.label_dice, None);
         assert!(evaluated.jacobian.is_none());

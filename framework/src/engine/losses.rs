@@ -1,124 +1,163 @@
 //! The configuration's loss terms, built once and applied to a batch and the method's
-//! output, for training steps and validation alike.
+//! outputs, for training steps and validation alike.
 
 use candle_core::Tensor;
 
 use super::{tensor_error, EngineError};
-use crate::component::{
-    ComponentError, ImageLoss, LabelLoss, MethodOutput, PairBatch, Regularization,
-};
-use crate::config::{Config, LossTerm};
+use crate::component::{Batch, ComponentError, Loss, Tensors};
+use crate::config::{Config, LossTerm, Section, Weight};
 use crate::registry::ComponentKind;
 
 /// One built term: its name (`image/lncc`, `label/dice`, `regularization/bending`), its
-/// weight and the loss.
-struct Term<L: ?Sized> {
+/// weight, its inputs and the loss.
+struct Term {
     name: String,
-    weight: f64,
-    loss: Box<L>,
+    weight: Weight,
+    inputs: Vec<String>,
+    /// Whether the config named the inputs (a missing one is then an error, not a skip).
+    explicit: bool,
+    loss: Box<dyn Loss>,
 }
 
-/// The loss terms with a weight above zero. DeepReg's rule for terms whose inputs the method
-/// lacks applies: an image loss needs a predicted fixed image, a label loss labelled data and
-/// a predicted label, a regularization a DDF; such terms are skipped.
+/// The loss terms whose weight is not zero. DeepReg's rule for terms whose default inputs
+/// the step lacks applies: an image loss needs a predicted fixed image, a label loss
+/// labelled data and a predicted label, a regularization a DDF; such terms are skipped.
 pub(super) struct LossTerms {
-    image: Vec<Term<dyn ImageLoss>>,
-    label: Vec<Term<dyn LabelLoss>>,
-    regularization: Vec<Term<dyn Regularization>>,
+    terms: Vec<Term>,
 }
 
-/// One term's value on a batch: the batch mean of the per-sample loss.
+/// One term's value on a batch.
 pub(super) struct TermValue {
     /// The term's name.
     pub name: String,
-    /// Its weight in the total.
-    pub weight: f64,
-    /// The scalar mean over the batch (attached to the graph).
+    /// The batch mean of the per-sample loss, unweighted (attached to the graph).
     pub value: Tensor,
+    /// The batch mean of the weighted per-sample loss (attached to the graph).
+    pub weighted: Tensor,
+    /// The weight, when it is a constant.
+    pub constant_weight: Option<f64>,
 }
 
-fn built<T>(kind: &str, result: Result<T, ComponentError>) -> Result<T, EngineError> {
-    result.map_err(|e| EngineError::Config(format!("{kind}: {e}")))
-}
-
-fn term_name<K: ComponentKind + ?Sized>(category: &str, term: &LossTerm<K>) -> String {
+fn term_name<K: ComponentKind + ?Sized>(section: Section, term: &LossTerm<K>) -> String {
     let name = K::serialized_name(&term.config).unwrap_or_else(|| "?".to_owned());
-    format!("{category}/{name}")
+    format!("{}/{name}", section.key())
+}
+
+fn add<K: ComponentKind + ?Sized>(
+    terms: &mut Vec<Term>,
+    section: Section,
+    configured: &[LossTerm<K>],
+    build: impl Fn(&K) -> Result<Box<dyn Loss>, ComponentError>,
+) -> Result<(), EngineError> {
+    for term in configured.iter().filter(|t| !t.weight.is_zero()) {
+        let name = term_name(section, term);
+        let loss = build(&term.config).map_err(|source| EngineError::Build {
+            what: format!("{} loss", section.key()),
+            source: Box::new(source),
+        })?;
+        let (inputs, explicit) = match &term.inputs {
+            Some(inputs) => (inputs.clone(), true),
+            None => (
+                section
+                    .default_inputs()
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+                false,
+            ),
+        };
+        terms.push(Term {
+            name,
+            weight: term.weight.clone(),
+            inputs,
+            explicit,
+            loss,
+        });
+    }
+    Ok(())
 }
 
 impl LossTerms {
-    /// Builds every term of `config.train.loss` with a weight above zero for images with
-    /// `spatial_dims` spatial axes.
+    /// Builds every term of `config.train.loss` whose weight is not zero for images with
+    /// `spatial_dims` spatial axes, section by section (image, label, regularization,
+    /// field).
     pub fn build(config: &Config, spatial_dims: usize) -> Result<Self, EngineError> {
         let loss = &config.train.loss;
-        let mut image = Vec::new();
-        for term in loss.image.iter().filter(|t| t.weight > 0.0) {
-            image.push(Term {
-                name: term_name("image", term),
-                weight: term.weight,
-                loss: built("image loss", term.config.build(spatial_dims))?,
-            });
-        }
-        let mut label = Vec::new();
-        for term in loss.label.iter().filter(|t| t.weight > 0.0) {
-            label.push(Term {
-                name: term_name("label", term),
-                weight: term.weight,
-                loss: built("label loss", term.config.build(spatial_dims))?,
-            });
-        }
-        let mut regularization = Vec::new();
-        for term in loss.regularization.iter().filter(|t| t.weight > 0.0) {
-            regularization.push(Term {
-                name: term_name("regularization", term),
-                weight: term.weight,
-                loss: built("regularization", term.config.build(spatial_dims))?,
-            });
-        }
-        Ok(Self {
-            image,
-            label,
-            regularization,
-        })
+        let mut terms = Vec::new();
+        add(&mut terms, Section::Image, &loss.image, |c| {
+            c.build(spatial_dims)
+        })?;
+        add(&mut terms, Section::Label, &loss.label, |c| {
+            c.build(spatial_dims)
+        })?;
+        add(
+            &mut terms,
+            Section::Regularization,
+            &loss.regularization,
+            |c| c.build(spatial_dims),
+        )?;
+        add(&mut terms, Section::Field, &loss.field, |c| {
+            c.build(spatial_dims)
+        })?;
+        Ok(Self { terms })
     }
 
-    /// The value of every term that applies to this batch and output, in the configuration's
-    /// order (image, label, regularization). An empty result is an error: nothing to train.
-    pub fn evaluate(
-        &self,
-        batch: &PairBatch,
-        output: &MethodOutput,
-    ) -> Result<Vec<TermValue>, EngineError> {
-        let mut values = Vec::new();
-        let mut push = |name: &str, weight: f64, value: candle_core::Result<Tensor>| {
-            let value = value
-                .and_then(|l| l.mean_all())
-                .map_err(tensor_error(name))?;
+    /// The value of every term that applies to this batch and these outputs, in the
+    /// configuration's order. An input is looked up among the outputs, then the batch. An
+    /// empty result is an error: nothing to train.
+    pub fn evaluate(&self, batch: &Batch, output: &Tensors) -> Result<Vec<TermValue>, EngineError> {
+        let mut values = Vec::with_capacity(self.terms.len());
+        'terms: for term in &self.terms {
+            let mut inputs = Vec::with_capacity(term.inputs.len());
+            for name in &term.inputs {
+                match output.get(name).or_else(|| batch.tensors.get(name)) {
+                    Some(tensor) => inputs.push(tensor),
+                    None if term.explicit => {
+                        return Err(EngineError::Config(format!(
+                            "loss term `{}`: its input `{name}` is not in this step",
+                            term.name
+                        )))
+                    }
+                    None => continue 'terms,
+                }
+            }
+            let context = || tensor_error(term.name.clone());
+            let per_sample = term
+                .loss
+                .loss(inputs[0], inputs.get(1).copied())
+                .map_err(context())?;
+            let value = per_sample.mean_all().map_err(context())?;
+            let weighted = match &term.weight {
+                Weight::Constant(weight) => (&value * *weight).map_err(context())?,
+                Weight::Hyper {
+                    hyper,
+                    complement,
+                    scale,
+                } => {
+                    let lambda = batch.hyper(hyper).ok_or_else(|| {
+                        EngineError::Config(format!(
+                            "loss term `{}`: its weight uses the hyperparameter `{hyper}`, which this batch does not have",
+                            term.name
+                        ))
+                    })?;
+                    let weights = Weight::per_sample(*complement, *scale, lambda)
+                        .and_then(|w| w.to_dtype(per_sample.dtype()))
+                        .map_err(context())?;
+                    (per_sample * weights)
+                        .and_then(|l| l.mean_all())
+                        .map_err(context())?
+                }
+            };
+            let constant_weight = match term.weight {
+                Weight::Constant(weight) => Some(weight),
+                Weight::Hyper { .. } => None,
+            };
             values.push(TermValue {
-                name: name.to_owned(),
-                weight,
+                name: term.name.clone(),
                 value,
+                weighted,
+                constant_weight,
             });
-            Ok::<(), EngineError>(())
-        };
-        if let Some(predicted) = &output.pred_fixed_image {
-            for term in &self.image {
-                push(
-                    &term.name,
-                    term.weight,
-                    term.loss.loss(&batch.fixed_image, predicted),
-                )?;
-            }
-        }
-        if let (Some(fixed), Some(predicted)) = (&batch.fixed_label, &output.pred_fixed_label) {
-            for term in &self.label {
-                push(&term.name, term.weight, term.loss.loss(fixed, predicted))?;
-            }
-        }
-        if let Some(ddf) = &output.ddf {
-            for term in &self.regularization {
-                push(&term.name, term.weight, term.loss.loss(ddf))?;
-            }
         }
         if values.is_empty() {
             return Err(EngineError::Config(
@@ -130,11 +169,11 @@ impl LossTerms {
     }
 }
 
-/// The weighted total `Σ weight · value` of the terms (attached to the graph) and its value.
+/// The weighted total `Σ weighted` of the terms (attached to the graph) and its value.
 pub(super) fn weighted_total(values: &[TermValue]) -> Result<(Tensor, f64), EngineError> {
     let mut total: Option<Tensor> = None;
     for term in values {
-        let weighted = (&term.value * term.weight).map_err(tensor_error(term.name.clone()))?;
+        let weighted = term.weighted.clone();
         total = Some(match total {
             None => weighted,
             Some(sum) => (sum + weighted).map_err(tensor_error("the total loss"))?,

@@ -11,6 +11,7 @@ mod evaluate;
 mod logs;
 mod losses;
 mod model;
+mod params;
 mod register;
 mod run_dir;
 mod step;
@@ -20,6 +21,7 @@ mod validate;
 pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetrics, PairTensors};
 pub use logs::{EpochLog, SplitLog};
 pub use model::Model;
+pub use params::{under_prefix, InitFrom, VariablesConfig};
 pub use register::{register, Registration, Transform};
 pub use step::{NonFinite, StepError, StepOutcome, Trainer};
 pub use train::{open_split, train, TrainObserver, TrainOptions, TrainSummary};
@@ -33,6 +35,15 @@ pub enum EngineError {
     /// A component could not be built or failed.
     #[error(transparent)]
     Component(#[from] ComponentError),
+    /// A part of the configuration could not be built; the component's error is the cause.
+    #[error("{what}: {source}")]
+    Build {
+        /// What was being built (`image loss`, `the parameter source`, …).
+        what: String,
+        /// The component's error.
+        #[source]
+        source: Box<ComponentError>,
+    },
     /// A tensor computation failed.
     #[error("{context}: {source}")]
     Tensor {

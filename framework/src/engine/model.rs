@@ -1,70 +1,116 @@
-//! A model: the method, its backbone and their trainable variables.
+//! A model: the configuration's method, built with its networks, and the parameter source
+//! its weights come from. It owns everything it runs.
 
-use candle_core::{DType, Device, Shape, Tensor, Var};
-use candle_nn::init::{Init, NormalOrUniform};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{VarBuilder, VarMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use candle_core::{DType, Device, Tensor, Var};
+
+use super::params::VariablesConfig;
 use super::EngineError;
-use crate::component::{Backbone, BackboneSpec, ImageShapes, MethodOutput, PairBatch};
+use crate::component::{
+    BackboneConfig, Batch, Decl, ImageShapes, Method, MethodConfig, MethodContext, ParamContext,
+    ParamSource, ParamSourceConfig, Tensors,
+};
 use crate::config::Config;
 
-/// The registration model of a configuration: `train.method` around `train.backbone`, with
-/// its weights in a `VarMap`.
-pub struct Model<'c> {
-    config: &'c Config,
-    backbone: Box<dyn Backbone>,
-    /// The trainable variables.
-    pub variables: VarMap,
+/// The registration model of a configuration: `train.method` (around `train.backbone`
+/// unless the method names its own networks), with its weights from `train.parameters`.
+pub struct Model {
+    method: Box<dyn Method>,
+    method_config: Arc<dyn MethodConfig>,
+    backbone: Option<Arc<dyn BackboneConfig>>,
+    /// Where the weights come from.
+    pub params: Box<dyn ParamSource>,
     /// Image shapes after preprocessing.
     pub shapes: ImageShapes,
+    inputs: Vec<Decl>,
+    outputs: Vec<Decl>,
 }
 
-impl<'c> Model<'c> {
+/// Whether the configuration's data is labelled (its first split's `labeled`).
+pub(super) fn labeled(config: &Config) -> bool {
+    let dataset = &config.dataset;
+    [&dataset.train, &dataset.valid, &dataset.test]
+        .into_iter()
+        .flatten()
+        .next()
+        .is_some_and(|split| split.labeled)
+}
+
+impl Model {
     /// Builds the model for the configured image shapes, with weights initialised from
-    /// `seed` (each weight from its name, so the same seed gives the same weights).
-    pub fn build(config: &'c Config, device: &Device) -> Result<Self, EngineError> {
+    /// seed 0 (each weight from its name, so the same seed gives the same weights).
+    pub fn build(config: &Config, device: &Device) -> Result<Self, EngineError> {
         Self::build_seeded(config, device, 0)
     }
 
     /// [`Model::build`] with an explicit initialisation seed.
-    pub fn build_seeded(
-        config: &'c Config,
-        device: &Device,
-        seed: u64,
-    ) -> Result<Self, EngineError> {
+    pub fn build_seeded(config: &Config, device: &Device, seed: u64) -> Result<Self, EngineError> {
         let shapes = config.dataset.loader.image_shapes();
-        let spatial_dims = shapes.fixed.len();
-        let io = config.train.method.backbone_io(spatial_dims);
-        let spec = BackboneSpec {
-            spatial_dims,
-            image_size: shapes.fixed.clone(),
-            in_channels: io.in_channels,
-            out_channels: io.out_channels,
+        let inputs = config.dataset.loader.provides(labeled(config));
+        let context = ParamContext {
+            seed,
+            device: device.clone(),
+            dtype: DType::F32,
         };
-        let variables = VarMap::new();
-        let backbone = config.train.backbone.build(
-            &spec,
-            VarBuilder::from_backend(
-                Box::new(SeededInit {
-                    variables: variables.clone(),
-                    seed,
-                }),
-                DType::F32,
-                device.clone(),
-            ),
-        )?;
+        let default_source = VariablesConfig::default();
+        let source: &dyn ParamSourceConfig = match &config.train.parameters {
+            Some(source) => &**source,
+            None => &default_source,
+        };
+        let mut params = source
+            .build(&context)
+            .map_err(|source| EngineError::Build {
+                what: "the parameter source (train.parameters)".to_owned(),
+                source: Box::new(source),
+            })?;
+        let method_config = Arc::clone(&config.train.method);
+        let backbone = config.train.backbone.clone();
+        let method_context = MethodContext {
+            shapes: &shapes,
+            inputs: &inputs,
+            backbone: backbone.as_deref(),
+        };
+        let method = method_config.build(&method_context, params.builder())?;
+        params.finish().map_err(|source| EngineError::Build {
+            what: "the parameter source (train.parameters)".to_owned(),
+            source: Box::new(source),
+        })?;
+        let frozen = params.frozen();
+        if !frozen.is_empty() {
+            tracing::info!(
+                "{} of {} weights frozen: {}",
+                frozen.len(),
+                params.variables().len(),
+                frozen.join(", ")
+            );
+        }
+        let outputs = method_config.outputs(&method_context);
         Ok(Model {
-            config,
+            method,
+            method_config,
             backbone,
-            variables,
+            params,
             shapes,
+            inputs,
+            outputs,
         })
     }
 
-    /// The trainable variables in a fixed order (by name), so an optimiser's per-variable
-    /// state lines up with the same variables in every process.
-    pub fn trainable(&self) -> Vec<candle_core::Var> {
+    /// The tensors the data loader provides.
+    pub fn inputs(&self) -> &[Decl] {
+        &self.inputs
+    }
+
+    /// The tensors the method outputs.
+    pub fn outputs(&self) -> &[Decl] {
+        &self.outputs
+    }
+
+    /// The variables the optimiser updates, in a fixed order (by name), so an optimiser's
+    /// per-variable state lines up with the same variables in every process.
+    pub fn trainable(&self) -> Vec<Var> {
         self.named_trainable()
             .into_iter()
             .map(|(_, var)| var)
@@ -72,140 +118,80 @@ impl<'c> Model<'c> {
     }
 
     /// The trainable variables with their names, sorted by name.
-    pub fn named_trainable(&self) -> Vec<(String, candle_core::Var)> {
-        let data = self
-            .variables
-            .data()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut named: Vec<(String, candle_core::Var)> = data
-            .iter()
-            .map(|(name, var)| (name.clone(), var.clone()))
+    pub fn named_trainable(&self) -> Vec<(String, Var)> {
+        self.params.trainable()
+    }
+
+    /// The names of the frozen weights, sorted.
+    pub fn frozen(&self) -> Vec<String> {
+        self.params.frozen()
+    }
+
+    /// Saves every weight (safetensors).
+    pub fn save_weights(&self, path: &std::path::Path) -> candle_core::Result<()> {
+        let tensors: HashMap<String, Tensor> = self
+            .params
+            .variables()
+            .into_iter()
+            .map(|(name, var)| (name, var.as_tensor().clone()))
             .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        named
+        candle_core::safetensors::save(&tensors, path)
     }
 
     /// Loads trained weights (safetensors, as `train` saves them). A checkpoint that lacks a
     /// weight of this model, or holds one of another shape (a checkpoint from another
     /// configuration), is an error saying so.
     pub fn load_weights(&mut self, path: &std::path::Path) -> Result<(), EngineError> {
-        if !path.is_file() {
-            return Err(EngineError::Io {
-                path: path.to_owned(),
-                message: "no such checkpoint file".to_owned(),
-            });
-        }
-        self.variables.load(path).map_err(|e| EngineError::Io {
+        let refused = |message: String| EngineError::Io {
             path: path.to_owned(),
-            message: format!(
-                "cannot load it into this configuration's model (a checkpoint of another configuration, or a damaged file): {e}"
-            ),
-        })
-    }
-
-    /// Runs the method on a batch.
-    pub fn forward(&self, batch: &PairBatch) -> Result<MethodOutput, EngineError> {
-        self.config
-            .train
-            .method
-            .forward(&*self.backbone, batch)
-            .map_err(super::tensor_error("the model's forward pass"))
-    }
-}
-
-/// A `VarMap` backend whose new variables are drawn from a seeded generator keyed by the
-/// variable's name (candle's CPU initialisers use an unseedable thread generator), so a
-/// model is reproducible from its seed.
-struct SeededInit {
-    variables: VarMap,
-    seed: u64,
-}
-
-impl SeededInit {
-    fn sample(
-        &self,
-        shape: &Shape,
-        name: &str,
-        init: Init,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let count = shape.elem_count();
-        let mut rng =
-            crate::rng::SplitMix::new(crate::rng::mix(&[self.seed, crate::rng::hash_name(name)]));
-        let values: Vec<f64> = match init {
-            Init::Const(value) => vec![value; count],
-            Init::Randn { mean, stdev } => {
-                (0..count).map(|_| mean + stdev * rng.normal()).collect()
-            }
-            Init::Uniform { lo, up } => {
-                (0..count).map(|_| lo + (up - lo) * rng.uniform()).collect()
-            }
-            Init::Kaiming {
-                dist,
-                fan,
-                non_linearity,
-            } => {
-                let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
-                match dist {
-                    NormalOrUniform::Uniform => {
-                        let bound = 3f64.sqrt() * std;
-                        (0..count)
-                            .map(|_| bound * (2.0 * rng.uniform() - 1.0))
-                            .collect()
-                    }
-                    NormalOrUniform::Normal => (0..count).map(|_| std * rng.normal()).collect(),
-                }
-            }
+            message,
         };
-        Tensor::from_vec(values, shape.clone(), device)?.to_dtype(dtype)
-    }
-}
-
-impl SimpleBackend for SeededInit {
-    fn get(
-        &self,
-        shape: Shape,
-        name: &str,
-        init: Init,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let mut data = self
-            .variables
-            .data()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(existing) = data.get(name) {
-            if existing.shape() != &shape {
-                candle_core::bail!(
-                    "shape mismatch on {name}: {shape:?} <> {:?}",
-                    existing.shape()
-                );
-            }
-            return Ok(existing.as_tensor().clone());
+        if !path.is_file() {
+            return Err(refused("no such checkpoint file".to_owned()));
         }
-        let var = Var::from_tensor(&self.sample(&shape, name, init, dtype, device)?)?;
-        let tensor = var.as_tensor().clone();
-        data.insert(name.to_owned(), var);
-        Ok(tensor)
+        let mut tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+            refused(format!(
+                "cannot read it as a weights file (a damaged file?): {e}"
+            ))
+        })?;
+        let other = "cannot load it into this configuration's model (a checkpoint of another configuration)";
+        for (name, var) in self.params.variables() {
+            let Some(tensor) = tensors.remove(&name) else {
+                return Err(refused(format!("{other}: it has no weight `{name}`")));
+            };
+            if tensor.dims() != var.dims() {
+                return Err(refused(format!(
+                    "{other}: shape mismatch on weight `{name}`: the checkpoint's {:?}, this model's {:?}",
+                    tensor.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&tensor)
+                .map_err(|e| refused(format!("{other}: `{name}`: {e}")))?;
+        }
+        Ok(())
     }
 
-    fn get_unchecked(
-        &self,
-        name: &str,
-        _dtype: DType,
-        _device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        candle_core::bail!("`{name}`: a model's weights are created with their shape")
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.variables
-            .data()
-            .lock()
-            .map(|d| d.contains_key(name))
-            .unwrap_or(false)
+    /// Runs the method on a batch and returns its outputs. With a dynamic parameter source
+    /// (a hypernetwork) the method is first rebuilt from the weights the source computes for
+    /// this batch.
+    pub fn forward(&self, batch: &Batch) -> Result<Tensors, EngineError> {
+        let weights = self
+            .params
+            .for_batch(batch)
+            .map_err(super::tensor_error("the parameter source"))?;
+        let forward = super::tensor_error("the model's forward pass");
+        match weights {
+            None => self.method.forward(batch).map_err(forward),
+            Some(weights) => {
+                let context = MethodContext {
+                    shapes: &self.shapes,
+                    inputs: &self.inputs,
+                    backbone: self.backbone.as_deref(),
+                };
+                let method = self.method_config.build(&context, weights)?;
+                method.forward(batch).map_err(forward)
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor, Var};
 use super::batch_metrics::first_non_finite;
 use super::losses::{weighted_total, LossTerms};
 use super::{tensor_error, EngineError};
-use crate::component::{MethodOutput, PairBatch};
+use crate::component::{names, Batch, Grid, Kind, Tensors};
 use crate::config::Config;
 use crate::ops::{self, Interp, Padding};
 
@@ -27,8 +27,9 @@ pub struct Registration {
     pub ddf: Tensor,
     /// The final affine matrix, for [`Transform::Affine`].
     pub theta: Option<Tensor>,
-    /// The moving image (and labels) warped by the final DDF.
-    pub output: MethodOutput,
+    /// The final `ddf` and the moving image (and labels) warped by it
+    /// (`pred_fixed_image`, `pred_fixed_label`).
+    pub output: Tensors,
     /// The weighted total loss before each update.
     pub losses: Vec<f64>,
 }
@@ -46,14 +47,17 @@ fn current_ddf(
 }
 
 /// The moving image and labels warped by `ddf` (linear, zeros outside, as the methods warp).
-fn warped(batch: &PairBatch, ddf: Tensor) -> candle_core::Result<MethodOutput> {
+fn warped(batch: &Batch, ddf: Tensor) -> candle_core::Result<Tensors> {
     let warp = |t: &Tensor| ops::warp(t, &ddf, Interp::Linear, Padding::Zeros);
-    Ok(MethodOutput {
-        pred_fixed_image: Some(warp(&batch.moving_image)?),
-        pred_fixed_label: batch.moving_label.as_ref().map(warp).transpose()?,
-        ddf: Some(ddf),
-        ..MethodOutput::default()
-    })
+    let mut output = Tensors::new();
+    let image = warp(batch.moving_image()?)?;
+    let label = batch.moving_label().map(warp).transpose()?;
+    output.put(names::DDF, Kind::Field, Grid::Fixed, ddf);
+    output.put(names::PRED_FIXED_IMAGE, Kind::Image, Grid::Fixed, image);
+    if let Some(label) = label {
+        output.put(names::PRED_FIXED_LABEL, Kind::Label, Grid::Fixed, label);
+    }
+    Ok(output)
 }
 
 /// Registers `batch` (one pair, moving already on the fixed grid: `(1, 1, *fixed)` images and
@@ -65,13 +69,16 @@ fn warped(batch: &PairBatch, ddf: Tensor) -> candle_core::Result<MethodOutput> {
 /// with the iteration).
 pub fn register(
     config: &Config,
-    batch: &PairBatch,
+    batch: &Batch,
     transform: Transform,
     iterations: usize,
     on_iteration: &mut dyn FnMut(usize, f64),
 ) -> Result<Registration, EngineError> {
     let device = Device::Cpu;
-    let dims = batch.fixed_image.dims();
+    let dims = batch
+        .fixed_image()
+        .map_err(tensor_error("the pair's fixed image"))?
+        .dims();
     let shape = dims.get(2..).unwrap_or_default().to_vec();
     if dims.first() != Some(&1) || !(2..=3).contains(&shape.len()) {
         return Err(EngineError::Config(format!(

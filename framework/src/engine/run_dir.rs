@@ -36,14 +36,13 @@ fn write_config(dir: &Path, yaml: &str) -> Result<(), EngineError> {
 }
 
 /// Writes the final weights to `<dir>/save/weights.safetensors`.
-pub(super) fn save_weights(dir: &Path, model: &Model<'_>) -> Result<(), EngineError> {
+pub(super) fn save_weights(dir: &Path, model: &Model) -> Result<(), EngineError> {
     let save = dir.join("save");
     std::fs::create_dir_all(&save).map_err(io_error(&save))?;
     let weights = save.join("weights.safetensors");
     let temporary = save.join(".weights.partial.safetensors");
     model
-        .variables
-        .save(&temporary)
+        .save_weights(&temporary)
         .map_err(tensor_error(format!("saving {}", weights.display())))?;
     std::fs::rename(&temporary, &weights).map_err(io_error(&weights))
 }

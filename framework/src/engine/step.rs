@@ -5,15 +5,15 @@ use candle_core::Device;
 use super::batch_metrics::{first_non_finite, first_non_finite_output};
 use super::losses::{weighted_total, LossTerms};
 use super::{tensor_error, EngineError, Model};
-use crate::component::{MethodOutput, Optimizer, PairBatch};
+use crate::component::{Batch, Optimizer, Tensors};
 use crate::config::Config;
 
 /// The configuration's model (weights drawn from a seed), loss terms and optimiser, ready to
 /// take training steps. [`train`](super::train) drives one over the data; benchmarks and
 /// custom loops can drive one directly.
-pub struct Trainer<'c> {
+pub struct Trainer {
     /// The model being trained.
-    pub model: Model<'c>,
+    pub model: Model,
     pub(super) terms: LossTerms,
     pub(super) optimizer: Box<dyn Optimizer>,
 }
@@ -24,8 +24,8 @@ pub struct StepOutcome {
     pub loss: f64,
     /// Each loss term's value (unweighted), in the configuration's order.
     pub terms: Vec<(String, f64)>,
-    /// The method's outputs before the update (detached from nothing: for metrics).
-    pub output: MethodOutput,
+    /// The method's outputs before the update (for metrics).
+    pub output: Tensors,
 }
 
 /// Where a NaN or an infinity first appeared in a step.
@@ -72,10 +72,11 @@ fn non_finite(place: String, value: f64) -> StepError {
     StepError::NonFinite(NonFinite { place, value })
 }
 
-impl<'c> Trainer<'c> {
-    /// Builds the model with weights drawn from `seed`, the loss terms with a weight above
-    /// zero, and the optimiser over the model's trainable weights (in name order).
-    pub fn new(config: &'c Config, device: &Device, seed: u64) -> Result<Self, EngineError> {
+impl Trainer {
+    /// Builds the model with weights drawn from `seed`, the loss terms whose weight is not
+    /// zero, and the optimiser over the model's trainable (not frozen) weights, in name
+    /// order.
+    pub fn new(config: &Config, device: &Device, seed: u64) -> Result<Self, EngineError> {
         let model = Model::build_seeded(config, device, seed)?;
         let terms = LossTerms::build(config, model.shapes.fixed.len())?;
         let optimizer = config.train.optimizer.build(model.trainable())?;
@@ -89,9 +90,10 @@ impl<'c> Trainer<'c> {
     /// One step: run the method, check its outputs are finite, compute the loss terms (each
     /// finite), back-propagate the weighted total, check every weight's gradient is finite,
     /// and update the weights. On a NaN or an infinity nothing is updated.
-    pub fn step(&mut self, batch: &PairBatch) -> Result<StepOutcome, StepError> {
+    pub fn step(&mut self, batch: &Batch) -> Result<StepOutcome, StepError> {
         let output = self.model.forward(batch)?;
         if let Some((name, value)) = first_non_finite_output(&output)? {
+            let name = name.to_owned();
             return Err(non_finite(
                 format!("the network's output `{name}`"),
                 value.into(),

@@ -15,7 +15,7 @@ use super::validate::validate;
 use super::{tensor_error, EngineError, Model};
 use crate::component::{DataLoader, Split, SplitSource};
 use crate::config::Config;
-use crate::data::{shuffle_buffer, to_pair_batch, BatchStream, PipelineConfig};
+use crate::data::{shuffle_buffer, to_batch, BatchStream, PipelineConfig};
 use crate::rng::{mix, SplitMix};
 
 /// Options beyond the configuration.
@@ -99,11 +99,11 @@ pub(super) fn loader_threads(config: &Config) -> usize {
 /// are finite, and step the optimiser. A NaN or infinity stops training with
 /// [`EngineError::NonFinite`] naming the epoch, the step and where it appeared; the
 /// checkpoints already written are kept.
-pub fn train<'c>(
-    config: &'c Config,
+pub fn train(
+    config: &Config,
     options: &TrainOptions,
     observer: &mut dyn TrainObserver,
-) -> Result<(Model<'c>, TrainSummary), EngineError> {
+) -> Result<(Model, TrainSummary), EngineError> {
     let device = Device::Cpu;
     let mut trainer = Trainer::new(config, &device, options.seed)?;
     let loader = open_split(config, Split::Train)?;
@@ -183,7 +183,7 @@ pub fn train<'c>(
         let stream = BatchStream::start(Arc::clone(&loader), samples, &pipeline)?;
         for (index, loaded) in stream.enumerate() {
             let step = done + index + 1;
-            let (mut batch, info) = to_pair_batch(&loaded?, &trainer.model.shapes, &device)
+            let (mut batch, info) = to_batch(&loaded?, &trainer.model.shapes, &device)
                 .map_err(tensor_error("stacking a batch"))?;
             for (a, augmentation) in augmentations.iter().enumerate() {
                 batch = augmentation
@@ -196,8 +196,8 @@ pub fn train<'c>(
                 accumulator.add_term(name, *value);
             }
             accumulator.add_loss(outcome.loss);
-            let shape = &trainer.model.shapes.fixed;
-            add_batch_metrics(&batch, &info, &outcome.output, shape, |name, value| {
+            let shapes = &trainer.model.shapes;
+            add_batch_metrics(&batch, &info, &outcome.output, shapes, |name, value| {
                 accumulator.add_metric(name, value)
             })?;
             summary.steps += 1;

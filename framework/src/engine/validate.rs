@@ -10,12 +10,12 @@ use super::logs::{Accumulator, SplitLog};
 use super::losses::LossTerms;
 use super::{tensor_error, EngineError, Model};
 use crate::component::DataLoader;
-use crate::data::{to_pair_batch, BatchStream, PipelineConfig};
+use crate::data::{to_batch, BatchStream, PipelineConfig};
 
 /// Means of the total loss, each term (per batch) and each metric (per sample) over the
 /// split that `loader` reads.
 pub(super) fn validate(
-    model: &Model<'_>,
+    model: &Model,
     terms: &LossTerms,
     loader: &Arc<dyn DataLoader>,
     pipeline: &PipelineConfig,
@@ -28,7 +28,7 @@ pub(super) fn validate(
     };
     let mut accumulator = Accumulator::default();
     for loaded in BatchStream::start(Arc::clone(loader), samples, &pipeline)? {
-        let (batch, info) = to_pair_batch(&loaded?, &model.shapes, device)
+        let (batch, info) = to_batch(&loaded?, &model.shapes, device)
             .map_err(tensor_error("stacking a validation batch"))?;
         let output = model.forward(&batch)?;
         let mut total = 0.0;
@@ -38,16 +38,18 @@ pub(super) fn validate(
                 .to_scalar::<f32>()
                 .map_err(tensor_error(term.name.clone()))? as f64;
             accumulator.add_term(&term.name, value);
-            total += term.weight * value;
+            total += match term.constant_weight {
+                Some(weight) => weight * value,
+                None => term
+                    .weighted
+                    .to_scalar::<f32>()
+                    .map_err(tensor_error(term.name.clone()))? as f64,
+            };
         }
         accumulator.add_loss(total);
-        add_batch_metrics(
-            &batch,
-            &info,
-            &output,
-            &model.shapes.fixed,
-            |name, value| accumulator.add_metric(name, value),
-        )?;
+        add_batch_metrics(&batch, &info, &output, &model.shapes, |name, value| {
+            accumulator.add_metric(name, value)
+        })?;
     }
     Ok(accumulator.means())
 }

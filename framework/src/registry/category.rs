@@ -16,6 +16,10 @@ pub enum Category {
     LabelLoss,
     /// Deformation regularisers (`train.loss.regularization`).
     Regularization,
+    /// Losses between two fields, e.g. against a ground truth (`train.loss.field`).
+    FieldLoss,
+    /// Where a model's weights come from (`train.parameters`).
+    ParamSource,
     /// Optimisers (`train.optimizer`).
     Optimizer,
     /// Samplers of image pairs from a dataset (`dataset.type`).
@@ -28,12 +32,14 @@ pub enum Category {
 
 impl Category {
     /// Every category, in display order.
-    pub const ALL: [Category; 9] = [
+    pub const ALL: [Category; 11] = [
         Category::Backbone,
         Category::Method,
         Category::ImageLoss,
         Category::LabelLoss,
         Category::Regularization,
+        Category::FieldLoss,
+        Category::ParamSource,
         Category::Optimizer,
         Category::DataLoader,
         Category::FileLoader,
@@ -48,6 +54,8 @@ impl Category {
             Category::ImageLoss => "image_loss",
             Category::LabelLoss => "label_loss",
             Category::Regularization => "regularization",
+            Category::FieldLoss => "field_loss",
+            Category::ParamSource => "parameter_source",
             Category::Optimizer => "optimizer",
             Category::DataLoader => "data_loader",
             Category::FileLoader => "file_loader",

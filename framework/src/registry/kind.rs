@@ -4,8 +4,9 @@ use serde::Serialize;
 
 use super::{Category, DecodeError, Registry};
 use crate::component::{
-    AugmentationConfig, BackboneConfig, DataLoaderConfig, FileLoaderConfig, ImageLossConfig,
-    LabelLossConfig, MethodConfig, OptimizerConfig, RegularizationConfig,
+    AugmentationConfig, BackboneConfig, DataLoaderConfig, FieldLossConfig, FileLoaderConfig,
+    ImageLossConfig, LabelLossConfig, MethodConfig, OptimizerConfig, ParamSourceConfig,
+    RegularizationConfig,
 };
 use crate::config::{self, ConfigValue, KeyPath, Problem};
 
@@ -58,6 +59,8 @@ kinds! {
     ImageLossConfig => ImageLoss,
     LabelLossConfig => LabelLoss,
     RegularizationConfig => Regularization,
+    FieldLossConfig => FieldLoss,
+    ParamSourceConfig => ParamSource,
     OptimizerConfig => Optimizer,
     DataLoaderConfig => DataLoader,
     FileLoaderConfig => FileLoader,

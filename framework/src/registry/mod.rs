@@ -242,6 +242,7 @@ impl Registry {
     {
         let entry = self.get(K::CATEGORY, name).map_err(DecodeError::Unknown)?;
         let registration = entry.registration;
+        let _scope = config::RegistryScope::enter(self);
         let erased = (registration.decode)(value).map_err(DecodeError::Invalid)?;
         let config = erased
             .downcast::<Box<K>>()
@@ -281,7 +282,8 @@ impl Registry {
 /// ```
 ///
 /// The first argument is the category: `backbone`, `method`, `image_loss`, `label_loss`,
-/// `regularization`, `optimizer`, `data_loader`, `file_loader` or `augmentation`. The type
+/// `regularization`, `field_loss`, `parameter_source`, `optimizer`, `data_loader`,
+/// `file_loader` or `augmentation`. The type
 /// must implement `serde::Deserialize` and the category's config trait with
 /// `#[typetag::serialize(name = "<the same name>")]`.
 #[macro_export]
@@ -333,6 +335,12 @@ macro_rules! __category {
     (regularization) => {
         $crate::registry::Category::Regularization
     };
+    (field_loss) => {
+        $crate::registry::Category::FieldLoss
+    };
+    (parameter_source) => {
+        $crate::registry::Category::ParamSource
+    };
     (optimizer) => {
         $crate::registry::Category::Optimizer
     };
@@ -355,6 +363,8 @@ macro_rules! __config_trait {
     (image_loss) => { dyn $crate::component::ImageLossConfig };
     (label_loss) => { dyn $crate::component::LabelLossConfig };
     (regularization) => { dyn $crate::component::RegularizationConfig };
+    (field_loss) => { dyn $crate::component::FieldLossConfig };
+    (parameter_source) => { dyn $crate::component::ParamSourceConfig };
     (optimizer) => { dyn $crate::component::OptimizerConfig };
     (data_loader) => { dyn $crate::component::DataLoaderConfig };
     (file_loader) => { dyn $crate::component::FileLoaderConfig };

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::component::{ComponentError, ImageLoss, ImageLossConfig, LabelLoss, LabelLossConfig};
+use crate::component::{ComponentError, ImageLossConfig, LabelLossConfig, Loss};
 use crate::config::ConfigDocument;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -14,7 +14,7 @@ struct Mse {
 
 #[typetag::serialize(name = "mse")]
 impl ImageLossConfig for Mse {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         Err(ComponentError::invalid(
             "image_loss `mse`",
             "test component",
@@ -24,7 +24,7 @@ impl ImageLossConfig for Mse {
 
 #[typetag::serialize(name = "mse")]
 impl LabelLossConfig for Mse {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         Err(ComponentError::invalid(
             "label_loss `mse`",
             "test component",
@@ -38,7 +38,7 @@ struct Misnamed {}
 
 #[typetag::serialize(name = "not_what_was_registered")]
 impl ImageLossConfig for Misnamed {
-    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         Err(ComponentError::invalid("image_loss", "test component"))
     }
 }

@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use voxreg_data::synthetic::{build_paired_dataset, TemplateDataset};
 use voxreg_data::{read_nifti, AffineAugmentation, NiftiFormat, PairedLoader};
 use voxreg_framework::candle::Device;
-use voxreg_framework::data::{to_pair_batch, BatchStream, PipelineConfig};
+use voxreg_framework::data::{to_batch, BatchStream, PipelineConfig};
 use voxreg_framework::prelude::*;
 
 fn mni(name: &str) -> Volume {
@@ -83,7 +83,7 @@ fn loading(c: &mut Criterion) {
                 let mut stream =
                     BatchStream::start(Arc::clone(&loader), samples, &pipeline).unwrap();
                 let loaded = stream.next().unwrap().unwrap();
-                let (batch, _) = to_pair_batch(&loaded, &shapes, &Device::Cpu).unwrap();
+                let (batch, _) = to_batch(&loaded, &shapes, &Device::Cpu).unwrap();
                 augmentation.apply(&batch, seed).unwrap()
             })
         },

@@ -159,7 +159,7 @@ struct RandomAffine {
 }
 
 impl Augmentation for RandomAffine {
-    fn apply(&self, batch: &PairBatch, seed: u64) -> Result<PairBatch, ComponentError> {
+    fn apply(&self, batch: &Batch, seed: u64) -> Result<Batch, ComponentError> {
         transform_batch(
             "augmentation `affine`",
             self.ndim,
@@ -188,7 +188,7 @@ struct RandomDdf {
 }
 
 impl Augmentation for RandomDdf {
-    fn apply(&self, batch: &PairBatch, seed: u64) -> Result<PairBatch, ComponentError> {
+    fn apply(&self, batch: &Batch, seed: u64) -> Result<Batch, ComponentError> {
         transform_batch(
             "augmentation `ddf`",
             self.ndim,
@@ -284,10 +284,10 @@ fn least_squares(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<f64> {
 fn transform_batch(
     component: &str,
     ndim: usize,
-    batch: &PairBatch,
+    batch: &Batch,
     seed: u64,
     make_ddf: impl Fn(&Tensor, u64) -> candle::Result<Tensor>,
-) -> Result<PairBatch, ComponentError> {
+) -> Result<Batch, ComponentError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (moving_seed, fixed_seed) = (rng.next_u64(), rng.next_u64());
     let side = |what: &str, image: &Tensor, label: Option<&Tensor>, seed: u64| {
@@ -303,24 +303,44 @@ fn transform_batch(
         };
         result().map_err(|e| ComponentError::tensor(&context, e))
     };
+    if let Some(other) = batch.tensors.decls().find(|d| {
+        d.kind.is_spatial()
+            && ![
+                names::MOVING_IMAGE,
+                names::FIXED_IMAGE,
+                names::MOVING_LABEL,
+                names::FIXED_LABEL,
+            ]
+            .contains(&d.name.as_str())
+    }) {
+        return Err(ComponentError::invalid(
+            component,
+            format!(
+                "cannot transform the batch's {other} consistently with the images; set `data_augmentation: null`"
+            ),
+        ));
+    }
+    let image = |name: &str| {
+        batch
+            .tensors
+            .require(name)
+            .map_err(|e| ComponentError::tensor(format!("{component}: {name}"), e))
+    };
     let (moving_image, moving_label) = side(
         "moving",
-        &batch.moving_image,
-        batch.moving_label.as_ref(),
+        image(names::MOVING_IMAGE)?,
+        batch.moving_label(),
         moving_seed,
     )?;
     let (fixed_image, fixed_label) = side(
         "fixed",
-        &batch.fixed_image,
-        batch.fixed_label.as_ref(),
+        image(names::FIXED_IMAGE)?,
+        batch.fixed_label(),
         fixed_seed,
     )?;
-    Ok(PairBatch {
-        moving_image,
-        fixed_image,
-        moving_label,
-        fixed_label,
-    })
+    let mut out = Batch::pair(moving_image, fixed_image, moving_label, fixed_label);
+    out.hyper = batch.hyper.clone();
+    Ok(out)
 }
 
 /// Checks an image `(N, C, *spatial)` with `ndim` spatial axes and its label, which must
@@ -372,14 +392,14 @@ mod tests {
     }
 
     /// A labelled batch of two pairs, moving and fixed of different shapes, two labels.
-    fn batch(moving: &[usize], fixed: &[usize]) -> PairBatch {
+    fn batch(moving: &[usize], fixed: &[usize]) -> Batch {
         let with = |c: usize, spatial: &[usize]| [&[2, c][..], spatial].concat();
-        PairBatch {
-            moving_image: random(&with(1, moving), 1),
-            fixed_image: random(&with(1, fixed), 2),
-            moving_label: Some(random(&with(2, moving), 3)),
-            fixed_label: Some(random(&with(2, fixed), 4)),
-        }
+        Batch::pair(
+            random(&with(1, moving), 1),
+            random(&with(1, fixed), 2),
+            Some(random(&with(2, moving), 3)),
+            Some(random(&with(2, fixed), 4)),
+        )
     }
 
     const CASES: [(&[usize], &[usize]); 2] = [(&[7, 6], &[5, 8]), (&[5, 4, 6], &[6, 5, 4])];
@@ -395,11 +415,8 @@ mod tests {
         }
     }
 
-    fn all_tensors(batch: &PairBatch) -> Vec<&Tensor> {
-        let mut all = vec![&batch.moving_image, &batch.fixed_image];
-        all.extend(batch.moving_label.as_ref());
-        all.extend(batch.fixed_label.as_ref());
-        all
+    fn all_tensors(batch: &Batch) -> Vec<&Tensor> {
+        batch.tensors.iter().map(|(_, t)| t).collect()
     }
 
     #[test]
@@ -455,12 +472,12 @@ mod tests {
             // Moving and fixed hold the same image; each label channel equals the image.
             let image = random(&[&[3, 1][..], moving].concat(), 5);
             let label = Tensor::cat(&[&image, &image], 1).unwrap();
-            let input = PairBatch {
-                moving_image: image.clone(),
-                fixed_image: image.clone(),
-                moving_label: Some(label.clone()),
-                fixed_label: Some(label),
-            };
+            let input = Batch::pair(
+                image.clone(),
+                image.clone(),
+                Some(label.clone()),
+                Some(label),
+            );
             let configs: [Box<dyn AugmentationConfig>; 2] = [
                 Box::new(affine(0.2)),
                 Box::new(ddf(1.5, &[2, 3, 2][..moving.len()])),
@@ -469,20 +486,28 @@ mod tests {
                 let augmentation = config.build(&shapes(moving, moving)).unwrap();
                 let output = augmentation.apply(&input, 3).unwrap();
                 for (image, label) in [
-                    (&output.moving_image, output.moving_label.as_ref().unwrap()),
-                    (&output.fixed_image, output.fixed_label.as_ref().unwrap()),
+                    (
+                        output.moving_image().unwrap(),
+                        output.moving_label().unwrap(),
+                    ),
+                    (output.fixed_image().unwrap(), output.fixed_label().unwrap()),
                 ] {
                     for channel in 0..2 {
                         let channel = label.narrow(1, channel, 1).unwrap();
                         assert_eq!(values(image), values(&channel), "{config:?}");
                     }
-                    assert!(max_abs_diff(image, &input.moving_image) > 1e-3);
+                    assert!(max_abs_diff(image, input.moving_image().unwrap()) > 1e-3);
                 }
                 // Independent transforms: moving and fixed differ, and so do the images
                 // of one batch.
-                assert!(max_abs_diff(&output.moving_image, &output.fixed_image) > 1e-3);
-                let first = output.moving_image.narrow(0, 0, 1).unwrap();
-                let second = output.moving_image.narrow(0, 1, 1).unwrap();
+                assert!(
+                    max_abs_diff(
+                        output.moving_image().unwrap(),
+                        output.fixed_image().unwrap()
+                    ) > 1e-3
+                );
+                let first = output.moving_image().unwrap().narrow(0, 0, 1).unwrap();
+                let second = output.moving_image().unwrap().narrow(0, 1, 1).unwrap();
                 assert!(max_abs_diff(&first, &second) > 1e-3);
             }
         }
@@ -491,11 +516,11 @@ mod tests {
     #[test]
     fn unlabelled_batches_stay_unlabelled() {
         let mut input = batch(&[6, 6], &[6, 6]);
-        input.moving_label = None;
-        input.fixed_label = None;
+        input.tensors.remove(names::MOVING_LABEL);
+        input.tensors.remove(names::FIXED_LABEL);
         let augmentation = affine(0.1).build(&shapes(&[6, 6], &[6, 6])).unwrap();
         let output = augmentation.apply(&input, 1).unwrap();
-        assert!(output.moving_label.is_none() && output.fixed_label.is_none());
+        assert!(output.moving_label().is_none() && output.fixed_label().is_none());
     }
 
     #[test]
@@ -556,12 +581,7 @@ mod tests {
             .flat_map(|i| (0..10).map(move |j| (i + 2 * j) as f32 / 30.0))
             .collect();
         let image = Tensor::from_vec(ramp, (1, 1, 10, 10), &Device::Cpu).unwrap();
-        let input = PairBatch {
-            moving_image: image.clone(),
-            fixed_image: image.clone(),
-            moving_label: None,
-            fixed_label: None,
-        };
+        let input = Batch::pair(image.clone(), image.clone(), None, None);
         let augmentation = ddf(0.5, &[1, 1, 1])
             .build(&shapes(&[10, 10], &[10, 10]))
             .unwrap();
@@ -570,7 +590,7 @@ mod tests {
             let t = t.narrow(2, 3, 4).unwrap().narrow(3, 3, 4).unwrap();
             values(&t)
         };
-        let difference: Vec<f32> = interior(&output.moving_image)
+        let difference: Vec<f32> = interior(output.moving_image().unwrap())
             .iter()
             .zip(interior(&image))
             .map(|(o, i)| o - i)
@@ -608,7 +628,12 @@ mod tests {
         let flat = batch(&[4, 4], &[4, 4]);
         assert!(augmentation.apply(&flat, 0).is_err());
         let mut mismatched = batch(&[4, 4, 4], &[4, 4, 4]);
-        mismatched.fixed_label = Some(random(&[2, 1, 4, 4, 3], 0));
+        mismatched.tensors.put(
+            names::FIXED_LABEL,
+            Kind::Label,
+            Grid::Fixed,
+            random(&[2, 1, 4, 4, 3], 0),
+        );
         let message = augmentation
             .apply(&mismatched, 0)
             .err()

@@ -31,7 +31,7 @@ fn losses(c: &mut Criterion) {
     group.bench_function("c_lncc_fwd_bwd_128", |b| {
         b.iter(|| {
             let loss = lncc
-                .loss(&fixed, warped.as_tensor())
+                .loss(warped.as_tensor(), Some(&fixed))
                 .unwrap()
                 .sum_all()
                 .unwrap();
@@ -43,7 +43,11 @@ fn losses(c: &mut Criterion) {
     let ddf = Var::randn(0f32, 1.0, (1, 3, 128, 128, 128), &device).unwrap();
     group.bench_function("d_bending_fwd_bwd_128", |b| {
         b.iter(|| {
-            let loss = bending.loss(ddf.as_tensor()).unwrap().sum_all().unwrap();
+            let loss = bending
+                .loss(ddf.as_tensor(), None)
+                .unwrap()
+                .sum_all()
+                .unwrap();
             loss.backward().unwrap()
         })
     });

@@ -34,7 +34,7 @@ fn main() -> Result<(), Error> {
             let warped = Var::rand(0f32, 1.0, (1, 1, size, size, size), &device)?;
             Box::new(move || {
                 let start = Instant::now();
-                let loss = lncc.loss(&fixed, warped.as_tensor())?.sum_all()?;
+                let loss = lncc.loss(warped.as_tensor(), Some(&fixed))?.sum_all()?;
                 let forward = start.elapsed().as_secs_f64();
                 loss.backward()?;
                 Ok((forward, start.elapsed().as_secs_f64() - forward))
@@ -45,7 +45,7 @@ fn main() -> Result<(), Error> {
             let ddf = Var::randn(0f32, 1.0, (1, 3, size, size, size), &device)?;
             Box::new(move || {
                 let start = Instant::now();
-                let loss = bending.loss(ddf.as_tensor())?.sum_all()?;
+                let loss = bending.loss(ddf.as_tensor(), None)?.sum_all()?;
                 let forward = start.elapsed().as_secs_f64();
                 loss.backward()?;
                 Ok((forward, start.elapsed().as_secs_f64() - forward))

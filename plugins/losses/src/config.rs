@@ -6,6 +6,7 @@ use voxreg_framework::prelude::*;
 
 use crate::deform::{BendingEnergy, GradientNorm};
 use crate::image::{Gmi, Gncc, Lncc, Ssd};
+use crate::kinds::{Images, Penalty};
 use crate::label::{CrossEntropy, Overlap, OverlapKind};
 use crate::scale::{image_loss, label_loss};
 use crate::util::{check_background_weight, check_smoothing, check_spatial_dims, EPS};
@@ -85,7 +86,7 @@ fn default_lncc_kernel() -> LnccKernel {
 
 #[typetag::serialize(name = "lncc")]
 impl ImageLossConfig for LnccConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         let component = "image_loss `lncc`";
         check_spatial_dims(component, spatial_dims)?;
         check_smoothing(component, "smooth_nr", self.smooth_nr)?;
@@ -109,12 +110,13 @@ impl ImageLossConfig for LnccConfig {
                 ),
             ));
         }
-        Ok(Box::new(Lncc {
+        let lncc = Lncc {
             spatial_dims,
             kernel,
             smooth_nr: self.smooth_nr,
             smooth_dr: self.smooth_dr,
-        }))
+        };
+        Ok(Box::new(Images(lncc, component)))
     }
 }
 
@@ -151,7 +153,7 @@ fn default_sigma_ratio() -> f64 {
 
 #[typetag::serialize(name = "gmi")]
 impl ImageLossConfig for GmiConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         let component = "image_loss `gmi`";
         check_spatial_dims(component, spatial_dims)?;
         if self.num_bins < 2 {
@@ -169,11 +171,12 @@ impl ImageLossConfig for GmiConfig {
                 ),
             ));
         }
-        Ok(Box::new(Gmi {
+        let gmi = Gmi {
             spatial_dims,
             num_bins: self.num_bins,
             sigma_ratio: self.sigma_ratio,
-        }))
+        };
+        Ok(Box::new(Images(gmi, component)))
     }
 }
 
@@ -192,9 +195,10 @@ pub struct GnccConfig {}
 
 #[typetag::serialize(name = "gncc")]
 impl ImageLossConfig for GnccConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
-        check_spatial_dims("image_loss `gncc`", spatial_dims)?;
-        Ok(Box::new(Gncc { spatial_dims }))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
+        let component = "image_loss `gncc`";
+        check_spatial_dims(component, spatial_dims)?;
+        Ok(Box::new(Images(Gncc { spatial_dims }, component)))
     }
 }
 
@@ -225,7 +229,7 @@ pub struct SsdConfig {
 
 #[typetag::serialize(name = "ssd")]
 impl ImageLossConfig for SsdConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn ImageLoss>, ComponentError> {
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         let component = "image_loss `ssd`";
         check_spatial_dims(component, spatial_dims)?;
         let inner = Ssd {
@@ -244,7 +248,7 @@ impl ImageLossConfig for SsdConfig {
 
 #[typetag::serialize(name = "ssd")]
 impl LabelLossConfig for SsdConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         let component = "label_loss `ssd`";
         check_spatial_dims(component, spatial_dims)?;
         let inner = Ssd {
@@ -304,7 +308,7 @@ impl OverlapConfig {
         &self,
         kind: OverlapKind,
         spatial_dims: usize,
-    ) -> Result<Box<dyn LabelLoss>, ComponentError> {
+    ) -> Result<Box<dyn Loss>, ComponentError> {
         let component = match kind {
             OverlapKind::Dice => "label_loss `dice`",
             OverlapKind::Jaccard => "label_loss `jaccard`",
@@ -341,7 +345,7 @@ pub struct DiceConfig(pub OverlapConfig);
 
 #[typetag::serialize(name = "dice")]
 impl LabelLossConfig for DiceConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         self.0.build(OverlapKind::Dice, spatial_dims)
     }
 }
@@ -362,7 +366,7 @@ pub struct JaccardConfig(pub OverlapConfig);
 
 #[typetag::serialize(name = "jaccard")]
 impl LabelLossConfig for JaccardConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         self.0.build(OverlapKind::Jaccard, spatial_dims)
     }
 }
@@ -400,7 +404,7 @@ pub struct CrossEntropyConfig {
 
 #[typetag::serialize(name = "cross-entropy")]
 impl LabelLossConfig for CrossEntropyConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn LabelLoss>, ComponentError> {
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
         let component = "label_loss `cross-entropy`";
         check_spatial_dims(component, spatial_dims)?;
         check_background_weight(component, self.background_weight)?;
@@ -438,9 +442,10 @@ pub struct BendingConfig {}
 
 #[typetag::serialize(name = "bending")]
 impl RegularizationConfig for BendingConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
-        check_spatial_dims("regularization `bending`", spatial_dims)?;
-        Ok(Box::new(BendingEnergy { spatial_dims }))
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
+        let component = "regularization `bending`";
+        check_spatial_dims(component, spatial_dims)?;
+        Ok(Box::new(Penalty(BendingEnergy { spatial_dims }, component)))
     }
 }
 
@@ -465,12 +470,14 @@ pub struct GradientConfig {
 
 #[typetag::serialize(name = "gradient")]
 impl RegularizationConfig for GradientConfig {
-    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Regularization>, ComponentError> {
-        check_spatial_dims("regularization `gradient`", spatial_dims)?;
-        Ok(Box::new(GradientNorm {
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
+        let component = "regularization `gradient`";
+        check_spatial_dims(component, spatial_dims)?;
+        let gradient = GradientNorm {
             spatial_dims,
             l1: self.l1,
-        }))
+        };
+        Ok(Box::new(Penalty(gradient, component)))
     }
 }
 
@@ -622,18 +629,26 @@ mod tests {
         let p = Tensor::new(&[[[[0.9f32, 0.2], [0.6, 0.1]]]], &Device::Cpu)?;
         let dice = decoded::<dyn LabelLossConfig>("dice", "binary: true\nsmooth_nr: 0\n");
         // Thresholded p = (1, 0, 1, 0): 2·2 / (3 + 2).
-        let value = dice.build(2).unwrap().loss(&t, &p)?.to_vec1::<f32>()?;
+        let value = dice
+            .build(2)
+            .unwrap()
+            .loss(&p, Some(&t))?
+            .to_vec1::<f32>()?;
         assert!((value[0] + 0.8).abs() < 1e-5, "{value:?}");
         let gmi = decoded::<dyn ImageLossConfig>("gmi", "num_bins: 8\nsigma_ratio: 1.0\n");
-        assert!(gmi.build(2).unwrap().loss(&t, &p).is_ok());
+        assert!(gmi.build(2).unwrap().loss(&p, Some(&t)).is_ok());
         let ce = decoded::<dyn LabelLossConfig>("cross-entropy", "scales: 0\n");
         assert!(ce.build(2).is_ok());
         let ssd = decoded::<dyn LabelLossConfig>("ssd", "scales: [0, 1]\nkernel: cauchy\n");
-        assert!(ssd.build(2).unwrap().loss(&t, &p).is_ok());
+        assert!(ssd.build(2).unwrap().loss(&p, Some(&t)).is_ok());
         let bending = decoded::<dyn RegularizationConfig>("bending", "{}\n");
         let ddf = Tensor::zeros((1, 2, 5, 5), DType::F32, &Device::Cpu)?;
         assert_eq!(
-            bending.build(2).unwrap().loss(&ddf)?.to_vec1::<f32>()?,
+            bending
+                .build(2)
+                .unwrap()
+                .loss(&ddf, None)?
+                .to_vec1::<f32>()?,
             [0.0]
         );
         Ok(())
@@ -707,7 +722,11 @@ mod tests {
         assert!(invalid(negative.build(3)).contains("smooth_dr"));
         let decoded = decoded::<dyn ImageLossConfig>("lncc", "kernel_type: triangular\n");
         let image = Tensor::ones((1, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
-        let value = decoded.build(2).unwrap().loss(&image, &image).unwrap();
+        let value = decoded
+            .build(2)
+            .unwrap()
+            .loss(&image, Some(&image))
+            .unwrap();
         assert_eq!(value.to_vec1::<f32>().unwrap(), [-1.0]);
     }
 }

@@ -11,7 +11,8 @@
 //! of tensor operations below are kept in the tests as the reference.
 
 use voxreg_framework::candle::{self, Tensor};
-use voxreg_framework::prelude::*;
+
+use crate::kinds::Regularization;
 
 use crate::deform_kernel::{regularise, Stencils};
 use crate::util::check_input;
@@ -137,6 +138,7 @@ mod tests {
     use crate::testing::{assert_close, check_gradient, pseudo_random};
     use crate::{BendingConfig, GradientConfig};
     use voxreg_framework::candle::Var;
+    use voxreg_framework::prelude::*;
 
     /// A `(1, ndim, *shape)` DDF with component `i` at voxel `x` equal to `u(i, x)`.
     fn field(shape: &[usize], u: impl Fn(usize, &[f64]) -> f64) -> Tensor {
@@ -159,8 +161,8 @@ mod tests {
         Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
     }
 
-    fn regulariser(config: &dyn RegularizationConfig, dims: usize) -> Box<dyn Regularization> {
-        config.build(dims).unwrap()
+    fn regulariser(config: &dyn RegularizationConfig, dims: usize) -> crate::testing::Penal {
+        crate::testing::Penal(config.build(dims).unwrap())
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! element, over every non-batch axis.
 
 use voxreg_framework::candle::{self, Tensor};
-use voxreg_framework::prelude::*;
+
+use crate::kinds::{ImageLoss, LabelLoss};
 
 use crate::lncc_kernel::{lncc_loss, NccParams};
 use crate::util::{check_pair, EPS};
@@ -150,8 +151,10 @@ impl ImageLoss for Lncc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Pair;
     use crate::testing::{assert_close, check_gradient, pseudo_random};
     use crate::{GmiConfig, GnccConfig, LnccConfig, LnccKernel, SsdConfig};
+    use voxreg_framework::prelude::*;
 
     fn image(values: &[f64], shape: &[usize]) -> Tensor {
         Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()
@@ -159,12 +162,16 @@ mod tests {
 
     #[test]
     fn ssd_is_the_mean_squared_difference_in_2d_and_3d() -> candle::Result<()> {
-        let loss = ImageLossConfig::build(&SsdConfig::default(), 2).unwrap();
+        let loss = ImageLossConfig::build(&SsdConfig::default(), 2)
+            .map(Pair)
+            .unwrap();
         let fixed = image(&[0.0, 1.0, 2.0, 3.0, 1.0, 1.0, 1.0, 1.0], &[2, 1, 2, 2]);
         let warped = image(&[0.0, 1.0, 0.0, 3.0, 0.0, 1.0, 3.0, 1.0], &[2, 1, 2, 2]);
         // Differences: (0, 0, 2, 0) and (1, 0, −2, 0).
         assert_close(&loss.loss(&fixed, &warped)?, &[1.0, 1.25], 1e-12);
-        let loss = ImageLossConfig::build(&SsdConfig::default(), 3).unwrap();
+        let loss = ImageLossConfig::build(&SsdConfig::default(), 3)
+            .map(Pair)
+            .unwrap();
         let fixed = image(&[1.0; 8], &[1, 1, 2, 2, 2]);
         let warped = image(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 4.0], &[1, 1, 2, 2, 2]);
         assert_close(&loss.loss(&fixed, &warped)?, &[9.0 / 8.0], 1e-12);
@@ -176,7 +183,7 @@ mod tests {
 
     #[test]
     fn gncc_of_identical_images_is_minus_one_and_matches_a_hand_value() -> candle::Result<()> {
-        let loss = GnccConfig::default().build(2).unwrap();
+        let loss = GnccConfig::default().build(2).map(Pair).unwrap();
         let f = image(&[0.0, 1.0, 2.0, 3.0], &[1, 1, 2, 2]);
         assert_close(&loss.loss(&f, &f)?, &[-1.0], 1e-12);
         // Anti-correlated images: the squared NCC is 1 as well.
@@ -185,7 +192,7 @@ mod tests {
         let w = image(&[0.0, 1.0, 0.0, 1.0], &[1, 1, 2, 2]);
         let expected = -(0.0625 + EPS) / (0.3125 + EPS);
         assert_close(&loss.loss(&f, &w)?, &[expected], 1e-12);
-        let loss = GnccConfig::default().build(3).unwrap();
+        let loss = GnccConfig::default().build(3).map(Pair).unwrap();
         let f = pseudo_random(&[2, 1, 2, 3, 2], 0.0, 1.0, 1);
         assert_close(&loss.loss(&f, &f.affine(3.0, 0.5)?)?, &[-1.0, -1.0], 1e-9);
         // Against a constant image variance and covariance vanish: ε / ε = 1, as in DeepReg.
@@ -207,7 +214,7 @@ mod tests {
         let f3 = image(&[0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0], &[1, 1, 2, 2, 2]);
         let expected = 2.0 * 0.5 * ((0.5 + EPS) / (0.25 + EPS) + EPS).ln();
         for (dims, f) in [(2, f2), (3, f3)] {
-            let loss = config.build(dims).unwrap();
+            let loss = config.build(dims).map(Pair).unwrap();
             assert_close(&loss.loss(&f, &f)?, &[-expected], 1e-9);
             // Against a constant image the joint histogram factorises: MI = Σ p ln(1 + ε).
             let constant = f.ones_like()?;
@@ -252,7 +259,7 @@ mod tests {
             num_bins: 7,
             sigma_ratio: 0.5,
         };
-        let loss = config.build(3).unwrap();
+        let loss = config.build(3).map(Pair).unwrap();
         // Values slightly outside [0, 1] exercise the clipping.
         let f = pseudo_random(&[2, 1, 2, 3, 2], -0.1, 1.1, 2);
         let w = pseudo_random(&[2, 1, 2, 3, 2], -0.1, 1.1, 3);
@@ -275,6 +282,7 @@ mod tests {
             sigma_ratio: 0.5,
         }
         .build(2)
+        .map(Pair)
         .unwrap();
         let f = pseudo_random(&[1, 1, 4, 5], 0.0, 1.0, 4);
         let w = pseudo_random(&[1, 1, 4, 5], 0.0, 1.0, 5);
@@ -293,6 +301,7 @@ mod tests {
             sigma_ratio: 0.5,
         }
         .build(2)
+        .map(Pair)
         .unwrap();
         let fixed = pseudo_random(&[1, 1, 2, 3], 0.0, 1.0, 18);
         let values = [0.0, 1.0, 0.3, 1.2, -0.1, 0.7];
@@ -349,7 +358,7 @@ mod tests {
             for (dims, f) in [(2, &f2), (3, &f3)] {
                 let n = f.dim(0)?;
                 for size in [3, 9] {
-                    let loss = lncc(size, kernel).build(dims).unwrap();
+                    let loss = lncc(size, kernel).build(dims).map(Pair).unwrap();
                     assert_close(&loss.loss(f, f)?, &vec![-1.0; n], 1e-9);
                     let f32 = f.to_dtype(DType::F32)?;
                     assert_close(&loss.loss(&f32, &f32)?, &vec![-1.0; n], 1e-5);
@@ -364,13 +373,13 @@ mod tests {
         // One row t = (1, 2), p = (1, 0), 3 × 3 box, V = 9: every window holds both voxels,
         // S[t] = 3, S[p] = 1, S[t²] = 5, S[p²] = 1, S[tp] = 1; cross = 1 − 3/9 = 2/3,
         // var_t = 5 − 9/9 = 4, var_p = 1 − 1/9 = 8/9.
-        let loss = lncc(3, LnccKernel::Rectangular).build(2).unwrap();
+        let loss = lncc(3, LnccKernel::Rectangular).build(2).map(Pair).unwrap();
         let t = image(&[1.0, 2.0], &[1, 1, 1, 2]);
         let p = image(&[1.0, 0.0], &[1, 1, 1, 2]);
         let expected = -(4.0 / 9.0 + EPS) / (32.0 / 9.0 + EPS);
         assert_close(&loss.loss(&t, &p)?, &[expected], 1e-12);
         // The same row in 3D (V = 27): cross = 1 − 3/27, var_t = 5 − 9/27, var_p = 1 − 1/27.
-        let loss = lncc(3, LnccKernel::Rectangular).build(3).unwrap();
+        let loss = lncc(3, LnccKernel::Rectangular).build(3).map(Pair).unwrap();
         let (t3, p3) = (t.reshape((1, 1, 1, 1, 2))?, p.reshape((1, 1, 1, 1, 2))?);
         let cross: f64 = 1.0 - 3.0 / 27.0;
         let expected = -(cross * cross + EPS) / ((5.0 - 9.0 / 27.0) * (1.0 - 1.0 / 27.0) + EPS);
@@ -471,7 +480,7 @@ mod tests {
                         lncc_by_loops(&row(&t), &row(&p), &shape[2..], &k)
                     })
                     .collect();
-                let loss = lncc(size, kernel).build(dims).unwrap();
+                let loss = lncc(size, kernel).build(dims).map(Pair).unwrap();
                 assert_close(&loss.loss(&t, &p)?, &expected, 1e-9);
             }
         }
@@ -486,7 +495,7 @@ mod tests {
         let warped3 = pseudo_random(&[1, 1, 3, 4, 3], 0.05, 0.95, 27);
         for kernel in KERNELS {
             for (dims, f, w) in [(2, &fixed, &warped), (3, &fixed3, &warped3)] {
-                let loss = lncc(3, kernel).build(dims).unwrap();
+                let loss = lncc(3, kernel).build(dims).map(Pair).unwrap();
                 check_gradient(|x| loss.loss(f, x), w, 1e-5);
                 check_gradient(|x| loss.loss(x, w), f, 1e-5);
             }
@@ -500,14 +509,17 @@ mod tests {
         let flat = a.reshape((1, 12))?;
         for dims in [2, 3] {
             let losses = [
-                lncc(3, LnccKernel::Gaussian).build(dims).unwrap(),
-                ImageLossConfig::build(&SsdConfig::default(), dims).unwrap(),
-                GnccConfig::default().build(dims).unwrap(),
+                lncc(3, LnccKernel::Gaussian).build(dims).map(Pair).unwrap(),
+                ImageLossConfig::build(&SsdConfig::default(), dims)
+                    .map(Pair)
+                    .unwrap(),
+                GnccConfig::default().build(dims).map(Pair).unwrap(),
                 GmiConfig {
                     num_bins: 23,
                     sigma_ratio: 0.5,
                 }
                 .build(dims)
+                .map(Pair)
                 .unwrap(),
             ];
             for loss in &losses {
@@ -532,7 +544,7 @@ mod tests {
             [&SsdConfig::default(), &GnccConfig::default(), &gmi];
         for config in configs {
             for (dims, f, w) in [(2, &fixed, &warped), (3, &fixed3, &warped3)] {
-                let loss = config.build(dims).unwrap();
+                let loss = config.build(dims).map(Pair).unwrap();
                 check_gradient(|x| loss.loss(f, x), w, 1e-6);
                 check_gradient(|x| loss.loss(x, w), f, 1e-6);
             }

@@ -3,7 +3,8 @@
 //! over its voxels, and the scores are averaged over the `L` channels.
 
 use voxreg_framework::candle::{self, Tensor};
-use voxreg_framework::prelude::*;
+
+use crate::kinds::LabelLoss;
 
 use crate::util::{binarise, check_pair};
 
@@ -121,9 +122,11 @@ impl LabelLoss for CrossEntropy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Pair;
     use crate::testing::{assert_close, assert_no_gradient, check_gradient, pseudo_random};
     use crate::util::EPS;
     use crate::{CrossEntropyConfig, DiceConfig, JaccardConfig, OverlapConfig, SsdConfig};
+    use voxreg_framework::prelude::*;
 
     fn label(values: &[f64], shape: &[usize]) -> Tensor {
         Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()
@@ -167,9 +170,12 @@ mod tests {
             let t = binarise(t)?;
             let n = t.dim(0)?;
             for w in [0.0, 0.3] {
-                let loss = DiceConfig(overlap(false, w)).build(dims).unwrap();
+                let loss = DiceConfig(overlap(false, w)).build(dims).map(Pair).unwrap();
                 assert_close(&loss.loss(&t, &t)?, &vec![-1.0; n], 1e-6);
-                let loss = JaccardConfig(overlap(false, w)).build(dims).unwrap();
+                let loss = JaccardConfig(overlap(false, w))
+                    .build(dims)
+                    .map(Pair)
+                    .unwrap();
                 assert_close(&loss.loss(&t, &t)?, &vec![-1.0; n], 1e-6);
             }
         }
@@ -179,8 +185,8 @@ mod tests {
     #[test]
     fn dice_and_jaccard_match_hand_values() -> candle::Result<()> {
         let (t, p) = pair(&[1, 1, 2, 2]);
-        let dice = |w: f64| DiceConfig(overlap(false, w)).build(2).unwrap();
-        let jaccard = |w: f64| JaccardConfig(overlap(false, w)).build(2).unwrap();
+        let dice = |w: f64| DiceConfig(overlap(false, w)).build(2).map(Pair).unwrap();
+        let jaccard = |w: f64| JaccardConfig(overlap(false, w)).build(2).map(Pair).unwrap();
         // Dice 2·2 / 5; Jaccard 2 / (5 − 2).
         assert_close(
             &dice(0.0).loss(&t, &p)?,
@@ -209,7 +215,7 @@ mod tests {
             label(&[1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0], &[1, 2, 1, 2, 2]),
             label(&[1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0], &[1, 2, 1, 2, 2]),
         );
-        let dice3 = DiceConfig(overlap(false, 0.0)).build(3).unwrap();
+        let dice3 = DiceConfig(overlap(false, 0.0)).build(3).map(Pair).unwrap();
         let expected = -((4.0 + EPS) / (5.0 + EPS) + (4.0 + EPS) / (4.0 + EPS)) / 2.0;
         assert_close(&dice3.loss(&t3, &p3)?, &[expected], 1e-12);
         // No overlap, empty labels: the smoothing makes 0/0 into 1.
@@ -223,11 +229,14 @@ mod tests {
         let t = label(&[0.9, 0.5, 0.7, 0.2], &[1, 1, 2, 2]);
         let p = label(&[0.6, 0.4, 0.99, 0.49], &[1, 1, 2, 2]);
         // Thresholded: the `pair` above.
-        let dice = DiceConfig(overlap(true, 0.0)).build(2).unwrap();
+        let dice = DiceConfig(overlap(true, 0.0)).build(2).map(Pair).unwrap();
         assert_close(&dice.loss(&t, &p)?, &[-(4.0 + EPS) / (5.0 + EPS)], 1e-12);
-        let jaccard = JaccardConfig(overlap(true, 0.0)).build(2).unwrap();
+        let jaccard = JaccardConfig(overlap(true, 0.0))
+            .build(2)
+            .map(Pair)
+            .unwrap();
         assert_close(&jaccard.loss(&t, &p)?, &[-(2.0 + EPS) / (3.0 + EPS)], 1e-12);
-        let ce = cross_entropy(true, 0.0).build(2).unwrap();
+        let ce = cross_entropy(true, 0.0).build(2).map(Pair).unwrap();
         // t·ln(p + s) over (1, 1, 1, 0)·ln((1, 0, 1, 0) + s): one voxel with ln(s).
         let expected = -(2.0 * (1.0 + EPS).ln() + EPS.ln()) / 4.0;
         assert_close(&ce.loss(&t, &p)?, &[expected], 1e-12);
@@ -243,14 +252,14 @@ mod tests {
         let p = label(&[0.5, 0.25, 0.8, 0.0], &[1, 1, 2, 2]);
         let fg = -((0.5 + EPS).ln() + (0.8 + EPS).ln()) / 4.0;
         let bg = -((0.75 + EPS).ln() + (1.0 + EPS).ln()) / 4.0;
-        let loss = cross_entropy(false, 0.0).build(2).unwrap();
+        let loss = cross_entropy(false, 0.0).build(2).map(Pair).unwrap();
         assert_close(&loss.loss(&t, &p)?, &[fg], 1e-12);
-        let loss = cross_entropy(false, 0.3).build(2).unwrap();
+        let loss = cross_entropy(false, 0.3).build(2).map(Pair).unwrap();
         assert_close(&loss.loss(&t, &p)?, &[0.7 * fg + 0.3 * bg], 1e-12);
         // 3D, two channels, the second all background in both: fg 0, bg −ln(1 + s).
         let t3 = Tensor::cat(&[&t, &t.zeros_like()?], 1)?.reshape((1, 2, 2, 1, 2))?;
         let p3 = Tensor::cat(&[&p, &p.zeros_like()?], 1)?.reshape((1, 2, 2, 1, 2))?;
-        let loss = cross_entropy(false, 0.3).build(3).unwrap();
+        let loss = cross_entropy(false, 0.3).build(3).map(Pair).unwrap();
         let second = 0.3 * -(1.0 + EPS).ln();
         assert_close(
             &loss.loss(&t3, &p3)?,
@@ -262,7 +271,9 @@ mod tests {
 
     #[test]
     fn label_ssd_averages_over_labels() -> candle::Result<()> {
-        let loss = LabelLossConfig::build(&SsdConfig::default(), 3).unwrap();
+        let loss = LabelLossConfig::build(&SsdConfig::default(), 3)
+            .map(Pair)
+            .unwrap();
         let t = label(&[1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0], &[1, 2, 2, 2, 1]);
         let p = label(&[1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0], &[1, 2, 2, 2, 1]);
         // Per label: 0.25 / 4 and 1 / 4 → mean 0.15625.
@@ -280,10 +291,10 @@ mod tests {
             Box::new(SsdConfig::default()),
         ];
         for config in &configs {
-            let loss = config.build(2).unwrap();
+            let loss = config.build(2).map(Pair).unwrap();
             assert!(loss.loss(&t, &t.narrow(1, 0, 1)?).is_err());
             assert!(loss.loss(&t, &t.to_dtype(DType::F32)?).is_err());
-            let loss = config.build(3).unwrap();
+            let loss = config.build(3).map(Pair).unwrap();
             assert!(loss.loss(&t, &t).is_err());
         }
         Ok(())
@@ -306,7 +317,7 @@ mod tests {
         ];
         for config in &configs {
             for (dims, t, p) in [(2, &t2, &p2), (3, &t3, &p3)] {
-                let loss = config.build(dims).unwrap();
+                let loss = config.build(dims).map(Pair).unwrap();
                 check_gradient(|x| loss.loss(t, x), p, 1e-6);
                 check_gradient(|x| loss.loss(x, p), t, 1e-6);
             }

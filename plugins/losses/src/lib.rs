@@ -6,14 +6,17 @@
 //! Each loss is built from its config (`build(spatial_dims)`) and returns one value per batch
 //! element, to be minimised (similarities negated). Image losses take `(N, 1, *spatial)`,
 //! label losses `(N, L, *spatial)` (scored per label channel, averaged over channels),
-//! regularisers a DDF `(N, ndim, *spatial)`. Losses with `scales` average the loss
+//! regularisers a DDF `(N, ndim, *spatial)`, field losses two fields (`ssd` against a
+//! ground truth, `inverse_consistency` of a field and its inverse). Losses with `scales` average the loss
 //! over Gaussian- or Cauchy-smoothed copies of both inputs, as DeepReg's `MultiScaleMixin`.
 
 mod config;
 mod cpu;
 mod deform;
 mod deform_kernel;
+mod field;
 mod image;
+mod kinds;
 mod label;
 #[cfg(test)]
 mod lncc;
@@ -30,3 +33,4 @@ pub use config::{
     BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig,
     JaccardConfig, LnccConfig, LnccKernel, OverlapConfig, ScaleKernel, SsdConfig,
 };
+pub use field::{FieldSsdConfig, InverseConsistencyConfig};

@@ -5,6 +5,8 @@ use voxreg_framework::candle::{self, Tensor};
 use voxreg_framework::ops::{gaussian_kernel, separable_filter};
 use voxreg_framework::prelude::*;
 
+use crate::kinds::{ImageLoss, Images, LabelLoss, Labels};
+
 use crate::config::ScaleKernel;
 use crate::util::{check_pair, check_scales};
 
@@ -42,16 +44,19 @@ pub(crate) fn image_loss<L: ImageLoss + 'static>(
     inner: L,
     scales: Option<&[f64]>,
     kernel: ScaleKernel,
-) -> Result<Box<dyn ImageLoss>, ComponentError> {
+) -> Result<Box<dyn Loss>, ComponentError> {
     check_scales(component, scales)?;
     Ok(match scales {
-        None => Box::new(inner),
-        Some(scales) => Box::new(MultiScale {
+        None => Box::new(Images(inner, component)),
+        Some(scales) => Box::new(Images(
+            MultiScale {
+                component,
+                spatial_dims,
+                inner,
+                kernels: scale_kernels(scales, kernel),
+            },
             component,
-            spatial_dims,
-            inner,
-            kernels: scale_kernels(scales, kernel),
-        }),
+        )),
     })
 }
 
@@ -62,16 +67,19 @@ pub(crate) fn label_loss<L: LabelLoss + 'static>(
     inner: L,
     scales: Option<&[f64]>,
     kernel: ScaleKernel,
-) -> Result<Box<dyn LabelLoss>, ComponentError> {
+) -> Result<Box<dyn Loss>, ComponentError> {
     check_scales(component, scales)?;
     Ok(match scales {
-        None => Box::new(inner),
-        Some(scales) => Box::new(MultiScale {
+        None => Box::new(Labels(inner, component)),
+        Some(scales) => Box::new(Labels(
+            MultiScale {
+                component,
+                spatial_dims,
+                inner,
+                kernels: scale_kernels(scales, kernel),
+            },
             component,
-            spatial_dims,
-            inner,
-            kernels: scale_kernels(scales, kernel),
-        }),
+        )),
     })
 }
 
@@ -126,6 +134,7 @@ impl<L: LabelLoss> LabelLoss for MultiScale<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Pair;
     use crate::testing::{assert_close, check_gradient, pseudo_random};
     use crate::util::EPS;
     use crate::{CrossEntropyConfig, DiceConfig, JaccardConfig, OverlapConfig, SsdConfig};
@@ -163,11 +172,21 @@ mod tests {
 
     /// Every label loss with `scales`, plus `ssd` as an image loss, built for `dims`.
     fn all_losses(scales: Option<&[f64]>, kernel: ScaleKernel, dims: usize) -> Vec<LossFn> {
-        let dice = DiceConfig(overlap(scales, kernel)).build(dims).unwrap();
-        let jaccard = JaccardConfig(overlap(scales, kernel)).build(dims).unwrap();
-        let ce = cross_entropy(scales, kernel).build(dims).unwrap();
-        let label_ssd = LabelLossConfig::build(&ssd(scales, kernel), dims).unwrap();
-        let image_ssd = ImageLossConfig::build(&ssd(scales, kernel), dims).unwrap();
+        let dice = DiceConfig(overlap(scales, kernel))
+            .build(dims)
+            .map(Pair)
+            .unwrap();
+        let jaccard = JaccardConfig(overlap(scales, kernel))
+            .build(dims)
+            .map(Pair)
+            .unwrap();
+        let ce = cross_entropy(scales, kernel).build(dims).map(Pair).unwrap();
+        let label_ssd = LabelLossConfig::build(&ssd(scales, kernel), dims)
+            .map(Pair)
+            .unwrap();
+        let image_ssd = ImageLossConfig::build(&ssd(scales, kernel), dims)
+            .map(Pair)
+            .unwrap();
         vec![
             Box::new(move |t, p| dice.loss(t, p)),
             Box::new(move |t, p| jaccard.loss(t, p)),
@@ -214,7 +233,9 @@ mod tests {
             for dims in [2, 3] {
                 let shape = vec![1usize; dims + 2];
                 let (t, p) = (image(&[1.0], &shape), image(&[0.0], &shape));
-                let loss = LabelLossConfig::build(&ssd(Some(&[0.0, 1.0]), kernel), dims).unwrap();
+                let loss = LabelLossConfig::build(&ssd(Some(&[0.0, 1.0]), kernel), dims)
+                    .map(Pair)
+                    .unwrap();
                 let expected = (1.0 + k0.powi(2 * dims as i32)) / 2.0;
                 assert_close(&loss.loss(&t, &p)?, &[expected], 1e-12);
             }
@@ -229,12 +250,14 @@ mod tests {
         let sum = 2.0 * g(0) * (g(0) + g(1) + g(2));
         let dice = DiceConfig(overlap(Some(&[1.0]), ScaleKernel::Gaussian))
             .build(2)
+            .map(Pair)
             .unwrap();
         let expected = -(2.0 * product + EPS) / (sum + EPS);
         assert_close(&dice.loss(&t, &p)?, &[expected], 1e-12);
         // Scales [0, 1]: the unsmoothed Dice is ε / (2 + ε).
         let dice = DiceConfig(overlap(Some(&[0.0, 1.0]), ScaleKernel::Gaussian))
             .build(2)
+            .map(Pair)
             .unwrap();
         let unsmoothed = -EPS / (2.0 + EPS);
         assert_close(&dice.loss(&t, &p)?, &[(expected + unsmoothed) / 2.0], 1e-12);

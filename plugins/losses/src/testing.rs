@@ -93,3 +93,30 @@ pub(crate) fn assert_no_gradient(f: impl Fn(&Tensor) -> candle::Result<Tensor>, 
         assert_eq!(largest, 0.0);
     }
 }
+
+/// A built image or label loss called as the crate's own losses are: `(fixed, warped)`.
+pub(crate) struct Pair(pub(crate) Box<dyn voxreg_framework::component::Loss>);
+
+impl Pair {
+    /// `loss(prediction = warped, target = fixed)`.
+    pub(crate) fn loss(
+        &self,
+        fixed: &voxreg_framework::candle::Tensor,
+        warped: &voxreg_framework::candle::Tensor,
+    ) -> voxreg_framework::candle::Result<voxreg_framework::candle::Tensor> {
+        self.0.loss(warped, Some(fixed))
+    }
+}
+
+/// A built regulariser called with its one field.
+pub(crate) struct Penal(pub(crate) Box<dyn voxreg_framework::component::Loss>);
+
+impl Penal {
+    /// `loss(field)`.
+    pub(crate) fn loss(
+        &self,
+        ddf: &voxreg_framework::candle::Tensor,
+    ) -> voxreg_framework::candle::Result<voxreg_framework::candle::Tensor> {
+        self.0.loss(ddf, None)
+    }
+}

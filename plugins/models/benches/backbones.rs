@@ -47,6 +47,7 @@ fn build(config: &dyn BackboneConfig) -> (Box<dyn Backbone>, Tensor, VarMap) {
         image_size: vec![64, 64, 64],
         in_channels: 2,
         out_channels: 3,
+        head: Default::default(),
     };
     let device = Device::Cpu;
     let varmap = VarMap::new();

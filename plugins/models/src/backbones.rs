@@ -222,6 +222,10 @@ pub struct GlobalNetConfig {
 
 #[typetag::serialize(name = "global")]
 impl BackboneConfig for GlobalNetConfig {
+    fn is_affine(&self) -> bool {
+        true
+    }
+
     fn build(
         &self,
         spec: &BackboneSpec,
@@ -523,10 +527,9 @@ fn extract_head(
     if spec.out_channels == 0 {
         return Err("the method asks for 0 output channels".to_owned());
     }
-    // DeepReg's defaults come from the method: zeros and no activation for a field (ddf,
-    // dvf); Glorot-uniform and sigmoid for the conditional method's label, recognised by its
-    // channels (moving image + fixed image + moving label in, one label out).
-    let conditional = spec.in_channels == 3 && spec.out_channels == 1;
+    // DeepReg's defaults come from the method's head: zeros and no activation for a field
+    // (ddf, dvf); Glorot-uniform and sigmoid for a label probability (conditional).
+    let conditional = spec.head == voxreg_framework::component::Head::Probability;
     let init = match init {
         None if conditional => KernelInit::GlorotUniform,
         None => KernelInit::Zeros,

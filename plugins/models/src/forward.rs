@@ -6,7 +6,6 @@ use voxreg_framework::candle::{self, Tensor};
 use voxreg_framework::ops::{self, Interp, Padding};
 use voxreg_framework::prelude::*;
 
-use crate::methods::{ConditionalMethod, DdfMethod, DvfMethod};
 use crate::nn::resize_to;
 
 /// The backbone input as DeepReg builds it: the moving image linearly resized to the fixed
@@ -15,12 +14,12 @@ use crate::nn::resize_to;
 ///
 /// Errors: missing or multi-channel moving label when one is asked for, or batch sizes that
 /// disagree.
-pub fn backbone_input(batch: &PairBatch, with_moving_label: bool) -> candle::Result<Tensor> {
-    let fixed = &batch.fixed_image;
+pub fn backbone_input(batch: &Batch, with_moving_label: bool) -> candle::Result<Tensor> {
+    let fixed = batch.fixed_image()?;
     let size = &fixed.dims()[2..];
-    let mut parts = vec![resize_to(&batch.moving_image, size)?, fixed.clone()];
+    let mut parts = vec![resize_to(batch.moving_image()?, size)?, fixed.clone()];
     if with_moving_label {
-        let Some(label) = &batch.moving_label else {
+        let Some(label) = batch.moving_label() else {
             candle::bail!("the conditional method needs the moving label, the batch has none");
         };
         if label.dim(1)? != 1 {
@@ -35,16 +34,14 @@ pub fn backbone_input(batch: &PairBatch, with_moving_label: bool) -> candle::Res
 }
 
 /// Warps the moving image (and the moving labels, if any) by `ddf` onto the fixed grid:
-/// linear interpolation, zeros outside the moving image (DeepReg's `Warping`).
-fn warp_moving(batch: &PairBatch, ddf: &Tensor, out: &mut MethodOutput) -> candle::Result<()> {
-    out.pred_fixed_image = Some(ops::warp(
-        &batch.moving_image,
-        ddf,
-        Interp::Linear,
-        Padding::Zeros,
-    )?);
-    if let Some(label) = &batch.moving_label {
-        out.pred_fixed_label = Some(ops::warp(label, ddf, Interp::Linear, Padding::Zeros)?);
+/// linear interpolation, zeros outside the moving image (DeepReg's `Warping`), adding
+/// `pred_fixed_image` and `pred_fixed_label` to `out`.
+pub fn warp_moving(batch: &Batch, ddf: &Tensor, out: &mut Tensors) -> candle::Result<()> {
+    let image = ops::warp(batch.moving_image()?, ddf, Interp::Linear, Padding::Zeros)?;
+    out.put(names::PRED_FIXED_IMAGE, Kind::Image, Grid::Fixed, image);
+    if let Some(label) = batch.moving_label() {
+        let label = ops::warp(label, ddf, Interp::Linear, Padding::Zeros)?;
+        out.put(names::PRED_FIXED_LABEL, Kind::Label, Grid::Fixed, label);
     }
     Ok(())
 }
@@ -60,56 +57,50 @@ fn dense(output: BackboneOutput, method: &str) -> candle::Result<Tensor> {
 
 /// `ddf`: predicts the DDF (directly, or from the affine of a `global` backbone) and warps
 /// the moving image and labels with it.
-pub(crate) fn ddf_forward(
-    _method: &DdfMethod,
-    backbone: &dyn Backbone,
-    batch: &PairBatch,
-) -> candle::Result<MethodOutput> {
+pub(crate) fn ddf_forward(backbone: &dyn Backbone, batch: &Batch) -> candle::Result<Tensors> {
     let input = backbone_input(batch, false)?;
-    let mut out = MethodOutput::default();
-    let ddf = match backbone.forward(&input)? {
-        BackboneOutput::Dense(ddf) => ddf,
+    let mut out = Tensors::new();
+    match backbone.forward(&input)? {
+        BackboneOutput::Dense(ddf) => out.put(names::DDF, Kind::Field, Grid::Fixed, ddf),
         BackboneOutput::Affine(theta) => {
             let ddf = ops::affine_to_ddf(&theta, &input.dims()[2..])?;
-            out.theta = Some(theta);
-            ddf
+            out.put(names::DDF, Kind::Field, Grid::Fixed, ddf);
+            out.put(names::THETA, Kind::Affine, Grid::None, theta);
         }
-    };
+    }
+    let ddf = out.require(names::DDF)?.clone();
     warp_moving(batch, &ddf, &mut out)?;
-    out.ddf = Some(ddf);
     Ok(out)
 }
 
 /// `dvf`: predicts a velocity field, integrates it into a DDF by scaling and squaring in
 /// `int_steps` steps, and warps the moving image and labels with it.
 pub(crate) fn dvf_forward(
-    method: &DvfMethod,
     backbone: &dyn Backbone,
-    batch: &PairBatch,
-) -> candle::Result<MethodOutput> {
+    int_steps: usize,
+    batch: &Batch,
+) -> candle::Result<Tensors> {
     let input = backbone_input(batch, false)?;
     let dvf = dense(backbone.forward(&input)?, "dvf")?;
-    let ddf = ops::dvf_to_ddf(&dvf, method.int_steps)?;
-    let mut out = MethodOutput::default();
+    let ddf = ops::dvf_to_ddf(&dvf, int_steps)?;
+    let mut out = Tensors::new();
+    out.put(names::DDF, Kind::Field, Grid::Fixed, ddf.clone());
+    out.put(names::DVF, Kind::Velocity, Grid::Fixed, dvf);
     warp_moving(batch, &ddf, &mut out)?;
-    out.ddf = Some(ddf);
-    out.dvf = Some(dvf);
     Ok(out)
 }
 
 /// `conditional`: predicts the fixed label from the moving image, the fixed image and the
 /// moving label (one label channel); no transform.
 pub(crate) fn conditional_forward(
-    _method: &ConditionalMethod,
     backbone: &dyn Backbone,
-    batch: &PairBatch,
-) -> candle::Result<MethodOutput> {
+    batch: &Batch,
+) -> candle::Result<Tensors> {
     let input = backbone_input(batch, true)?;
     let label = dense(backbone.forward(&input)?, "conditional")?;
-    Ok(MethodOutput {
-        pred_fixed_label: Some(label),
-        ..MethodOutput::default()
-    })
+    let mut out = Tensors::new();
+    out.put(names::PRED_FIXED_LABEL, Kind::Label, Grid::Fixed, label);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -139,6 +130,22 @@ mod tests {
         }
     }
 
+    /// Channels in and out and the head of a method's backbone.
+    #[derive(Clone, Copy)]
+    struct BackboneIo {
+        in_channels: usize,
+        out_channels: usize,
+        head: Head,
+    }
+
+    fn field_io(ndim: usize) -> BackboneIo {
+        BackboneIo {
+            in_channels: 2,
+            out_channels: ndim,
+            head: Head::Field,
+        }
+    }
+
     fn build(
         config: &dyn BackboneConfig,
         fixed: &[usize],
@@ -150,6 +157,7 @@ mod tests {
             image_size: fixed.to_vec(),
             in_channels: io.in_channels,
             out_channels: io.out_channels,
+            head: io.head,
         };
         match config.build(
             &spec,
@@ -160,7 +168,7 @@ mod tests {
         }
     }
 
-    fn batch(moving: &[usize], fixed: &[usize], labels: usize) -> candle::Result<PairBatch> {
+    fn batch(moving: &[usize], fixed: &[usize], labels: usize) -> candle::Result<Batch> {
         let shape = |c: usize, s: &[usize]| [&[2, c][..], s].concat();
         let dev = Device::Cpu;
         let label = |s: &[usize]| -> candle::Result<Option<Tensor>> {
@@ -170,12 +178,16 @@ mod tests {
                 Some(Tensor::rand(0f32, 1.0, shape(labels, s), &dev)?)
             })
         };
-        Ok(PairBatch {
-            moving_image: Tensor::rand(0f32, 1.0, shape(1, moving), &dev)?,
-            fixed_image: Tensor::rand(0f32, 1.0, shape(1, fixed), &dev)?,
-            moving_label: label(moving)?,
-            fixed_label: label(fixed)?,
-        })
+        Ok(Batch::pair(
+            Tensor::rand(0f32, 1.0, shape(1, moving), &dev)?,
+            Tensor::rand(0f32, 1.0, shape(1, fixed), &dev)?,
+            label(moving)?,
+            label(fixed)?,
+        ))
+    }
+
+    fn output(out: &Tensors, name: &str) -> Tensor {
+        out.get(name).expect(name).clone()
     }
 
     fn max_abs(t: &Tensor) -> candle::Result<f32> {
@@ -193,49 +205,41 @@ mod tests {
 
     #[test]
     fn ddf_method_with_an_untrained_net_returns_the_moving_image() -> candle::Result<()> {
-        let method = DdfMethod {};
         for size in [vec![8, 8], vec![8, 8, 8]] {
             let net = build(
                 &local(None, None),
                 &size,
-                method.backbone_io(size.len()),
+                field_io(size.len()),
                 &VarMap::new(),
             );
             let b = batch(&size, &size, 2)?;
-            let out = method.forward(net.as_ref(), &b)?;
-            let ddf = out.ddf.expect("ddf");
+            let out = ddf_forward(net.as_ref(), &b)?;
+            let ddf = output(&out, names::DDF);
             assert_eq!(ddf.dims(), &[&[2, size.len()][..], &size].concat()[..]);
             assert_eq!(max_abs(&ddf)?, 0.0);
-            let image = out.pred_fixed_image.expect("warped image");
-            assert!(max_abs(&(image - &b.moving_image)?)? < 1e-6);
-            let label = out.pred_fixed_label.expect("warped labels");
-            assert!(max_abs(&(label - b.moving_label.as_ref().expect("label"))?)? < 1e-6);
-            assert!(out.dvf.is_none() && out.theta.is_none());
+            let image = output(&out, names::PRED_FIXED_IMAGE);
+            assert!(max_abs(&(image - b.moving_image()?)?)? < 1e-6);
+            let label = output(&out, names::PRED_FIXED_LABEL);
+            assert!(max_abs(&(label - b.moving_label().expect("label"))?)? < 1e-6);
+            assert!(out.get(names::DVF).is_none() && out.get(names::THETA).is_none());
         }
         Ok(())
     }
 
     #[test]
     fn moving_images_of_another_size_are_resized_for_the_backbone() -> candle::Result<()> {
-        let method = DdfMethod {};
         let fixed = [8, 8];
-        let net = build(
-            &local(None, None),
-            &fixed,
-            method.backbone_io(2),
-            &VarMap::new(),
-        );
+        let net = build(&local(None, None), &fixed, field_io(2), &VarMap::new());
         let b = batch(&[12, 10], &fixed, 1)?;
         assert_eq!(backbone_input(&b, false)?.dims(), &[2, 2, 8, 8]);
-        let out = method.forward(net.as_ref(), &b)?;
-        assert_eq!(out.pred_fixed_image.expect("image").dims(), &[2, 1, 8, 8]);
-        assert_eq!(out.pred_fixed_label.expect("label").dims(), &[2, 1, 8, 8]);
+        let out = ddf_forward(net.as_ref(), &b)?;
+        assert_eq!(output(&out, names::PRED_FIXED_IMAGE).dims(), &[2, 1, 8, 8]);
+        assert_eq!(output(&out, names::PRED_FIXED_LABEL).dims(), &[2, 1, 8, 8]);
         Ok(())
     }
 
     #[test]
     fn ddf_method_turns_a_global_backbone_affine_into_a_ddf() -> candle::Result<()> {
-        let method = DdfMethod {};
         let config = GlobalNetConfig {
             num_channel_initial: 2,
             depth: Some(2),
@@ -247,19 +251,18 @@ mod tests {
             padding: "same".to_owned(),
         };
         let fixed = [8, 8, 8];
-        let net = build(&config, &fixed, method.backbone_io(3), &VarMap::new());
-        let out = method.forward(net.as_ref(), &batch(&fixed, &fixed, 0)?)?;
-        let theta = out.theta.expect("theta");
+        let net = build(&config, &fixed, field_io(3), &VarMap::new());
+        let out = ddf_forward(net.as_ref(), &batch(&fixed, &fixed, 0)?)?;
+        let theta = output(&out, names::THETA);
         assert_eq!(theta.dims(), &[2, 4, 3]);
-        let ddf = out.ddf.expect("ddf");
+        let ddf = output(&out, names::DDF);
         assert!(max_abs(&(ops::affine_to_ddf(&theta, &fixed)? - ddf)?)? < 1e-6);
-        assert!(out.pred_fixed_label.is_none());
+        assert!(out.get(names::PRED_FIXED_LABEL).is_none());
         Ok(())
     }
 
     #[test]
     fn dvf_method_integrates_a_constant_velocity_into_a_shift() -> candle::Result<()> {
-        let method = DvfMethod { int_steps: 7 };
         let dev = Device::Cpu;
         // One voxel along axis 0 everywhere: a translation, its own exponential.
         let dvf = Tensor::cat(
@@ -271,29 +274,26 @@ mod tests {
         )?;
         let net = Fixed(BackboneOutput::Dense(dvf.clone()));
         let b = batch(&[6, 6, 6], &[6, 6, 6], 0)?;
-        let out = method.forward(&net, &b)?;
-        assert!(max_abs(&(out.ddf.expect("ddf") - &dvf)?)? < 1e-5);
-        let warped = out.pred_fixed_image.expect("image");
-        let shifted = b.moving_image.narrow(2, 1, 5)?;
+        let out = dvf_forward(&net, 7, &b)?;
+        assert!(max_abs(&(output(&out, names::DDF) - &dvf)?)? < 1e-5);
+        let warped = output(&out, names::PRED_FIXED_IMAGE);
+        let shifted = b.moving_image()?.narrow(2, 1, 5)?;
         assert!(max_abs(&(warped.narrow(2, 0, 5)? - shifted)?)? < 1e-5);
-        assert!(out.dvf.is_some());
+        assert!(out.get(names::DVF).is_some());
         // An affine backbone cannot drive the dvf method.
         let theta = ops::identity_theta(2, 3, DType::F32, &dev)?;
-        assert!(method
-            .forward(&Fixed(BackboneOutput::Affine(theta)), &b)
-            .is_err());
+        assert!(dvf_forward(&Fixed(BackboneOutput::Affine(theta)), 7, &b).is_err());
         Ok(())
     }
 
     #[test]
     fn dvf_method_passes_gradients_to_the_backbone() -> candle::Result<()> {
-        let method = DvfMethod { int_steps: 3 };
         let varmap = VarMap::new();
         let fixed = [8, 8];
-        let net = build(&local(None, None), &fixed, method.backbone_io(2), &varmap);
+        let net = build(&local(None, None), &fixed, field_io(2), &varmap);
         let b = batch(&fixed, &fixed, 0)?;
-        let out = method.forward(net.as_ref(), &b)?;
-        let loss = (out.pred_fixed_image.expect("image") - &b.fixed_image)?
+        let out = dvf_forward(net.as_ref(), 3, &b)?;
+        let loss = (output(&out, names::PRED_FIXED_IMAGE) - b.fixed_image()?)?
             .sqr()?
             .mean_all()?;
         let grads = loss.backward()?;
@@ -310,28 +310,28 @@ mod tests {
 
     #[test]
     fn conditional_method_predicts_a_label_in_the_unit_interval() -> candle::Result<()> {
-        let method = ConditionalMethod {};
         let fixed = [8, 8, 8];
         // DeepReg's conditional defaults (Glorot-uniform, sigmoid) come with its channels.
         let config = local(None, None);
-        let net = build(&config, &fixed, method.backbone_io(3), &VarMap::new());
+        let io = BackboneIo {
+            in_channels: 3,
+            out_channels: 1,
+            head: Head::Probability,
+        };
+        let net = build(&config, &fixed, io, &VarMap::new());
         let b = batch(&[10, 8, 6], &fixed, 1)?;
-        let label = method
-            .forward(net.as_ref(), &b)?
-            .pred_fixed_label
-            .expect("label");
+        let label = output(
+            &conditional_forward(net.as_ref(), &b)?,
+            names::PRED_FIXED_LABEL,
+        );
         assert_eq!(label.dims(), &[2, 1, 8, 8, 8]);
         let (lo, hi) = (
             label.min_all()?.to_scalar::<f32>()?,
             label.max_all()?.to_scalar::<f32>()?,
         );
         assert!(lo > 0.0 && hi < 1.0, "{lo}..{hi}");
-        assert!(method
-            .forward(net.as_ref(), &batch(&fixed, &fixed, 0)?)
-            .is_err());
-        assert!(method
-            .forward(net.as_ref(), &batch(&fixed, &fixed, 2)?)
-            .is_err());
+        assert!(conditional_forward(net.as_ref(), &batch(&fixed, &fixed, 0)?).is_err());
+        assert!(conditional_forward(net.as_ref(), &batch(&fixed, &fixed, 2)?).is_err());
         Ok(())
     }
 }

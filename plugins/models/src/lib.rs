@@ -1,10 +1,12 @@
 //! Built-in registration methods and backbones, registered under DeepReg's names.
 //!
-//! Methods (`train.method`): `ddf`, `dvf`, `conditional`. Backbones (`train.backbone.name`):
+//! Methods (`train.method`): `ddf`, `dvf`, `conditional`, and the methods made of methods,
+//! `cascade` and `inverse`. Backbones (`train.backbone.name`):
 //! `unet`, `local`, `global`, with DeepReg's keys and defaults, and `vxm_unet`, VoxelMorph's
 //! U-Net with MONAI's keys and defaults.
 
 mod backbones;
+mod composite;
 mod forward;
 mod methods;
 mod nets;
@@ -14,5 +16,6 @@ mod vxm_net;
 pub use backbones::{
     ControlPoints, GlobalNetConfig, KernelSizes, LocalNetConfig, UNetConfig, VxmUNetConfig,
 };
-pub use forward::backbone_input;
+pub use composite::{stage_prefix, CascadeMethod, InverseMethod};
+pub use forward::{backbone_input, warp_moving};
 pub use methods::{ConditionalMethod, DdfMethod, DvfMethod};

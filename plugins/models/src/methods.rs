@@ -1,25 +1,105 @@
-//! Registration methods: what the backbone predicts and how it becomes a transform.
+//! DeepReg's registration methods (`ddf`, `dvf`, `conditional`): what the backbone predicts
+//! and how it becomes a transform. Each may name its own `backbone`; without one it uses
+//! `train.backbone`.
 
 use serde::{Deserialize, Serialize};
 use voxreg_framework::candle;
 use voxreg_framework::prelude::*;
 
+use crate::forward::{conditional_forward, ddf_forward, dvf_forward};
+
+/// The backbone of a dense-input method: the moving and fixed images in, `out_channels`
+/// out, with `head` as the output layer.
+fn build_backbone(
+    method: &str,
+    own: Option<&Component<dyn BackboneConfig>>,
+    context: &MethodContext<'_>,
+    in_channels: usize,
+    out_channels: usize,
+    head: Head,
+    params: VarBuilder<'_>,
+) -> Result<(Box<dyn Backbone>, bool), ComponentError> {
+    let config = context.backbone_for(method, own.map(|c| &**c))?;
+    let spec = BackboneSpec {
+        spatial_dims: context.spatial_dims(),
+        image_size: context.shapes.fixed.clone(),
+        in_channels,
+        out_channels,
+        head,
+    };
+    Ok((config.build(&spec, params)?, config.is_affine()))
+}
+
+/// Whether a method uses an affine backbone (its own or the context's).
+fn affine_backbone(
+    own: Option<&Component<dyn BackboneConfig>>,
+    context: &MethodContext<'_>,
+) -> bool {
+    own.map(|c| &**c)
+        .or(context.backbone)
+        .is_some_and(|b| b.is_affine())
+}
+
+/// The warped moving image and labels a method outputs.
+fn warped_decls(context: &MethodContext<'_>) -> Vec<Decl> {
+    let mut decls = vec![Decl::new(names::PRED_FIXED_IMAGE, Kind::Image, Grid::Fixed)];
+    if context.has_input(names::MOVING_LABEL) {
+        decls.push(Decl::new(names::PRED_FIXED_LABEL, Kind::Label, Grid::Fixed));
+    }
+    decls
+}
+
 /// `ddf`: the backbone predicts a dense displacement field directly (or, with the `global`
 /// backbone, an affine transform turned into a DDF).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DdfMethod {}
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct DdfMethod {
+    /// The network (default: `train.backbone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<Component<dyn BackboneConfig>>,
+}
+
+/// A built `ddf` method.
+pub(crate) struct Ddf {
+    pub(crate) backbone: Box<dyn Backbone>,
+}
+
+impl Method for Ddf {
+    fn forward(&self, batch: &Batch) -> candle::Result<Tensors> {
+        ddf_forward(&*self.backbone, batch)
+    }
+}
 
 #[typetag::serialize(name = "ddf")]
 impl MethodConfig for DdfMethod {
-    fn backbone_io(&self, spatial_dims: usize) -> BackboneIo {
-        BackboneIo {
-            in_channels: 2,
-            out_channels: spatial_dims,
-        }
+    fn build(
+        &self,
+        context: &MethodContext<'_>,
+        params: VarBuilder<'_>,
+    ) -> Result<Box<dyn Method>, ComponentError> {
+        let ndim = context.spatial_dims();
+        let (backbone, _) = build_backbone(
+            "ddf",
+            self.backbone.as_ref(),
+            context,
+            2,
+            ndim,
+            Head::Field,
+            params,
+        )?;
+        Ok(Box::new(Ddf { backbone }))
     }
 
-    fn forward(&self, backbone: &dyn Backbone, batch: &PairBatch) -> candle::Result<MethodOutput> {
-        crate::forward::ddf_forward(self, backbone, batch)
+    fn needs_backbone(&self) -> bool {
+        self.backbone.is_none()
+    }
+
+    fn outputs(&self, context: &MethodContext<'_>) -> Vec<Decl> {
+        let mut decls = vec![Decl::new(names::DDF, Kind::Field, Grid::Fixed)];
+        if affine_backbone(self.backbone.as_ref(), context) {
+            decls.push(Decl::new(names::THETA, Kind::Affine, Grid::None));
+        }
+        decls.extend(warped_decls(context));
+        decls
     }
 }
 
@@ -32,28 +112,72 @@ register_component!(
 
 /// `dvf`: the backbone predicts a stationary velocity field, integrated into a
 /// diffeomorphic DDF by scaling and squaring in `int_steps` steps.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct DvfMethod {
     /// Scaling-and-squaring steps (DeepReg uses 7).
     #[serde(default = "default_int_steps")]
     pub int_steps: usize,
+    /// The network (default: `train.backbone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<Component<dyn BackboneConfig>>,
 }
 
 fn default_int_steps() -> usize {
     7
 }
 
+/// A built `dvf` method.
+struct Dvf {
+    backbone: Box<dyn Backbone>,
+    int_steps: usize,
+}
+
+impl Method for Dvf {
+    fn forward(&self, batch: &Batch) -> candle::Result<Tensors> {
+        dvf_forward(&*self.backbone, self.int_steps, batch)
+    }
+}
+
 #[typetag::serialize(name = "dvf")]
 impl MethodConfig for DvfMethod {
-    fn backbone_io(&self, spatial_dims: usize) -> BackboneIo {
-        BackboneIo {
-            in_channels: 2,
-            out_channels: spatial_dims,
+    fn build(
+        &self,
+        context: &MethodContext<'_>,
+        params: VarBuilder<'_>,
+    ) -> Result<Box<dyn Method>, ComponentError> {
+        let ndim = context.spatial_dims();
+        let (backbone, affine) = build_backbone(
+            "dvf",
+            self.backbone.as_ref(),
+            context,
+            2,
+            ndim,
+            Head::Field,
+            params,
+        )?;
+        if affine {
+            return Err(ComponentError::invalid(
+                "method `dvf`",
+                "needs a dense backbone (unet, local), not an affine one (global)",
+            ));
         }
+        Ok(Box::new(Dvf {
+            backbone,
+            int_steps: self.int_steps,
+        }))
     }
 
-    fn forward(&self, backbone: &dyn Backbone, batch: &PairBatch) -> candle::Result<MethodOutput> {
-        crate::forward::dvf_forward(self, backbone, batch)
+    fn needs_backbone(&self) -> bool {
+        self.backbone.is_none()
+    }
+
+    fn outputs(&self, context: &MethodContext<'_>) -> Vec<Decl> {
+        let mut decls = vec![
+            Decl::new(names::DDF, Kind::Field, Grid::Fixed),
+            Decl::new(names::DVF, Kind::Velocity, Grid::Fixed),
+        ];
+        decls.extend(warped_decls(context));
+        decls
     }
 }
 
@@ -66,24 +190,56 @@ register_component!(
 
 /// `conditional`: the backbone predicts the fixed label directly from the moving image,
 /// the fixed image and the moving label (no transform). Needs labelled data.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConditionalMethod {}
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ConditionalMethod {
+    /// The network (default: `train.backbone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<Component<dyn BackboneConfig>>,
+}
+
+/// A built `conditional` method.
+struct Conditional {
+    backbone: Box<dyn Backbone>,
+}
+
+impl Method for Conditional {
+    fn forward(&self, batch: &Batch) -> candle::Result<Tensors> {
+        conditional_forward(&*self.backbone, batch)
+    }
+}
 
 #[typetag::serialize(name = "conditional")]
 impl MethodConfig for ConditionalMethod {
-    fn backbone_io(&self, _spatial_dims: usize) -> BackboneIo {
-        BackboneIo {
-            in_channels: 3,
-            out_channels: 1,
-        }
+    fn build(
+        &self,
+        context: &MethodContext<'_>,
+        params: VarBuilder<'_>,
+    ) -> Result<Box<dyn Method>, ComponentError> {
+        let (backbone, _) = build_backbone(
+            "conditional",
+            self.backbone.as_ref(),
+            context,
+            3,
+            1,
+            Head::Probability,
+            params,
+        )?;
+        Ok(Box::new(Conditional { backbone }))
     }
 
-    fn requires_labels(&self) -> bool {
-        true
+    fn needs_backbone(&self) -> bool {
+        self.backbone.is_none()
     }
 
-    fn forward(&self, backbone: &dyn Backbone, batch: &PairBatch) -> candle::Result<MethodOutput> {
-        crate::forward::conditional_forward(self, backbone, batch)
+    fn outputs(&self, _context: &MethodContext<'_>) -> Vec<Decl> {
+        vec![Decl::new(names::PRED_FIXED_LABEL, Kind::Label, Grid::Fixed)]
+    }
+
+    fn requires(&self) -> Vec<String> {
+        vec![
+            names::MOVING_LABEL.to_owned(),
+            names::FIXED_LABEL.to_owned(),
+        ]
     }
 }
 

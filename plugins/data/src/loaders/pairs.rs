@@ -183,6 +183,7 @@ impl Pairs {
             moving_label,
             fixed_label,
             fixed_affine,
+            extra: Vec::new(),
         })
     }
 }

@@ -15,6 +15,12 @@ fn spec(image_size: &[usize], in_channels: usize, out_channels: usize) -> Backbo
         image_size: image_size.to_vec(),
         in_channels,
         out_channels,
+        // DeepReg's conditional method: three channels in, one label out.
+        head: if in_channels == 3 && out_channels == 1 {
+            voxreg_framework::component::Head::Probability
+        } else {
+            voxreg_framework::component::Head::Field
+        },
     }
 }
 
