@@ -25,7 +25,9 @@ fn warp_and_slope(dx: &[f64], padding: Padding) -> Result<(Vec<f64>, Vec<f64>)> 
     let ddf = Var::from_tensor(&ddf)?;
     let out = warp(&image, ddf.as_tensor(), Interp::Linear, padding)?;
     let grads = out.sum_all()?.backward()?;
-    let grad = grads.get(ddf.as_tensor()).expect("the field gets a gradient");
+    let grad = grads
+        .get(ddf.as_tensor())
+        .expect("the field gets a gradient");
     Ok((values(&out)?, values(&grad.narrow(1, 1, 1)?)?))
 }
 

@@ -65,13 +65,13 @@ def deepreg_gaussian_sized(size):
 
 def deepreg_gaussian_sigma(sigma):
     tail = int(sigma * 3)
-    kernel = torch.tensor([math.exp(-0.5 * x**2 / sigma**2) for x in range(-tail, tail + 1)])
+    kernel = torch.tensor([math.exp(-0.5 * x**2 / sigma**2) for x in range(-tail, tail + 1)], dtype=torch.float64)
     return (kernel / kernel.sum()).to(torch.float64)
 
 
 def deepreg_cauchy(sigma):
     tail = int(sigma * 5)
-    kernel = torch.tensor([1.0 / ((x / sigma) ** 2 + 1) for x in range(-tail, tail + 1)])
+    kernel = torch.tensor([1.0 / ((x / sigma) ** 2 + 1) for x in range(-tail, tail + 1)], dtype=torch.float64)
     return (kernel / kernel.sum()).to(torch.float64)
 
 
@@ -282,6 +282,14 @@ def monai_lncc(kernel_size, kernel_type, smooth_nr, smooth_dr):
             smooth_nr=smooth_nr,
             smooth_dr=smooth_dr,
         )
+        if kernel_type == "triangular":
+            # MONAI builds its triangular kernel in f32; rebuilt by MONAI's formula in the dtype.
+            fsize = (kernel_size + 1) // 2
+            fsize -= 1 if fsize % 2 == 0 else 0
+            box = torch.ones((1, 1, fsize), dtype=t.dtype) / fsize
+            padding = (kernel_size - fsize) // 2 + fsize // 2
+            module.kernel = F.conv1d(box, box, padding=padding).reshape(-1)
+            module.kernel_vol = module.get_kernel_vol()
         return per_sample_mean(module(p, t))
 
     return loss

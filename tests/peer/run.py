@@ -84,7 +84,7 @@ class Case:
         self.id = cid
         self.kind = kind
         self.dims = dims
-        self.inputs = inputs  # [(argument name, input file stem)]
+        self.inputs = list(inputs)  # [(argument name, input file stem)]
         self.wrt = list(wrt)
         self.agree = list(agree)  # [(peer label, fn(**tensors) → tensor)]
         self.differ = list(differ)  # documented differences, same form
@@ -138,16 +138,23 @@ def build_cases(inputs):
             {"name": "lncc", "kernel_size": 7, "kernel_type": "gaussian"},
             [("DeepReg", loss_fn(peers.deepreg_lncc(7, "gaussian")))],
         )
-        for kernel, size in (("rectangular", 5), ("triangular", 7), ("gaussian", 7)):
+        for kernel, size in (("rectangular", 5), ("triangular", 5), ("triangular", 9), ("gaussian", 7)):
             config = {"name": "lncc", "kernel_size": size, "kernel_type": kernel, "smooth_nr": 0.0, "smooth_dr": 1e-12}
             image(
                 f"lncc_{kernel}_{size}_unsmoothed",
                 config,
                 [
                     ("DeepReg", loss_fn(peers.deepreg_lncc(size, kernel, 0.0, 1e-12))),
-                    ("MONAI", loss_fn(peers.monai_lncc(size, kernel, 0.0, 1e-12))),
+                    # MONAI samples its Gaussian kernel in f32 (f64 agreement ~1e-8) and orders LNCC differently.
+                    ("MONAI", loss_fn(peers.monai_lncc(size, kernel, 0.0, 1e-12)), 1e-6 if kernel == "gaussian" else 1e-11),
                 ],
             )
+        image(
+            "lncc_triangular_7_unsmoothed",
+            {"name": "lncc", "kernel_size": 7, "kernel_type": "triangular", "smooth_nr": 0.0, "smooth_dr": 1e-12},
+            [("DeepReg", loss_fn(peers.deepreg_lncc(7, "triangular", 0.0, 1e-12)))],
+            [("MONAI (its triangular kernel for 7 is [0, 1, 2, 3, 2, 1, 0])", loss_fn(peers.monai_lncc(7, "triangular", 0.0, 1e-12)))],
+        )
         image(
             "lncc_flat_regions",
             {"name": "lncc", "kernel_size": 5},
@@ -229,13 +236,19 @@ def build_cases(inputs):
         reg = lambda cid, config, agree: cases.append(
             Case(f"{cid}_{d}d", "regularization", d, field, ["ddf"], agree, config=config)
         )
-        reg("bending", {"name": "bending"}, [("DeepReg", peers.deepreg_bending()), ("MONAI", peers.monai_bending())])
+        on_ddf = lambda f: (lambda ddf: f(ddf))
+        reg(
+            "bending",
+            {"name": "bending"},
+            [("DeepReg", on_ddf(peers.deepreg_bending()))],
+        )
+        cases[-1].differ.append(("MONAI (3-point second differences, crop 1)", on_ddf(peers.monai_bending())))
         reg(
             "gradient_l2",
             {"name": "gradient"},
-            [("DeepReg", peers.deepreg_gradient()), ("MONAI DiffusionLoss", peers.monai_diffusion())],
+            [("DeepReg", on_ddf(peers.deepreg_gradient())), ("MONAI DiffusionLoss", on_ddf(peers.monai_diffusion()))],
         )
-        reg("gradient_l1", {"name": "gradient", "l1": True}, [("DeepReg", peers.deepreg_gradient(l1=True))])
+        reg("gradient_l1", {"name": "gradient", "l1": True}, [("DeepReg", on_ddf(peers.deepreg_gradient(l1=True)))])
 
         img = inputs.uniform(f"warp_image{d}", (2, 2) + s["ddf"][2:])
         shift = inputs.uniform(f"warp_ddf{d}", s["ddf"], -3.0, 3.0)
@@ -404,7 +417,9 @@ def main():
                 value = np.load(folder / f"{case.id}.{dtype}.value.npy")
                 grads = {k: np.load(folder / f"{case.id}.{dtype}.grad.{k}.npy") for k in case.wrt}
                 voxreg[dtype] = (value.reshape(-1) if case.kind == "metric" else value, grads)
-            for label, fn in case.agree:
+            for peer in case.agree:
+                label, fn = peer[:2]
+                limit64 = peer[2] if len(peer) > 2 else F64_TOLERANCE
                 ref, ref_grads = evaluate(fn, case, inputs.arrays, torch.float64, cot)
                 ref = ref.reshape(-1) if case.kind == "metric" else ref
                 row = {"case": case.id, "peer": label}
@@ -417,7 +432,7 @@ def main():
                 row["peer f32 value"] = relative(own, ref)
                 row["peer f32 grad"] = gradient_error(own_grads, ref_grads)
                 limit32 = lambda k: max(F32_TOLERANCE, 4 * (row[f"peer f32 {k}"] or 0.0))
-                ok = all((row.get(f"f64 {k}") or 0.0) <= F64_TOLERANCE for k in ("value", "grad"))
+                ok = all((row.get(f"f64 {k}") or 0.0) <= limit64 for k in ("value", "grad"))
                 ok = ok and all((row.get(f"f32 {k}") or 0.0) <= limit32(k) for k in ("value", "grad"))
                 row["ok"] = "yes" if ok else "NO"
                 if not ok:

@@ -36,7 +36,10 @@ fn main() -> Result<(), Error> {
         .ok_or("manifest.json: `cases` must be a list")?;
     for case in cases {
         let id = text(case, "id")?;
-        for dtype in case["dtypes"].as_sequence().ok_or("`dtypes` must be a list")? {
+        for dtype in case["dtypes"]
+            .as_sequence()
+            .ok_or("`dtypes` must be a list")?
+        {
             let dtype = match dtype.as_str() {
                 Some("f64") => DType::F64,
                 Some("f32") => DType::F32,
@@ -63,7 +66,10 @@ fn load_inputs(
     wrt: &[&str],
 ) -> Result<(HashMap<String, Tensor>, HashMap<String, Var>), Error> {
     let (mut tensors, mut vars) = (HashMap::new(), HashMap::new());
-    for pair in case["inputs"].as_sequence().ok_or("`inputs` must be a list")? {
+    for pair in case["inputs"]
+        .as_sequence()
+        .ok_or("`inputs` must be a list")?
+    {
         let name = pair[0].as_str().ok_or("an input name must be a string")?;
         let file = pair[1].as_str().ok_or("an input file must be a string")?;
         let tensor = Tensor::read_npy(dir.join(file))?.to_dtype(dtype)?;

@@ -287,7 +287,16 @@ mod tests {
         // Predictions at and next to 1, where `1 + smooth` rounded to f32 (1.0000100136)
         // would shift the background log argument by 1.4e-3 relative.
         let t = [0.0f32, 0.0, 0.25, 0.0, 1.0, 0.0, 0.5, 0.0];
-        let p = [1.0f32, 1.0 - 1.0 / 4096.0, 0.99999, 0.9999, 0.5, 0.999_999, 1.0, 0.3];
+        let p = [
+            1.0f32,
+            1.0 - 1.0 / 4096.0,
+            0.99999,
+            0.9999,
+            0.5,
+            0.999_999,
+            1.0,
+            0.3,
+        ];
         let w = 0.4;
         let (value, gradient) = deepreg_cross_entropy(&t, &p, w, EPS);
         let loss = cross_entropy(false, w).build(2).unwrap();
