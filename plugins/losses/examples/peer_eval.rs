@@ -24,6 +24,9 @@ use voxreg_losses as _;
 
 type Error = Box<dyn std::error::Error>;
 
+/// A case's inputs by name, and the variables among them (those listed in `wrt`).
+type Inputs = (HashMap<String, Tensor>, HashMap<String, Var>);
+
 fn main() -> Result<(), Error> {
     let dir = std::env::args()
         .nth(1)
@@ -64,7 +67,7 @@ fn load_inputs(
     case: &ConfigValue,
     dtype: DType,
     wrt: &[&str],
-) -> Result<(HashMap<String, Tensor>, HashMap<String, Var>), Error> {
+) -> Result<Inputs, Error> {
     let (mut tensors, mut vars) = (HashMap::new(), HashMap::new());
     for pair in case["inputs"]
         .as_sequence()
