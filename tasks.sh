@@ -4,6 +4,9 @@
 #   ./tasks.sh demo   build voxreg, train the quick-start model on the bundled demo data, report
 #   ./tasks.sh test   run the whole test suite (what CI runs)
 #   ./tasks.sh lint   rustfmt and clippy checks
+#   ./tasks.sh peer   compare losses, ops and metrics with MONAI, PyTorch and DeepReg's formulas
+#                     (tests/peer; a Python venv with tests/peer/requirements.txt in
+#                     target/peer-venv, or the interpreter named by VOXREG_PEER_PYTHON)
 #   ./tasks.sh deps   only install the system packages and the Rust toolchain
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -76,8 +79,20 @@ case "$task" in
         cargo fmt --all -- --check
         cargo clippy --workspace --all-targets -- -D warnings
         ;;
+    peer)
+        install_system_packages
+        install_rust
+        python="${VOXREG_PEER_PYTHON:-}"
+        if [ -z "$python" ]; then
+            venv="target/peer-venv"
+            [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+            "$venv/bin/pip" install --quiet -r tests/peer/requirements.txt
+            python="$venv/bin/python"
+        fi
+        "$python" tests/peer/run.py "${@:2}"
+        ;;
     *)
-        echo "usage: $0 demo|test|lint|deps" >&2
+        echo "usage: $0 demo|test|lint|peer|deps" >&2
         exit 2
         ;;
 esac

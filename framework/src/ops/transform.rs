@@ -95,8 +95,16 @@ pub fn compose_ddf(a: &Tensor, b: &Tensor, padding: Padding) -> Result<Tensor> {
 }
 
 /// Integrates a stationary velocity field into a DDF by scaling and squaring: `u = v / 2^s`,
-/// then `s` times `u = compose(u, u) = u + u(p + u)`. `num_steps = 0` returns `v`. Sampling
-/// uses linear interpolation with border padding (DeepReg's resampler clamps coordinates).
+/// then `s` times `u = compose(u, u) = u + u(p + u)`. `num_steps = 0` returns `v`.
+///
+/// Sampling is linear with border padding: the field is extended beyond the image by its
+/// border values, so a constant velocity integrates to exactly that translation everywhere
+/// (`u + u(p + u) = 2u`), where zero padding would shrink the displacement of every voxel whose
+/// sample point leaves the image. This equals MONAI's `DVF2DDF(padding_mode="border")` and
+/// VoxelMorph's TensorFlow `VecInt` (neurite's `transform` clamps locations). DeepReg's
+/// `IntDVF` (its resampler with `zero_boundary=True`), MONAI's default `DVF2DDF` and
+/// VoxelMorph's PyTorch `VecInt` pad with zeros instead and differ from this in the voxels
+/// near the border.
 ///
 /// # Shapes
 /// * `dvf`: `(N, ndim, *spatial)`. Output: the same shape.

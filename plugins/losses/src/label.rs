@@ -84,10 +84,13 @@ impl LabelLoss for Overlap {
 
 /// Binary cross-entropy per label channel, averaged over the channels (not negated: it is a
 /// loss already):
-/// `(1 − w_bg) · (−mean(t ln(p + s))) + w_bg · (−mean((1 − t) ln(1 − p + s)))`,
+/// `(1 − w_bg) · (−mean(t ln(p + s))) + w_bg · (−mean((1 − t) ln((1 − p) + s)))`,
 /// means over the channel's voxels, `s = smooth`, `w_bg = background_weight` (with
 /// `w_bg = 0` only the foreground term). With `binary`, `t` and `p` are first thresholded at
 /// 0.5, which has no gradient.
+///
+/// The background term is evaluated in DeepReg's order, `(1 − p) + s`, which is exact in f32
+/// for predictions near 1 (value and gradient within 1e-6 of an f64 evaluation).
 pub(crate) struct CrossEntropy {
     pub(crate) spatial_dims: usize,
     pub(crate) binary: bool,
@@ -108,7 +111,11 @@ impl LabelLoss for CrossEntropy {
         let foreground = (&t * (&p + self.smooth)?.log()?)?.mean(2)?.neg()?;
         let w = self.background_weight;
         let per_label = if w > 0.0 {
-            let background = (t.affine(-1.0, 1.0)? * p.affine(-1.0, 1.0 + self.smooth)?.log()?)?
+            // `(1 − p) + s`, DeepReg's order: `1 − p` is exact for p ≥ ½ and `s` is added to
+            // it, whereas `1 + s` first would round `s` to the precision of 1 (in f32,
+            // `1 + 1e-5` is 1.0000100136: at p = 1 the log argument would be 1.00136e-5).
+            let complement = p.affine(-1.0, 1.0)?;
+            let background = (t.affine(-1.0, 1.0)? * (complement + self.smooth)?.log()?)?
                 .mean(2)?
                 .neg()?;
             ((foreground * (1.0 - w))? + (background * w)?)?
@@ -266,6 +273,62 @@ mod tests {
             &[(0.7 * fg + 0.3 * bg + second) / 2.0],
             1e-12,
         );
+        Ok(())
+    }
+
+    /// DeepReg's cross-entropy in f64 for one label channel of f32 values: the value and its
+    /// gradient with respect to `p`, `−(1 − w)·t / ((p + s)V) + w(1 − t) / (((1 − p) + s)V)`.
+    fn deepreg_cross_entropy(t: &[f32], p: &[f32], w: f64, s: f64) -> (f64, Vec<f64>) {
+        let v = t.len() as f64;
+        let (mut fg, mut bg) = (0.0, 0.0);
+        let mut gradient = Vec::with_capacity(t.len());
+        for (&t, &p) in t.iter().zip(p) {
+            let (t, p) = (f64::from(t), f64::from(p));
+            fg -= t * (p + s).ln() / v;
+            bg -= (1.0 - t) * ((1.0 - p) + s).ln() / v;
+            gradient.push(-(1.0 - w) * t / ((p + s) * v) + w * (1.0 - t) / (((1.0 - p) + s) * v));
+        }
+        ((1.0 - w) * fg + w * bg, gradient)
+    }
+
+    #[test]
+    fn cross_entropy_is_exact_in_f32_for_predictions_near_one() -> candle::Result<()> {
+        // Predictions at and next to 1, where `1 + smooth` rounded to f32 (1.0000100136)
+        // would shift the background log argument by 1.4e-3 relative.
+        let t = [0.0f32, 0.0, 0.25, 0.0, 1.0, 0.0, 0.5, 0.0];
+        let p = [
+            1.0f32,
+            1.0 - 1.0 / 4096.0,
+            0.99999,
+            0.9999,
+            0.5,
+            0.999_999,
+            1.0,
+            0.3,
+        ];
+        let w = 0.4;
+        let (value, gradient) = deepreg_cross_entropy(&t, &p, w, EPS);
+        let loss = cross_entropy(false, w).build(2).unwrap();
+        let fixed = Tensor::from_vec(t.to_vec(), (1, 1, 2, 4), &Device::Cpu)?;
+        let warped = Var::from_tensor(&Tensor::from_vec(p.to_vec(), (1, 1, 2, 4), &Device::Cpu)?)?;
+        let out = loss.loss(&fixed, warped.as_tensor())?;
+        let actual = f64::from(out.to_vec1::<f32>()?[0]);
+        assert!(
+            (actual - value).abs() <= 1e-6 * value.abs(),
+            "value {actual} vs DeepReg's {value} in f64"
+        );
+        let grads = out.sum_all()?.backward()?;
+        let actual = grads
+            .get(warped.as_tensor())
+            .expect("the gradient reaches the prediction")
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for (i, (&a, &e)) in actual.iter().zip(&gradient).enumerate() {
+            assert!(
+                (f64::from(a) - e).abs() <= 1e-6 * e.abs(),
+                "voxel {i}: gradient {a} vs DeepReg's {e} in f64"
+            );
+        }
         Ok(())
     }
 

@@ -58,10 +58,22 @@ pub enum Padding {
 /// sampled at `p + ddf[:, p]`, in voxel units: `out[n, c, p] = I[n, c](p + u[n, :, p])`, where
 /// component `i` of the field displaces along spatial axis `i` (axis 0 is the first spatial
 /// axis) and `I` is the interpolated image (`interp`) extended outside by `padding`. This is
-/// `grid_sample` with `align_corners=True` on the grid `identity + ddf`.
+/// PyTorch's `grid_sample(align_corners=True)` on the grid `identity + ddf` (MONAI's `Warp`),
+/// in voxel units:
+/// * zero padding extends the image by zeros before interpolating, so along an axis of `n`
+///   voxels a linear sample falls off linearly to 0 over `(−1, 0)` and `(n − 1, n)` and is 0
+///   at `≤ −1` and `≥ n`. DeepReg's resampler (`zero_boundary=True`) differs: it returns 0 for
+///   any coordinate `≤ 0` or `> n − 1`, even exactly 0;
+/// * the derivative of a linear sample w.r.t. its coordinate is discontinuous at integer
+///   coordinates (a zero field, e.g. the first step of a zero-initialised head); there it is
+///   the forward difference `I[k + 1] − I[k]` (with zero padding `−I[n − 1]` at the last
+///   voxel), as `grid_sample`'s; DeepReg's resampler takes the backward one, `I[k] − I[k − 1]`;
+/// * border padding clamps the coordinate to `[0, n − 1]`, the clamp's derivative taken as 1
+///   on the closed interval (TensorFlow's `clip_by_value`) and 0 outside: at exactly `x = 0`
+///   the gradient is the forward difference, where PyTorch gives 0; at `x = n − 1` both give 0.
 ///
 /// Gradients flow to both the image and the field (nearest interpolation: zero w.r.t. the
-/// field; border padding: zero w.r.t. a coordinate clamped at the border).
+/// field; border padding: zero w.r.t. a coordinate clamped outside the image).
 ///
 /// # Shapes
 /// * `image`: `(N, C, H, W)` or `(N, C, D, H, W)`, f32 or f64.
