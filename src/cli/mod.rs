@@ -8,6 +8,8 @@ mod host;
 mod image_files;
 mod loss_curve;
 mod pair_outputs;
+mod plugin_build;
+mod plugin_new;
 mod plugins;
 mod predict;
 mod raster;
@@ -128,6 +130,26 @@ enum PluginsCommand {
         category: String,
         /// The component name (e.g. unet).
         name: String,
+    },
+    /// Create a dynamic plugin crate (a backbone and an image loss) in a new folder.
+    New {
+        /// The folder to create (must not exist or be empty).
+        dir: PathBuf,
+        /// The crate name (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Compile a plugin crate against this binary's own framework library, so it loads into
+    /// this voxreg; prints the library's path.
+    Build {
+        /// The plugin crate's folder (holding its Cargo.toml).
+        dir: PathBuf,
+        /// Optimise the plugin's code.
+        #[arg(long)]
+        release: bool,
+        /// Folder for the library (default: <target dir>/voxreg-plugin/<debug|release>).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -341,6 +363,15 @@ impl Cli {
             Command::Plugins(PluginsCommand::Show { category, name }) => {
                 plugins::show(&plugins, &category, &name)
             }
+            Command::Plugins(PluginsCommand::New { dir, name }) => {
+                plugins::new(&dir, name.as_deref())
+            }
+            Command::Plugins(PluginsCommand::Build {
+                dir,
+                release,
+                out_dir,
+            }) => plugin_build::build(&dir, &plugin_build::BuildOptions { release, out_dir })
+                .map(drop),
             Command::Config(ConfigCommand::Check { files }) => config::check(&plugins, &files),
             Command::Train(args) => train::train(&plugins, &args),
             Command::Predict(args) => predict::predict(&plugins, &args),

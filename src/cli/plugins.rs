@@ -1,12 +1,12 @@
-//! `voxreg plugins list|show`.
+//! `voxreg plugins list|show|new` (`build` is in `plugin_build`).
 
 use std::path::PathBuf;
 
 use anyhow::anyhow;
 use voxreg::framework::registry::Category;
 
-use super::host;
 use super::stdout::{say, say_raw};
+use super::{host, plugin_new};
 
 /// Prints every registered component (optionally one category) as a table.
 pub fn list(plugins: &[PathBuf], category: Option<&str>) -> anyhow::Result<()> {
@@ -77,4 +77,16 @@ fn parse_category(text: &str) -> anyhow::Result<Category> {
             Category::ALL.map(|c| c.as_str()).join(", ")
         )
     })
+}
+
+/// Creates a plugin crate and says what to do next.
+pub fn new(dir: &std::path::Path, name: Option<&str>) -> anyhow::Result<()> {
+    for file in plugin_new::new(dir, name)? {
+        say!("created {}", file.display())?;
+    }
+    say!(
+        "build it with `voxreg plugins build {}`, then load the library it prints with --plugin",
+        dir.display()
+    )?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod deepreg_layout;
 mod docs;
 mod dynamic_plugins;
 mod errors;
+mod external_plugins;
 mod predict_outputs;
 mod register;
 mod standalone;

@@ -31,7 +31,7 @@ pub enum PluginError {
         symbol: &'static str,
     },
     /// The plugin was built against another framework, compiler, candle or feature set.
-    #[error("plugin {}: built for a different voxreg: {}. Rebuild the plugin with the same toolchain and Cargo.lock as this voxreg", path.display(), mismatches.join("; "))]
+    #[error("plugin {}: built for a different voxreg: {}. Rebuild the plugin with this voxreg: `voxreg plugins build <plugin crate folder>`", path.display(), mismatches.join("; "))]
     Incompatible {
         /// The library path.
         path: PathBuf,

@@ -100,7 +100,7 @@ fn open_and_register(loader: &mut Loader, path: &Path) -> Result<LoadedPlugin, P
     // SAFETY: opening a library runs its static constructors. For a voxreg plugin these only
     // link registrations into the framework's inventory list; arbitrary libraries are the
     // user's explicit choice (`--plugin`), as with any program that loads plugins.
-    let library = unsafe { Library::new(path) }.map_err(|error| PluginError::NotALibrary {
+    let library = unsafe { open_library(path) }.map_err(|error| PluginError::NotALibrary {
         path: path.to_owned(),
         message: open_error_message(&error),
     })?;
@@ -175,6 +175,27 @@ fn open_and_register(loader: &mut Loader, path: &Path) -> Result<LoadedPlugin, P
     })
 }
 
+/// Opens `path` with every symbol resolved now rather than on first call, so a library
+/// that needs framework symbols this process lacks (it was compiled against another build
+/// of the framework) fails here, before its constructors run, instead of aborting the
+/// process at its first call into the missing code.
+///
+/// # Safety
+/// As [`Library::new`]: opening runs the library's initialisers.
+unsafe fn open_library(path: &Path) -> Result<Library, libloading::Error> {
+    #[cfg(unix)]
+    {
+        use libloading::os::unix::{Library as UnixLibrary, RTLD_LOCAL, RTLD_NOW};
+        // SAFETY: forwarded to the caller.
+        unsafe { UnixLibrary::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map(Library::from)
+    }
+    #[cfg(not(unix))]
+    {
+        // SAFETY: forwarded to the caller.
+        unsafe { Library::new(path) }
+    }
+}
+
 /// The loader's message with its causes, and a hint when the library was linked against
 /// another build of the framework (its symbols then do not resolve in this process).
 fn open_error_message(error: &libloading::Error) -> String {
@@ -185,9 +206,11 @@ fn open_error_message(error: &libloading::Error) -> String {
         source = cause.source();
     }
     if message.contains("undefined symbol") && message.contains("voxreg_framework") {
-        message.push_str(
-            ". The plugin was built against a different build of voxreg-framework: rebuild it with the same toolchain, Cargo.lock and workspace as this voxreg",
-        );
+        message.push_str(&format!(
+            ". The plugin was built against a different build of voxreg-framework than this voxreg's ({}): rebuild it with this voxreg, `voxreg plugins build <plugin crate folder>`",
+            super::framework_library()
+                .map_or_else(|| "unknown location".to_owned(), |path| path.display().to_string())
+        ));
     }
     message
 }
@@ -210,7 +233,7 @@ fn compare(plugin: &Fingerprint, host: &Fingerprint) -> Vec<String> {
     }
     if mismatches.is_empty() && plugin.build_id != host.build_id {
         mismatches.push(format!(
-            "framework build: plugin {:016x}, host {:016x} (same versions, but different dependency versions or features: build the plugin in the same workspace or with the same Cargo.lock)",
+            "framework build: plugin {:016x}, host {:016x} (same versions, but a different build of the framework: build the plugin with this voxreg, `voxreg plugins build <plugin crate folder>`)",
             plugin.build_id, host.build_id
         ));
     }

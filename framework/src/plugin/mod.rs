@@ -1,7 +1,9 @@
 //! Dynamic plugins: libraries loaded at run time that add components to a [`Registry`].
 //!
 //! Loading a plugin ([`Registry::load_plugin`]):
-//! 1. the path must exist and open as a dynamic library (`libloading`);
+//! 1. the path must exist and open as a dynamic library (`libloading`), every symbol it
+//!    needs resolved at once: a library linked against another build of the framework
+//!    needs framework symbols this process does not have, and is refused here;
 //! 2. it must export [`abi::DECLARATION_SYMBOL`];
 //! 3. its ABI version and [`abi::Fingerprint`] must equal the host's — checked before any
 //!    other plugin code is called;
@@ -20,10 +22,12 @@
 
 pub mod abi;
 mod error;
+mod host_library;
 mod loader;
 mod registrar;
 
 pub use error::PluginError;
+pub use host_library::framework_library;
 pub use loader::PluginInfo;
 pub use registrar::PluginRegistrar;
 
