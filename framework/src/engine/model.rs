@@ -96,12 +96,26 @@ impl<'c> Model<'c> {
                 message: "no such checkpoint file".to_owned(),
             });
         }
+        if let Some(problem) = crate::files::regular_file_problem(path) {
+            return Err(EngineError::Io {
+                path: path.to_owned(),
+                message: problem,
+            });
+        }
         self.variables.load(path).map_err(|e| EngineError::Io {
             path: path.to_owned(),
             message: format!(
                 "cannot load it into this configuration's model (a checkpoint of another configuration, or a damaged file): {e}"
             ),
-        })
+        })?;
+        let named = self.named_trainable();
+        super::finite::refuse_non_finite(
+            path,
+            "weight",
+            named
+                .iter()
+                .map(|(name, var)| (name.as_str(), var.as_tensor())),
+        )
     }
 
     /// Runs the method on a batch.
