@@ -86,7 +86,10 @@ pub(super) fn save_weights(dir: &Path, model: &Model<'_>) -> Result<(), EngineEr
 /// left as it is.
 fn claim(dir: &Path) -> Result<bool, EngineError> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+        std::fs::create_dir_all(parent).map_err(|e| EngineError::Io {
+            path: dir.to_owned(),
+            message: format!("cannot create {}: {e}", parent.display()),
+        })?;
     }
     let created = match std::fs::create_dir(dir) {
         Ok(()) => true,

@@ -182,12 +182,7 @@ pub(super) fn read_voxels(
     let read = (&mut reader)
         .take(checked.data_bytes)
         .read_to_end(&mut raw)
-        .map_err(|e| {
-            data_error(
-                path,
-                format!("cannot read NIfTI voxels: {}", describe_io(&e)),
-            )
-        })?;
+        .map_err(|e| data_error(path, format!("cannot read NIfTI: {}", describe_io(&e))))?;
     if (read as u64) < checked.data_bytes {
         return Err(ends_early(checked.offset + read as u64));
     }
