@@ -8,6 +8,7 @@ mod deepreg_layout;
 mod docs;
 mod dynamic_plugins;
 mod errors;
+mod hostile;
 mod predict_outputs;
 mod register;
 mod static_plugins;
