@@ -441,7 +441,7 @@ impl Walker<'_> {
             None => Some(-1),
             Some(v) => {
                 let calls = self.typed::<i64>(v, &path.key("num_parallel_calls"));
-                if matches!(calls, Some(c) if c == 0 || c < -1 || c > MAX_LOADER_THREADS) {
+                if matches!(calls, Some(c) if c == 0 || !(-1..=MAX_LOADER_THREADS).contains(&c)) {
                     self.problem(
                         path.key("num_parallel_calls"),
                         format!("must be a number of loader threads from 1 to {MAX_LOADER_THREADS}, or -1 for one per core"),

@@ -102,7 +102,7 @@ fn write_folder(
     );
     std::fs::write(partial.join(PROGRESS), text).map_err(io_error(partial))?;
     std::fs::write(partial.join(CONFIG), config_yaml).map_err(io_error(partial))?;
-    std::fs::rename(&partial, dir).map_err(io_error(dir))
+    std::fs::rename(partial, dir).map_err(io_error(dir))
 }
 
 /// The largest progress file read: it holds a few lines per loss term and metric.
