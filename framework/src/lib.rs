@@ -29,6 +29,8 @@ pub mod component;
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod files;
+pub mod memory;
 pub mod metrics;
 pub mod ops;
 pub mod plugin;

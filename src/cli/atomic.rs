@@ -1,4 +1,4 @@
-//! Files written to a temporary file beside their target and renamed into place, so a failed
+//! Files written to a temporary file of this process beside their target and renamed into place, so a failed
 //! or interrupted write never leaves a partial file.
 
 use std::fs::File;
@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-/// Writes through `write` into `.<name>.partial` beside `path`, then renames it to `path`.
+/// Writes through `write` into a temporary file of this process beside `path` (see
+/// [`voxreg::files::temporary_sibling`]), then renames it to `path`.
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
+    path.file_name()
         .with_context(|| format!("{}: not a file name", path.display()))?;
-    let temporary: PathBuf = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let temporary: PathBuf = voxreg::files::temporary_sibling(path);
     let result = File::create(&temporary)
         .with_context(|| format!("creating {}", temporary.display()))
         .and_then(|file| {

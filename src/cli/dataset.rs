@@ -15,6 +15,11 @@ pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
             args.out.display()
         );
     }
+    check_size("--shape", &args.shape, 1 + args.label.len())?;
+    check_size("--low-res-size", &args.low_res_size, 1)?;
+    if let Some(size) = &args.crop_size {
+        check_size("--crop-size", size, 1)?;
+    }
     let crop = match (&args.crop_start, &args.crop_size) {
         (Some(start), Some(size)) => Some((start.clone(), size.clone())),
         (None, None) => None,
@@ -44,4 +49,16 @@ pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
         say!("  {split}: {}", dir.display())?;
     }
     Ok(())
+}
+
+/// Refuses a size flag with a zero, or whose volumes would not fit in memory: building a
+/// pair holds about sixteen f32 arrays of the shape (moving and fixed image, `volumes` label
+/// maps each, the fields and their resampling buffers).
+fn check_size(flag: &str, shape: &[usize], volumes: usize) -> anyhow::Result<()> {
+    if shape.is_empty() || shape.contains(&0) {
+        bail!("{flag} {shape:?}: every size must be at least 1");
+    }
+    let bytes = voxreg::memory::element_count(shape)
+        .and_then(|n| n.checked_mul(4 * (12 + 2 * volumes as u64)));
+    voxreg::memory::check_fits(bytes, &format!("{flag} {shape:?}")).map_err(anyhow::Error::msg)
 }

@@ -19,7 +19,18 @@ pub fn plugin_paths(flags: &[PathBuf]) -> Vec<PathBuf> {
         })
         .unwrap_or_default();
     paths.extend(flags.iter().cloned());
+    without_repeats(&paths)
+}
+
+/// `paths` with each library kept once (the first time it appears), comparing canonical
+/// paths: a plugin named by the flag, the environment and a config file loads once.
+pub fn without_repeats(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
     paths
+        .iter()
+        .filter(|path| seen.insert(path.canonicalize().unwrap_or_else(|_| (*path).clone())))
+        .cloned()
+        .collect()
 }
 
 /// The registry of linked components plus the given plugins.
@@ -48,9 +59,10 @@ pub fn load_plugins(registry: &mut Registry, plugins: &[PathBuf]) -> anyhow::Res
 /// resolves the configuration.
 pub fn load_config(plugins: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<(Registry, Config)> {
     let sources = ConfigSources::read(files)?;
-    let mut registry = registry(plugins)?;
-    load_plugins(&mut registry, sources.plugins())?;
+    let all: Vec<PathBuf> = plugins.iter().chain(sources.plugins()).cloned().collect();
+    let registry = registry(&without_repeats(&all))?;
     let config = sources.resolve(&registry)?;
+    voxreg::engine::check(&config).map_err(|problems| sources.locate(problems))?;
     Ok((registry, config))
 }
 
@@ -58,6 +70,15 @@ pub fn load_config(plugins: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<(Re
 pub fn require_file(path: &Path, what: &str) -> anyhow::Result<()> {
     if !path.exists() {
         anyhow::bail!("{what} {}: no such file", path.display());
+    }
+    Ok(())
+}
+
+/// Fails with a clear message if `path` is not a regular file (missing, a folder, a FIFO, a
+/// device), before anything opens it.
+pub fn require_regular_file(path: &Path, what: &str) -> anyhow::Result<()> {
+    if let Some(problem) = voxreg::files::regular_file_problem(path) {
+        anyhow::bail!("{what} {}: {problem}", path.display());
     }
     Ok(())
 }

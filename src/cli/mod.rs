@@ -15,6 +15,7 @@ mod predict;
 mod raster;
 mod register;
 mod report;
+mod run_folder;
 pub mod stdout;
 mod train;
 mod vis;

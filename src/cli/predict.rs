@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use voxreg::candle::Device;
 use voxreg::component::Split;
 use voxreg::engine::{self, Model};
 
 use super::pair_outputs::{Formats, PairWriter};
 use super::stdout::say;
-use super::{host, report, PredictArgs};
+use super::{host, report, run_folder, PredictArgs};
 
 /// Loads the run's configuration (or `--config-path`), builds the model with the
 /// checkpoint's weights, evaluates it on `--split` in batches of `--batch-size`, prints the
@@ -45,26 +45,23 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         "valid" => Split::Valid,
         _ => Split::Test,
     };
-    let name = args
-        .exp_name
-        .clone()
-        .unwrap_or_else(super::train::timestamp);
-    let out = args.log_dir.join(name);
-    if out.exists() {
-        bail!(
-            "{} exists; choose another --exp-name so earlier outputs are not overwritten",
-            out.display()
-        );
+    if let Some(name) = &args.exp_name {
+        run_folder::check_name(name)?;
+        let out = args.log_dir.join(name);
+        if out.exists() {
+            bail!(
+                "{} exists; choose another --exp-name so earlier outputs are not overwritten",
+                out.display()
+            );
+        }
     }
     let mut model = Model::build(&config, &Device::Cpu)?;
     model.load_weights(&engine::checkpoint::weights_file(&args.ckpt_path))?;
     // The split's data is listed before the output folder exists: a wrong folder leaves
     // nothing behind.
     engine::open_split(&config, split)?;
-    std::fs::create_dir_all(&args.log_dir)
-        .with_context(|| format!("creating {}", args.log_dir.display()))?;
-    // create_dir (not create_dir_all): a folder that appeared meanwhile is refused too.
-    std::fs::create_dir(&out).with_context(|| format!("creating {}", out.display()))?;
+    // Created exclusively: a folder that appeared meanwhile is refused too.
+    let out = run_folder::create_new(&args.log_dir, args.exp_name.as_deref())?;
     let formats = Formats {
         nifti: !args.no_nifti,
         png: args.save_png && !args.no_png,

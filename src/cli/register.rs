@@ -43,7 +43,7 @@ train:
 ";
 
 fn read_image(path: &Path, what: &str) -> anyhow::Result<Volume> {
-    host::require_file(path, what)?;
+    host::require_regular_file(path, what)?;
     let volume = read_nifti(path).with_context(|| format!("reading the {what}"))?;
     if !(2..=3).contains(&volume.shape.len()) {
         bail!(
@@ -74,7 +74,7 @@ fn image_on_grid(path: &Path, what: &str, shape: &[usize]) -> anyhow::Result<Vec
 /// Reads the label at `path` (`*spatial`, or `(*spatial, C)` for C labels) and resizes each
 /// label linearly onto `shape`: one `Vec` per label.
 fn labels_on_grid(path: &Path, what: &str, shape: &[usize]) -> anyhow::Result<Vec<Vec<f32>>> {
-    host::require_file(path, what)?;
+    host::require_regular_file(path, what)?;
     let volume = read_nifti(path).with_context(|| format!("reading the {what}"))?;
     let ndim = shape.len();
     let (spatial, channels) = match volume.shape.len() {

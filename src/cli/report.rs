@@ -53,22 +53,40 @@ pub fn print_improvement(split: Split, evaluation: &Evaluation) -> std::io::Resu
 /// and fixed indices joined by `_`, as in its output folder's name), `label_index`, the
 /// same metrics before registration, and the Jacobian determinant statistics.
 pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result<()> {
+    write_text(path, &metrics_csv(evaluation)?)
+}
+
+/// The text of `metrics.csv`, written by a CSV writer so ids holding a comma, a quote or a
+/// line break are quoted and every row keeps its columns.
+fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
     let optional = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
-    let mut csv = String::from(
-        "pair_index,moving,fixed,label_index,image_ssd,label_binary_dice,label_tre,image_ssd_before,label_binary_dice_before,label_tre_before,jacobian_folding_count,jacobian_folding_fraction,jacobian_std\n",
-    );
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record([
+        "pair_index",
+        "moving",
+        "fixed",
+        "label_index",
+        "image_ssd",
+        "label_binary_dice",
+        "label_tre",
+        "image_ssd_before",
+        "label_binary_dice_before",
+        "label_tre_before",
+        "jacobian_folding_count",
+        "jacobian_folding_fraction",
+        "jacobian_std",
+    ])?;
     for pair in &evaluation.pairs {
         let jacobian = pair.jacobian.as_ref();
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        csv.write_record([
             super::pair_outputs::pair_indices(&pair.reference),
-            pair.ids.0,
-            pair.ids.1,
-            pair.label.map(|l| l as i64).unwrap_or(-1),
-            pair.after.image_ssd,
+            pair.ids.0.to_string(),
+            pair.ids.1.to_string(),
+            pair.label.map(|l| l as i64).unwrap_or(-1).to_string(),
+            pair.after.image_ssd.to_string(),
             optional(pair.after.label_dice),
             optional(pair.after.label_tre_mm),
-            pair.before.image_ssd,
+            pair.before.image_ssd.to_string(),
             optional(pair.before.label_dice),
             optional(pair.before.label_tre_mm),
             jacobian
@@ -76,9 +94,12 @@ pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result
                 .unwrap_or_default(),
             optional(jacobian.map(|j| j.folding_fraction)),
             optional(jacobian.map(|j| j.std)),
-        ));
+        ])?;
     }
-    write_text(path, &csv)
+    let bytes = csv
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("{}", e.error()))?;
+    Ok(String::from_utf8(bytes)?)
 }
 
 /// The metrics DeepReg summarises, with how to read each from a sample.
@@ -183,7 +204,44 @@ pub fn write_stats_csvs(dir: &Path, evaluation: &Evaluation) -> anyhow::Result<(
 
 #[cfg(test)]
 mod tests {
-    use super::describe;
+    use super::{describe, metrics_csv};
+    use voxreg::component::{ImageId, SampleRef};
+    use voxreg::engine::{EvaluatedPair, Evaluation, PairMetrics};
+
+    #[test]
+    fn ids_with_commas_quotes_and_line_breaks_keep_their_row() {
+        let id = |name: &str| ImageId {
+            group: None,
+            name: name.to_owned(),
+        };
+        let metrics = PairMetrics {
+            image_ssd: 0.5,
+            label_dice: None,
+            label_tre_mm: None,
+        };
+        let evaluation = Evaluation {
+            pairs: vec![EvaluatedPair {
+                reference: SampleRef {
+                    moving: 0,
+                    fixed: 0,
+                    label: None,
+                },
+                ids: (id("a,b"), id("say \"hi\"\nthere")),
+                label: None,
+                before: metrics.clone(),
+                after: metrics,
+                jacobian: None,
+            }],
+        };
+        let text = metrics_csv(&evaluation).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 1, "{text}");
+        assert_eq!(rows[0].len(), 13, "{text}");
+        assert_eq!(&rows[0][1], "a,b");
+        assert_eq!(&rows[0][2], "say \"hi\"\nthere");
+        assert_eq!(&rows[0][4], "0.5");
+    }
 
     #[test]
     fn describes_like_pandas() {

@@ -12,7 +12,7 @@ use voxreg::component::Split;
 use voxreg::engine::{self, EpochLog, SplitLog, TrainObserver, TrainOptions};
 
 use super::stdout::say;
-use super::{host, loss_curve, TrainArgs};
+use super::{host, loss_curve, run_folder, TrainArgs};
 
 /// Trains (resuming from `--ckpt-path`, a `save/ckpt-<epoch>` folder, if given), writes
 /// `<log-dir>/<exp-name>/{config.yaml, train_metrics.csv, valid_metrics.csv, loss_curve.png,
@@ -24,13 +24,18 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
     if args.max_epochs == Some(0) {
         bail!("--max-epochs must be at least 1");
     }
-    let name = args.exp_name.clone().unwrap_or_else(timestamp);
-    let run_dir = args.log_dir.join(&name);
-    if run_dir.join("config.yaml").exists() {
-        bail!(
-            "{} already holds a run; choose another --exp-name so it is not overwritten",
-            run_dir.display()
-        );
+    // An explicit name is checked now so a taken folder fails before the data is read; the
+    // engine claims the folder itself (exclusively) before writing into it.
+    if let Some(name) = &args.exp_name {
+        run_folder::check_name(name)?;
+        let run_dir = args.log_dir.join(name);
+        let holds_files = std::fs::read_dir(&run_dir).is_ok_and(|mut e| e.next().is_some());
+        if holds_files || (run_dir.exists() && !run_dir.is_dir()) {
+            bail!(
+                "{} already holds a run; choose another --exp-name so it is not overwritten",
+                run_dir.display()
+            );
+        }
     }
     // The split evaluated after training is opened now, so a wrong folder fails before
     // training rather than after it.
@@ -44,6 +49,10 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(split) = evaluation_split {
         engine::open_split(&config, split)?;
     }
+    let run_dir = match &args.exp_name {
+        Some(name) => args.log_dir.join(name),
+        None => run_folder::create_default(&args.log_dir)?,
+    };
     let options = TrainOptions {
         seed: 0,
         max_epochs: args.max_epochs,
@@ -52,7 +61,15 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
         stop: Some(stop_on_ctrl_c()),
     };
     let mut observer = Progress::new(&run_dir);
-    let (model, summary) = engine::train(&config, &options, &mut observer)?;
+    let (model, summary) = match engine::train(&config, &options, &mut observer) {
+        Ok(trained) => trained,
+        Err(error) => {
+            if args.exp_name.is_none() {
+                run_folder::remove_if_empty(&run_dir);
+            }
+            return Err(error.into());
+        }
+    };
     say!(
         "trained {} epochs ({} steps); run folder {}",
         summary.epochs.len(),

@@ -36,7 +36,7 @@ struct Image {
 
 impl Image {
     fn read(path: &Path) -> anyhow::Result<Self> {
-        host::require_file(path, "image")?;
+        host::require_regular_file(path, "image")?;
         let volume = read_nifti(path)?;
         let layout =
             Layout::of(&volume.shape).with_context(|| format!("image {}", path.display()))?;
@@ -130,6 +130,7 @@ pub fn vis(args: &VisArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| Image::read(Path::new(p)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    check_output_size(&images, slices.as_ref().map_or(1, Vec::len), args)?;
     std::fs::create_dir_all(&args.save_path)
         .with_context(|| format!("creating {}", args.save_path.display()))?;
     let written = match args.mode {
@@ -142,6 +143,47 @@ pub fn vis(args: &VisArgs) -> anyhow::Result<()> {
         say!("wrote {}", path.display())?;
     }
     Ok(())
+}
+
+/// The longest side of a frame: GIF stores sizes in 16 bits.
+const MAX_SIDE: usize = u16::MAX as usize;
+/// The most frames of a DDF animation (`--num-interval`).
+const MAX_INTERVALS: usize = 10_000;
+
+/// Refuses `--scale` and `--num-interval` values whose frames could not be encoded or would
+/// not fit in memory, before anything is drawn: every size is counted with checked
+/// arithmetic.
+fn check_output_size(images: &[Image], slices: usize, args: &VisArgs) -> anyhow::Result<()> {
+    if args.num_interval > MAX_INTERVALS {
+        bail!(
+            "--num-interval {}: at most {MAX_INTERVALS} frames (DeepReg's default is 100)",
+            args.num_interval
+        );
+    }
+    let mut total: u64 = 0;
+    for image in images {
+        let [height, width, depth] = image.layout.spatial;
+        let side = |n: usize| n.checked_mul(args.scale).filter(|&s| s <= MAX_SIDE);
+        let (Some(w), Some(h)) = (side(width), side(height)) else {
+            bail!(
+                "--scale {}: the {width}×{height} slices of {} would exceed {MAX_SIDE} pixels per side (the GIF limit); give a smaller --scale",
+                args.scale,
+                image.path.display()
+            );
+        };
+        let frames = match args.mode {
+            0 | 3 => depth as u64,
+            1 => (args.num_interval as u64).saturating_mul(slices as u64),
+            _ => slices as u64,
+        };
+        let frame_bytes = (w as u64) * (h as u64) * 3;
+        total = total.saturating_add(frame_bytes.saturating_mul(frames));
+    }
+    voxreg::memory::check_fits(
+        Some(total),
+        &"the frames that --scale and --num-interval ask for",
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// Mode 0: one GIF per image through all its slices.
@@ -168,7 +210,7 @@ fn gif_warp(
         .ddf_path
         .as_deref()
         .context("--mode 1 animates a DDF: give --ddf-path")?;
-    host::require_file(ddf_path, "DDF")?;
+    host::require_regular_file(ddf_path, "DDF")?;
     let ddf = read_nifti(ddf_path)?;
     ensure!(
         ddf.shape.len() == 4 && ddf.shape[3] == 3,

@@ -10,6 +10,7 @@ mod docs;
 mod dynamic_plugins;
 mod errors;
 mod external_plugins;
+mod hostile;
 mod predict_outputs;
 mod register;
 mod standalone;

@@ -40,6 +40,10 @@ const PREPROCESS_KEYS: &[&str] = &[
     "data_augmentation",
 ];
 
+/// The most loader threads `num_parallel_calls` may ask for: more only exhausts the
+/// system's threads (each has its own stack and batch in flight).
+const MAX_LOADER_THREADS: i64 = 256;
+
 /// Resolves the merged document. Every problem found is returned, with paths (locations
 /// are attached by the caller, who knows the files).
 pub(super) fn resolve(
@@ -573,10 +577,10 @@ impl Walker<'_> {
             None => Some(-1),
             Some(v) => {
                 let calls = self.typed::<i64>(v, &path.key("num_parallel_calls"));
-                if matches!(calls, Some(c) if c == 0 || c < -1) {
+                if matches!(calls, Some(c) if c == 0 || !(-1..=MAX_LOADER_THREADS).contains(&c)) {
                     self.problem(
                         path.key("num_parallel_calls"),
-                        "must be a number of threads ≥ 1, or -1 for one per core",
+                        format!("must be a number of loader threads from 1 to {MAX_LOADER_THREADS}, or -1 for one per core"),
                     );
                 }
                 calls

@@ -120,6 +120,37 @@ impl ConfigSources {
         })
     }
 
+    /// Problems found after resolving (by [`crate::engine::check`]) as a config error, each
+    /// located at the file and line of its key; a problem at a component whose message
+    /// quotes one of the component's keys is moved to that key.
+    pub fn locate(&self, problems: Vec<Problem>) -> ConfigError {
+        let located = problems
+            .into_iter()
+            .map(|mut problem| {
+                if let Some(key) = self.quoted_key(&problem.path, &problem.message) {
+                    problem.path = problem.path.key(key);
+                }
+                problem.location = self.location_of(&problem.path);
+                problem
+            })
+            .collect();
+        ConfigError::Invalid(Problems(located))
+    }
+
+    /// The first word of `message` that is a key written under `path` in some file.
+    fn quoted_key(&self, path: &KeyPath, message: &str) -> Option<String> {
+        message
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.len() > 1)
+            .find(|word| {
+                let candidate = path.key(*word);
+                self.documents
+                    .iter()
+                    .any(|document| document.location_of(&candidate).is_some())
+            })
+            .map(str::to_owned)
+    }
+
     /// Where the value at `path` was last written (the latest file wins, as in merging);
     /// falls back to the nearest written ancestor.
     pub fn location_of(&self, path: &KeyPath) -> Option<super::Location> {

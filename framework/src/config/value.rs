@@ -20,6 +20,10 @@ pub type ConfigValue = serde_yaml::Value;
 /// A YAML mapping.
 pub type ConfigMapping = serde_yaml::Mapping;
 
+/// The largest config file read: DeepReg's configs are a few KiB, and a parsed YAML value
+/// takes many times its text's size in memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// One configuration file: its value and where each key was written.
 #[derive(Clone, Debug)]
 pub struct ConfigDocument {
@@ -33,6 +37,24 @@ pub struct ConfigDocument {
 impl ConfigDocument {
     /// Reads and parses one YAML file.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let refuse = |message: String| ConfigError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::other(message),
+        };
+        if let Some(problem) = crate::files::regular_file_problem(path) {
+            return Err(refuse(problem));
+        }
+        let size = std::fs::metadata(path)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(refuse(format!(
+                "{size} bytes, more than a config file may hold ({MAX_CONFIG_BYTES} bytes)"
+            )));
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -42,8 +64,23 @@ impl ConfigDocument {
 
     /// Parses YAML text; `origin` names it in messages.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let value: ConfigValue =
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Syntax {
+                path: origin.to_owned(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "{} bytes, more than a config file may hold ({MAX_CONFIG_BYTES} bytes)",
+                    text.len()
+                ),
+            });
+        }
+        let mut value: ConfigValue =
             serde_yaml::from_str(text).map_err(|error| syntax_error(origin, &error))?;
+        // Merge keys (`<<: *defaults`), which PyYAML, and so DeepReg, applies.
+        value
+            .apply_merge()
+            .map_err(|error| syntax_error(origin, &error))?;
         let value = match value {
             ConfigValue::Null => ConfigValue::Mapping(ConfigMapping::new()),
             ConfigValue::Mapping(_) => value,

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use super::logs::Accumulator;
-use super::run_dir::io_error;
-use super::{tensor_error, EngineError, Model};
+use super::run_dir::{io_error, save_tensors};
+use super::{EngineError, Model};
 use crate::component::{Optimizer, OptimizerState};
 
 const WEIGHTS: &str = "weights.safetensors";
@@ -68,23 +68,29 @@ pub fn save(
             message: "a checkpoint is already there".to_owned(),
         });
     }
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("ckpt");
-    let partial = dir.with_file_name(format!(".{name}.partial"));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(io_error(&partial))?;
+    let partial = crate::files::temporary_sibling(dir);
+    let written = write_folder(&partial, dir, model, optimizer, progress, config_yaml);
+    if written.is_err() {
+        // A half-written temporary folder is useless; failing to remove it changes nothing.
+        let _ = std::fs::remove_dir_all(&partial);
     }
-    std::fs::create_dir_all(&partial).map_err(io_error(&partial))?;
-    model
-        .save_weights(&partial.join(WEIGHTS))
-        .map_err(tensor_error(format!(
-            "saving {}",
-            dir.join(WEIGHTS).display()
-        )))?;
+    written
+}
+
+/// Writes the checkpoint's files into the temporary folder `partial` and renames it to `dir`.
+fn write_folder(
+    partial: &Path,
+    dir: &Path,
+    model: &Model,
+    optimizer: &dyn Optimizer,
+    progress: &Progress,
+    config_yaml: &str,
+) -> Result<(), EngineError> {
+    std::fs::create_dir_all(partial).map_err(io_error(partial))?;
+    save_tensors(&partial.join(WEIGHTS), &model.weight_tensors())?;
     let state = optimizer.state();
     let tensors: HashMap<String, Tensor> = state.tensors.into_iter().collect();
-    candle_core::safetensors::save(&tensors, partial.join(OPTIMIZER)).map_err(tensor_error(
-        format!("saving {}", dir.join(OPTIMIZER).display()),
-    ))?;
+    save_tensors(&partial.join(OPTIMIZER), &tensors)?;
     let text = format!(
         "epoch={}\nepoch_step={}\nsteps={}\nseed={}\noptimizer_step={}\n{}",
         progress.epoch,
@@ -94,9 +100,31 @@ pub fn save(
         state.step,
         progress.partial.to_lines()
     );
-    std::fs::write(partial.join(PROGRESS), text).map_err(io_error(&partial))?;
-    std::fs::write(partial.join(CONFIG), config_yaml).map_err(io_error(&partial))?;
-    std::fs::rename(&partial, dir).map_err(io_error(dir))
+    std::fs::write(partial.join(PROGRESS), text).map_err(io_error(partial))?;
+    std::fs::write(partial.join(CONFIG), config_yaml).map_err(io_error(partial))?;
+    std::fs::rename(partial, dir).map_err(io_error(dir))
+}
+
+/// The largest progress file read: it holds a few lines per loss term and metric.
+const PROGRESS_LIMIT: u64 = 1 << 20;
+
+/// Reads a progress file, refusing non-regular files and ones too large to be one.
+fn read_progress(path: &Path) -> Result<String, EngineError> {
+    let invalid = |message: String| EngineError::Io {
+        path: path.to_owned(),
+        message,
+    };
+    if let Some(problem) = crate::files::regular_file_problem(path) {
+        return Err(invalid(problem));
+    }
+    let size = std::fs::metadata(path).map_err(io_error(path))?.len();
+    if size > PROGRESS_LIMIT {
+        return Err(invalid(format!(
+            "{size} bytes, more than a progress file can hold ({PROGRESS_LIMIT}): it is damaged"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    String::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text: it is damaged".to_owned()))
 }
 
 /// Restores a checkpoint folder into `model` and `optimizer` and returns its progress.
@@ -115,8 +143,8 @@ pub fn load(
             "not a checkpoint folder (training writes them as <run>/save/ckpt-<epoch>)".to_owned(),
         ));
     }
-    let text =
-        std::fs::read_to_string(dir.join(PROGRESS)).map_err(io_error(&dir.join(PROGRESS)))?;
+    let progress_file = dir.join(PROGRESS);
+    let text = read_progress(&progress_file)?;
     let field = |key: &str| -> Result<u64, EngineError> {
         text.lines()
             .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
@@ -135,9 +163,27 @@ pub fn load(
         partial: Accumulator::from_lines(&text)
             .ok_or_else(|| invalid(format!("{PROGRESS} has a malformed `sum.` line")))?,
     };
+    if progress.epoch_step > progress.steps {
+        return Err(invalid(format!(
+            "{PROGRESS} says {} steps were taken in the interrupted epoch but {} in all: it is damaged",
+            progress.epoch_step, progress.steps
+        )));
+    }
     model.load_weights(&dir.join(WEIGHTS))?;
-    let tensors = candle_core::safetensors::load(dir.join(OPTIMIZER), &Device::Cpu)
+    let optimizer_file = dir.join(OPTIMIZER);
+    if let Some(problem) = crate::files::regular_file_problem(&optimizer_file) {
+        return Err(EngineError::Io {
+            path: optimizer_file,
+            message: problem,
+        });
+    }
+    let tensors = candle_core::safetensors::load(&optimizer_file, &Device::Cpu)
         .map_err(|e| invalid(format!("cannot read {OPTIMIZER}: {e}")))?;
+    super::finite::refuse_non_finite(
+        &optimizer_file,
+        "optimiser state",
+        tensors.iter().map(|(name, tensor)| (name.as_str(), tensor)),
+    )?;
     optimizer.load_state(OptimizerState {
         step: field("optimizer_step")?,
         tensors: tensors.into_iter().collect(),

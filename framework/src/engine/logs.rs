@@ -162,14 +162,15 @@ pub(super) fn write_csv(
         .chain(&first.metrics)
         .map(|(n, _)| n.as_str())
         .collect();
-    let mut csv = String::from("epoch,loss");
-    for column in &columns {
-        csv.push(',');
-        csv.push_str(column);
-    }
-    csv.push('\n');
+    let csv_error = |e: csv::Error| EngineError::Io {
+        path: dir.join(file),
+        message: e.to_string(),
+    };
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let header = ["epoch", "loss"].into_iter().chain(columns.iter().copied());
+    csv.write_record(header).map_err(csv_error)?;
     for (epoch, log) in rows {
-        csv.push_str(&format!("{epoch},{}", log.loss));
+        let mut record = vec![epoch.to_string(), log.loss.to_string()];
         for column in &columns {
             let value = log
                 .terms
@@ -178,12 +179,15 @@ pub(super) fn write_csv(
                 .find(|(n, _)| n == column)
                 .map(|(_, v)| v.to_string())
                 .unwrap_or_default();
-            csv.push(',');
-            csv.push_str(&value);
+            record.push(value);
         }
-        csv.push('\n');
+        csv.write_record(&record).map_err(csv_error)?;
     }
-    replace_file(dir, file, &csv)
+    let bytes = csv.into_inner().map_err(|e| EngineError::Io {
+        path: dir.join(file),
+        message: e.error().to_string(),
+    })?;
+    replace_file(dir, file, &bytes)
 }
 
 #[cfg(test)]
@@ -246,6 +250,18 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("valid.csv")).unwrap();
         assert_eq!(text, "epoch,loss\n2,0\n");
         write_csv(dir.path(), "none.csv", &epochs[..1], |e| e.valid.as_ref()).unwrap();
+        let odd = [EpochLog {
+            epoch: 1,
+            train: SplitLog {
+                loss: 1.0,
+                terms: vec![("plugin,\"term\"".to_owned(), 2.0)],
+                metrics: Vec::new(),
+            },
+            valid: None,
+        }];
+        write_csv(dir.path(), "odd.csv", &odd, |e| Some(&e.train)).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("odd.csv")).unwrap();
+        assert_eq!(text, "epoch,loss,\"plugin,\"\"term\"\"\"\n1,1,2\n");
         assert!(!dir.path().join("none.csv").exists());
     }
 }

@@ -6,8 +6,10 @@
 //! exactly from a checkpoint.
 
 mod batch_metrics;
+mod check;
 pub mod checkpoint;
 mod evaluate;
+mod finite;
 mod logs;
 mod losses;
 mod model;
@@ -18,11 +20,13 @@ mod step;
 mod train;
 mod validate;
 
+pub use check::check;
 pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetrics, PairTensors};
 pub use logs::{EpochLog, SplitLog};
 pub use model::Model;
 pub use params::{under_prefix, InitFrom, VariablesConfig};
 pub use register::{register, Registration, Transform};
+pub use run_dir::LOCK_FILE;
 pub use step::{NonFinite, StepError, StepOutcome, Trainer};
 pub use train::{open_split, train, TrainObserver, TrainOptions, TrainSummary};
 

@@ -129,18 +129,13 @@ impl Model {
 
     /// Saves every weight (safetensors).
     pub fn save_weights(&self, path: &std::path::Path) -> candle_core::Result<()> {
-        let tensors: HashMap<String, Tensor> = self
-            .params
-            .variables()
-            .into_iter()
-            .map(|(name, var)| (name, var.as_tensor().clone()))
-            .collect();
-        candle_core::safetensors::save(&tensors, path)
+        candle_core::safetensors::save(&self.weight_tensors(), path)
     }
 
     /// Loads trained weights (safetensors, as `train` saves them). A checkpoint that lacks a
     /// weight of this model, or holds one of another shape (a checkpoint from another
-    /// configuration), is an error saying so.
+    /// configuration), or one that holds a NaN or an infinity, is an error saying so, and
+    /// leaves every weight as it was.
     pub fn load_weights(&mut self, path: &std::path::Path) -> Result<(), EngineError> {
         let refused = |message: String| EngineError::Io {
             path: path.to_owned(),
@@ -149,12 +144,16 @@ impl Model {
         if !path.is_file() {
             return Err(refused("no such checkpoint file".to_owned()));
         }
+        if let Some(problem) = crate::files::regular_file_problem(path) {
+            return Err(refused(problem));
+        }
         let mut tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
             refused(format!(
                 "cannot read it as a weights file (a damaged file?): {e}"
             ))
         })?;
         let other = "cannot load it into this configuration's model (a checkpoint of another configuration)";
+        let mut matched = Vec::new();
         for (name, var) in self.params.variables() {
             let Some(tensor) = tensors.remove(&name) else {
                 return Err(refused(format!("{other}: it has no weight `{name}`")));
@@ -166,10 +165,29 @@ impl Model {
                     var.dims()
                 )));
             }
+            matched.push((name, var, tensor));
+        }
+        super::finite::refuse_non_finite(
+            path,
+            "weight",
+            matched
+                .iter()
+                .map(|(name, _, tensor)| (name.as_str(), tensor)),
+        )?;
+        for (name, var, tensor) in matched {
             var.set(&tensor)
                 .map_err(|e| refused(format!("{other}: `{name}`: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Every weight by name, the frozen ones too (what `save_weights` writes).
+    pub fn weight_tensors(&self) -> HashMap<String, Tensor> {
+        self.params
+            .variables()
+            .into_iter()
+            .map(|(name, var)| (name, var.as_tensor().clone()))
+            .collect()
     }
 
     /// Runs the method on a batch and returns its outputs. With a dynamic parameter source

@@ -176,7 +176,13 @@ pub fn train(
                 preprocess.batch_size
             )));
         }
-        let done = std::mem::take(&mut progress.epoch_step).min(steps_in_epoch);
+        let done = std::mem::take(&mut progress.epoch_step);
+        if done > steps_in_epoch {
+            return Err(EngineError::Config(format!(
+                "the checkpoint {} says {done} steps of epoch {epoch} were taken, but the epoch has {steps_in_epoch}: its progress.txt is damaged or belongs to another dataset or batch_size",
+                options.resume.as_deref().unwrap_or(std::path::Path::new("?")).display()
+            )));
+        }
         let mut accumulator = std::mem::take(&mut progress.partial);
         samples.drain(..done * preprocess.batch_size);
         observer.epoch_started(epoch, epochs, steps_in_epoch, done);

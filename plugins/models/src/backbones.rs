@@ -447,6 +447,10 @@ fn control_spacing(
     Ok(Some(spacing))
 }
 
+/// The most channels a level may have: more would not fit in memory at any useful image
+/// size (a 3×3×3 convolution between two such levels holds 1.8 GB of weights).
+const MAX_CHANNELS: usize = 4096;
+
 /// The encoder channels: the given list, or `num_channel_initial · 2^d`.
 fn channels(
     initial: usize,
@@ -459,7 +463,19 @@ fn channels(
             if initial == 0 {
                 return Err("num_channel_initial must be at least 1, e.g. 16".to_owned());
             }
-            Ok((0..=depth).map(|d| initial << d).collect())
+            let list: Option<Vec<usize>> = (0..=depth)
+                .map(|d| {
+                    u32::try_from(d)
+                        .ok()
+                        .and_then(|d| initial.checked_mul(1usize.checked_shl(d)?))
+                        .filter(|&c| c <= MAX_CHANNELS)
+                })
+                .collect();
+            list.ok_or_else(|| {
+                format!(
+                    "num_channel_initial {initial} doubles to more than {MAX_CHANNELS} channels by level {depth}; DeepReg's configs use 4 to 32"
+                )
+            })
         }
     }
 }
@@ -475,6 +491,11 @@ fn channel_list(key: &str, list: &[usize], depth: usize) -> Result<Vec<usize>, S
     }
     if list.contains(&0) {
         return Err(format!("{key} must be positive, got {list:?}"));
+    }
+    if list.iter().any(|&c| c > MAX_CHANNELS) {
+        return Err(format!(
+            "{key} must be at most {MAX_CHANNELS} per level, got {list:?}"
+        ));
     }
     Ok(list.to_vec())
 }
@@ -494,6 +515,11 @@ fn kernels(key: &str, sizes: &KernelSizes, count: usize) -> Result<Vec<usize>, S
     };
     if list.contains(&0) {
         return Err(format!("{key} must be positive, got {list:?}"));
+    }
+    if list.iter().any(|&c| c > MAX_CHANNELS) {
+        return Err(format!(
+            "{key} must be at most {MAX_CHANNELS} per level, got {list:?}"
+        ));
     }
     Ok(list)
 }

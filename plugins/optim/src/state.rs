@@ -80,11 +80,18 @@ pub(crate) fn check_rate(
     } else {
         Err(ComponentError::invalid(
             optimizer,
-            format!(
-                "`{key}` must be in [{}, {}], got {value}",
-                range.start(),
-                range.end()
-            ),
+            if *range.end() == f64::MAX {
+                format!(
+                    "`{key}` must be a finite number ≥ {}, got {value}",
+                    range.start()
+                )
+            } else {
+                format!(
+                    "`{key}` must be in [{}, {}], got {value}",
+                    range.start(),
+                    range.end()
+                )
+            },
         ))
     }
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use voxreg_framework::memory;
 use voxreg_framework::prelude::*;
 
 use super::{check_volume, data_error, IDENTITY};
@@ -22,11 +23,14 @@ impl FileLoaderConfig for H5Format {
         grouped: bool,
     ) -> Result<Box<dyn FileLoader>, ComponentError> {
         let path = dir.join(format!("{kind}.h5"));
-        if !path.is_file() {
+        if !path.exists() {
             return Err(data_error(
                 &path,
                 format!("missing file: DeepReg's layout keeps {kind} in <dir>/{kind}.h5"),
             ));
+        }
+        if let Some(problem) = voxreg_framework::files::regular_file_problem(&path) {
+            return Err(data_error(&path, problem));
         }
         let file = hdf5::File::open(&path)
             .map_err(|e| data_error(&path, format!("cannot open HDF5: {e}")))?;
@@ -74,9 +78,12 @@ impl FileLoader for H5Datasets {
         let what = format!("dataset `{key}`");
         let file = hdf5::File::open(&self.path)
             .map_err(|e| data_error(&self.path, format!("cannot open HDF5: {e}")))?;
-        let array = file
+        let dataset = file
             .dataset(key)
-            .and_then(|dataset| dataset.read_dyn::<f32>())
+            .map_err(|e| data_error(&self.path, format!("cannot read {what}: {e}")))?;
+        check_declared_size(&self.path, key, &dataset.shape())?;
+        let array = dataset
+            .read_dyn::<f32>()
             .map_err(|e| data_error(&self.path, format!("cannot read {what}: {e}")))?;
         let volume = Volume {
             shape: array.shape().to_vec(),
@@ -91,11 +98,22 @@ impl FileLoader for H5Datasets {
         let key = self.keys.get(index).ok_or_else(|| {
             ComponentError::invalid("file_loader `h5`", format!("no image {index}"))
         })?;
-        hdf5::File::open(&self.path)
+        let shape = hdf5::File::open(&self.path)
             .and_then(|file| file.dataset(key))
             .map(|dataset| dataset.shape())
-            .map_err(|e| data_error(&self.path, format!("cannot read dataset `{key}`: {e}")))
+            .map_err(|e| data_error(&self.path, format!("cannot read dataset `{key}`: {e}")))?;
+        check_declared_size(&self.path, key, &shape)?;
+        Ok(shape)
     }
+}
+
+/// Refuses a dataset whose declared shape needs more memory than is available (a small
+/// chunked file can declare any size), naming the key; reading it takes the f32 array and the
+/// volume's copy of it.
+fn check_declared_size(path: &Path, key: &str, shape: &[usize]) -> Result<(), ComponentError> {
+    let bytes = memory::element_count(shape).and_then(|n| memory::byte_count(n, 8));
+    memory::check_fits(bytes, &format!("dataset `{key}` (shape {shape:?})"))
+        .map_err(|message| data_error(path, message))
 }
 
 /// The id of a key; grouped keys must read `group-<g>-<i>`.
@@ -126,11 +144,7 @@ fn key_id(path: &Path, key: &str, grouped: bool) -> Result<ImageId, ComponentErr
 /// Used by tests and dataset-preparation tools. Written to a temporary file and renamed, so a
 /// failed write leaves no partial file.
 pub fn write_h5(path: &Path, entries: &[(String, Volume)]) -> Result<(), ComponentError> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("data.h5");
-    let temporary = path.with_file_name(format!(".{name}.partial"));
+    let temporary = voxreg_framework::files::temporary_sibling(path);
     let write = || -> hdf5::Result<()> {
         let file = hdf5::File::create(&temporary)?;
         for (key, volume) in entries {

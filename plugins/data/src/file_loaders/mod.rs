@@ -3,6 +3,7 @@
 mod affine;
 mod h5;
 mod nifti;
+mod nifti_read;
 
 use std::path::Path;
 

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use ::nifti::writer::WriterOptions;
-use ::nifti::{IntoNdArray, NiftiHeader, NiftiObject, ReaderOptions};
+use ::nifti::NiftiHeader;
 use serde::{Deserialize, Serialize};
 use voxreg_framework::prelude::*;
 
 use super::affine::{affine, AffineFields};
+use super::nifti_read::{read_header, read_voxels};
 use super::{check_volume, data_error};
 
 /// `nifti`: NIfTI-1 volumes, one file per image.
@@ -77,14 +78,7 @@ impl FileLoader for NiftiFiles {
         let path = self.files.get(index).ok_or_else(|| {
             ComponentError::invalid("file_loader `nifti`", format!("no image {index}"))
         })?;
-        let header = NiftiHeader::from_file(path)
-            .map_err(|e| data_error(path, format!("cannot read NIfTI header: {}", describe(&e))))?;
-        check_dims(path, &header)?;
-        let rank = usize::from(header.dim[0]);
-        Ok(header.dim[1..=rank]
-            .iter()
-            .map(|&d| usize::from(d))
-            .collect())
+        Ok(read_header(path)?.0.shape)
     }
 }
 
@@ -96,9 +90,23 @@ fn collect_nifti_files(folder: &Path, out: &mut Vec<PathBuf>) -> Result<(), Comp
             collect_nifti_files(&path, out)?;
         } else if nifti_stem(&path).is_some() {
             out.push(path);
+        } else if path.to_str().is_none() && has_nifti_suffix(&path) {
+            // Ids are names, and pairing by a mangled name could pair the wrong files.
+            tracing::warn!(
+                "{}: skipped, its name is not valid UTF-8 (rename it to pair it with its partner)",
+                path.display()
+            );
         }
     }
     Ok(())
+}
+
+/// Whether the file name, read lossily, ends in `.nii` or `.nii.gz`.
+fn has_nifti_suffix(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| {
+        let name = name.to_string_lossy();
+        name.ends_with(".nii") || name.ends_with(".nii.gz")
+    })
 }
 
 /// The file name without `.nii` / `.nii.gz`, for NIfTI files.
@@ -142,24 +150,14 @@ fn image_id(folder: &Path, file: &Path, grouped: bool) -> Result<ImageId, Compon
 
 /// Reads a NIfTI-1 file (`.nii` or `.nii.gz`) as f32 with the header's scaling applied,
 /// its voxel-to-world affine, and its array shape (spatial axes, then any further axes such
-/// as DeepReg's label axis). Errors name the file: unreadable, truncated or compressed
-/// wrongly, not NIfTI, impossible dimensions, non-finite values.
+/// as DeepReg's label axis). Errors name the file: not a regular file, unreadable, truncated
+/// or compressed wrongly, not NIfTI, impossible dimensions or `vox_offset`, an unsupported
+/// datatype (complex, RGB), more voxels than memory, non-finite values.
 pub fn read_nifti(path: &Path) -> Result<Volume, ComponentError> {
-    if !path.is_file() {
-        return Err(data_error(path, "no such file"));
-    }
-    let object = ReaderOptions::new()
-        .read_file(path)
-        .map_err(|e| data_error(path, format!("cannot read NIfTI: {}", describe(&e))))?;
-    let header = object.header().clone();
-    check_dims(path, &header)?;
-    let array = object
-        .into_volume()
-        .into_ndarray::<f32>()
-        .map_err(|e| data_error(path, format!("cannot decode NIfTI voxels: {e}")))?;
+    let (header, shape, data) = read_voxels(path)?;
     let volume = Volume {
-        shape: array.shape().to_vec(),
-        data: array.iter().copied().collect(),
+        shape,
+        data,
         affine: affine(&AffineFields {
             sform_code: header.sform_code,
             qform_code: header.qform_code,
@@ -171,36 +169,6 @@ pub fn read_nifti(path: &Path) -> Result<Volume, ComponentError> {
     };
     check_volume(path, "NIfTI volume", &volume)?;
     Ok(volume)
-}
-
-/// The reader's error in words: its I/O errors carry no message of their own (they would
-/// print as `Io(Custom { … })`).
-fn describe(error: &::nifti::NiftiError) -> String {
-    match error {
-        ::nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            format!("the file ends early ({io}): it is truncated or damaged")
-        }
-        ::nifti::NiftiError::Io(io) => io.to_string(),
-        other => other.to_string(),
-    }
-}
-
-fn check_dims(path: &Path, header: &NiftiHeader) -> Result<(), ComponentError> {
-    let rank = usize::from(header.dim[0]);
-    if !(1..=7).contains(&rank) {
-        return Err(data_error(
-            path,
-            format!("impossible NIfTI rank dim[0] = {rank}"),
-        ));
-    }
-    let dims = &header.dim[1..=rank];
-    if dims.contains(&0) {
-        return Err(data_error(
-            path,
-            format!("a NIfTI dimension is 0: {dims:?}"),
-        ));
-    }
-    Ok(())
 }
 
 /// Writes `volume` as a NIfTI-1 file (gzip-compressed when the name ends in `.gz`), f32,
@@ -227,9 +195,13 @@ pub fn write_nifti(path: &Path, volume: &Volume) -> Result<(), ComponentError> {
     // The writer derives its output name from the extension, so the temporary name keeps
     // `.nii` / `.nii.gz` and no other dot.
     let compressed = path.to_string_lossy().ends_with(".gz");
-    let stem = nifti_stem(path).unwrap_or("volume").replace('.', "_");
     let extension = if compressed { "nii.gz" } else { "nii" };
-    let temporary = path.with_file_name(format!(".{stem}-partial.{extension}"));
+    let unique = voxreg_framework::files::temporary_sibling(path);
+    let unique = unique
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('.', "_"))
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!("{unique}.{extension}"));
     WriterOptions::new(&temporary)
         .reference_header(&header)
         .write_nifti(&array)
