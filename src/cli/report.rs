@@ -231,6 +231,7 @@ mod tests {
                 before: metrics.clone(),
                 after: metrics,
                 jacobian: None,
+                jacobians: Vec::new(),
             }],
         };
         let text = metrics_csv(&evaluation).unwrap();

@@ -79,7 +79,11 @@ fn shape_keys(config: &Config) -> (KeyPath, KeyPath) {
 /// channels, f32, with their gradients) exceed the memory available.
 fn check_memory(config: &Config, fixed_key: &KeyPath) -> Result<(), Problem> {
     let shapes = config.dataset.loader.image_shapes();
-    let backbone = crate::config::to_value(&*config.train.backbone).ok();
+    let backbone = config
+        .train
+        .backbone
+        .as_deref()
+        .and_then(|backbone| crate::config::to_value(backbone).ok());
     let channels = backbone
         .as_ref()
         .and_then(|v| v.get("num_channel_initial"))
@@ -109,6 +113,12 @@ fn problem_of(error: EngineError) -> Problem {
         EngineError::Component(ComponentError::InvalidConfig { component, message }) => {
             (component.as_str(), message.clone())
         }
+        EngineError::Build { source, .. } => match source.as_ref() {
+            ComponentError::InvalidConfig { component, message } => {
+                (component.as_str(), message.clone())
+            }
+            _ => ("", error.to_string()),
+        },
         other => ("", other.to_string()),
     };
     let category = component.split_whitespace().next().unwrap_or("");
@@ -119,6 +129,8 @@ fn problem_of(error: EngineError) -> Problem {
         "image_loss" => &["train", "loss", "image"],
         "label_loss" => &["train", "loss", "label"],
         "regularization" => &["train", "loss", "regularization"],
+        "field_loss" => &["train", "loss", "field"],
+        "parameter_source" => &["train", "parameters"],
         "augmentation" => &["train", "preprocess", "data_augmentation"],
         "data_loader" => &["dataset"],
         _ => &["train"],

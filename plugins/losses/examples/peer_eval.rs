@@ -111,17 +111,19 @@ fn run_case(
         "image_loss" => {
             let (name, config) = component_config(case)?;
             let loss = registry.decode::<dyn ImageLossConfig>(&name, config)?;
-            loss.build(dims)?.loss(input("fixed")?, input("moving")?)?
+            loss.build(dims)?
+                .loss(input("moving")?, Some(input("fixed")?))?
         }
         "label_loss" => {
             let (name, config) = component_config(case)?;
             let loss = registry.decode::<dyn LabelLossConfig>(&name, config)?;
-            loss.build(dims)?.loss(input("fixed")?, input("moving")?)?
+            loss.build(dims)?
+                .loss(input("moving")?, Some(input("fixed")?))?
         }
         "regularization" => {
             let (name, config) = component_config(case)?;
             let loss = registry.decode::<dyn RegularizationConfig>(&name, config)?;
-            loss.build(dims)?.loss(input("ddf")?)?
+            loss.build(dims)?.loss(input("ddf")?, None)?
         }
         "op" => match text(case, "op")? {
             "warp" => {

@@ -311,7 +311,7 @@ mod tests {
         let loss = cross_entropy(false, w).build(2).unwrap();
         let fixed = Tensor::from_vec(t.to_vec(), (1, 1, 2, 4), &Device::Cpu)?;
         let warped = Var::from_tensor(&Tensor::from_vec(p.to_vec(), (1, 1, 2, 4), &Device::Cpu)?)?;
-        let out = loss.loss(&fixed, warped.as_tensor())?;
+        let out = loss.loss(warped.as_tensor(), Some(&fixed))?;
         let actual = f64::from(out.to_vec1::<f32>()?[0]);
         assert!(
             (actual - value).abs() <= 1e-6 * value.abs(),
