@@ -31,6 +31,12 @@ pub trait ParamSourceConfig: Debug + Send + Sync {
     /// Builds the source (no weights exist yet: the method creates them through
     /// [`ParamSource::builder`]).
     fn build(&self, context: &ParamContext) -> Result<Box<dyn ParamSource>, ComponentError>;
+
+    /// The names of the step's hyperparameters the source reads (a hypernetwork's inputs);
+    /// each must be declared under `train.hyperparameters`. None by default.
+    fn hyperparameters(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A built parameter source.
@@ -49,6 +55,13 @@ pub trait ParamSource: Send + Sync {
     /// static source whose networks keep the weights they were built with.
     fn for_batch(&self, _batch: &Batch) -> candle_core::Result<Option<VarBuilder<'static>>> {
         Ok(None)
+    }
+
+    /// Whether the weights depend on each sample's hyperparameters. The model then splits
+    /// a batch into groups of samples with equal hyperparameters and calls
+    /// [`ParamSource::for_batch`] once per group (a group's samples share their weights).
+    fn per_sample(&self) -> bool {
+        false
     }
 
     /// Every variable the source holds, sorted by name: what a checkpoint saves.

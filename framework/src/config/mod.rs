@@ -8,6 +8,7 @@
 //! and line it was written at.
 
 mod decode;
+mod hyper;
 mod nested;
 mod path;
 mod problem;
@@ -21,6 +22,7 @@ mod value;
 use std::path::PathBuf;
 
 pub use decode::{declared_fields, decode};
+pub use hyper::{fixed_hyper, sample_hyper, HyperParameter};
 pub(crate) use nested::RegistryScope;
 pub use nested::{decode_component, Component};
 pub use path::{KeyPath, Segment};

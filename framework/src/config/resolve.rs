@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 
 use super::decode::decode;
+use super::hyper::HyperParameter;
 use super::path::KeyPath;
 use super::problem::Problem;
 use super::schema::{
@@ -24,6 +25,7 @@ const TRAIN_KEYS: &[&str] = &[
     "method",
     "backbone",
     "parameters",
+    "hyperparameters",
     "loss",
     "optimizer",
     "preprocess",
@@ -55,6 +57,7 @@ pub(super) fn resolve(
         registry,
         problems: Vec::new(),
         step: None,
+        hyper_uses: Vec::new(),
     };
     let root_path = KeyPath::root();
     let mut root = walker.mapping(merged, &root_path).unwrap_or_default();
@@ -88,6 +91,8 @@ struct Walker<'r> {
     problems: Vec<Problem>,
     /// The data loader's tensors and the method's outputs, once both are known.
     step: Option<(Vec<Decl>, Vec<Decl>)>,
+    /// Where a loss weight names a hyperparameter, and the name.
+    hyper_uses: Vec<(KeyPath, String)>,
 }
 
 impl Walker<'_> {
@@ -423,9 +428,14 @@ impl Walker<'_> {
         if let (Some(dataset), Some(method), Some(backbone)) = (dataset, &method, &backbone) {
             self.declare_step(dataset, &**method, backbone.as_deref());
         }
-        let parameters = match mapping.remove(value::key("parameters")) {
-            None => Some(None),
-            Some(v) => self.component(v, &path.key("parameters")).map(Some),
+        let parameters: Option<Option<Box<dyn crate::component::ParamSourceConfig>>> =
+            match mapping.remove(value::key("parameters")) {
+                None => Some(None),
+                Some(v) => self.component(v, &path.key("parameters")).map(Some),
+            };
+        let hyperparameters = match mapping.remove(value::key("hyperparameters")) {
+            None | Some(ConfigValue::Null) => Some(Vec::new()),
+            Some(v) => self.hyperparameters(v, &path.key("hyperparameters")),
         };
         let loss = self
             .required(&mut mapping, "loss", path)
@@ -443,10 +453,15 @@ impl Walker<'_> {
             .required(&mut mapping, "save_period", path)
             .and_then(|v| self.positive(v, &path.key("save_period")));
         let update_freq = mapping.remove(value::key("update_freq"));
+        if let Some(declared) = &hyperparameters {
+            let source = parameters.as_ref().and_then(|p| p.as_deref());
+            self.check_hyper_uses(declared, source, path);
+        }
         Some(TrainConfig {
             method: std::sync::Arc::from(method?),
             backbone: backbone?,
             parameters: parameters?,
+            hyperparameters: hyperparameters?,
             loss: loss?,
             optimizer: optimizer?,
             preprocess: preprocess?,
@@ -454,6 +469,71 @@ impl Walker<'_> {
             save_period: save_period?,
             update_freq,
         })
+    }
+
+    /// `train.hyperparameters`: a mapping from each name to its [`HyperParameter`] entry
+    /// (`{}` or `null` for the defaults).
+    fn hyperparameters(
+        &mut self,
+        value: ConfigValue,
+        path: &KeyPath,
+    ) -> Option<Vec<(String, HyperParameter)>> {
+        let mapping = self.mapping(value, path)?;
+        let before = self.problems.len();
+        let mut declared = Vec::new();
+        for (key, entry) in mapping {
+            let Some(name) = key.as_str().map(str::to_owned) else {
+                self.problem(path.clone(), "hyperparameter names must be strings");
+                continue;
+            };
+            let entry_path = path.key(name.as_str());
+            let entry = match entry {
+                ConfigValue::Null => Some(HyperParameter::default()),
+                other => self.typed::<HyperParameter>(other, &entry_path),
+            };
+            if let Some(entry) = entry {
+                if let Some(problem) = entry.problem() {
+                    self.problem(entry_path, problem);
+                }
+                declared.push((name, entry));
+            }
+        }
+        (self.problems.len() == before).then_some(declared)
+    }
+
+    /// Every hyperparameter a loss weight or the parameter source reads must be declared
+    /// under `train.hyperparameters`.
+    fn check_hyper_uses(
+        &mut self,
+        declared: &[(String, HyperParameter)],
+        source: Option<&dyn crate::component::ParamSourceConfig>,
+        path: &KeyPath,
+    ) {
+        let mut uses = std::mem::take(&mut self.hyper_uses);
+        if let Some(source) = source {
+            for name in source.hyperparameters() {
+                uses.push((path.key("parameters"), name));
+            }
+        }
+        for (at, name) in uses {
+            if declared.iter().any(|(d, _)| *d == name) {
+                continue;
+            }
+            let mut message = format!(
+                "uses the hyperparameter `{name}`, which `train.hyperparameters` does not declare"
+            );
+            if declared.is_empty() {
+                message.push_str(&format!(
+                    " (add `hyperparameters: {{{name}: {{range: [0, 1]}}}}` under `train`)"
+                ));
+            } else {
+                message.push_str(&format!(
+                    " (it declares {})",
+                    suggest::quoted_list(declared.iter().map(|(d, _)| d.as_str()))
+                ));
+            }
+            self.problem(at, message);
+        }
     }
 
     fn loss(&mut self, value: ConfigValue, path: &KeyPath) -> Option<LossConfig> {
@@ -541,6 +621,9 @@ impl Walker<'_> {
                 let hyper = self
                     .required(&mut mapping, "hyper", path)
                     .and_then(|v| self.typed::<String>(v, &path.key("hyper")));
+                if let Some(name) = &hyper {
+                    self.hyper_uses.push((path.key("hyper"), name.clone()));
+                }
                 let complement = match mapping.remove(value::key("complement")) {
                     None => Some(false),
                     Some(v) => self.typed::<bool>(v, &path.key("complement")),

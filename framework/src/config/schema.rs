@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::hyper::HyperParameter;
 use super::terms::{LossTerm, Section};
 use super::value::{self, ConfigMapping, ConfigValue};
 use super::ConfigError;
@@ -63,6 +64,9 @@ pub struct TrainConfig {
     /// `parameters`: where the weights come from; absent means seeded variables, nothing
     /// frozen, nothing loaded.
     pub parameters: Option<Box<dyn ParamSourceConfig>>,
+    /// `hyperparameters`: the named hyperparameters drawn per sample in training (e.g.
+    /// HyperMorph's `lambda`), in the order written; empty when absent.
+    pub hyperparameters: Vec<(String, HyperParameter)>,
     /// `loss`: weighted image, label and regularisation terms.
     pub loss: LossConfig,
     /// `optimizer`.
@@ -187,6 +191,16 @@ impl TrainConfig {
                 value::key("parameters"),
                 ConfigValue::Mapping(component_mapping(&**parameters)?),
             );
+        }
+        if !self.hyperparameters.is_empty() {
+            let mut hyper = ConfigMapping::new();
+            for (name, entry) in &self.hyperparameters {
+                hyper.insert(
+                    value::key(name),
+                    value::to_value(entry).map_err(ConfigError::Serialize)?,
+                );
+            }
+            mapping.insert(value::key("hyperparameters"), ConfigValue::Mapping(hyper));
         }
         let mut loss = ConfigMapping::new();
         insert_terms(&mut loss, Section::Image, &self.loss.image)?;

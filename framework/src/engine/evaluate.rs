@@ -123,6 +123,7 @@ pub fn evaluate_each<E: From<EngineError>>(
         let loaded = loaded.map_err(EngineError::from)?;
         let (batch, info) =
             to_batch(&loaded, &model.shapes, &device).map_err(tensor_error("stacking a sample"))?;
+        let batch = model.complete(&batch)?;
         let output = model.forward(&batch)?;
         let mut all = batch
             .tensors

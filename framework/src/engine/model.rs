@@ -26,6 +26,9 @@ pub struct Model {
     pub shapes: ImageShapes,
     inputs: Vec<Decl>,
     outputs: Vec<Decl>,
+    /// The value of each declared hyperparameter where a batch has none (evaluation,
+    /// prediction), in the declared order.
+    hyper: Vec<(String, f64)>,
 }
 
 /// Whether the configuration's data is labelled (its first split's `labeled`).
@@ -87,6 +90,12 @@ impl Model {
             );
         }
         let outputs = method_config.outputs(&method_context);
+        let hyper = config
+            .train
+            .hyperparameters
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.fixed_value()))
+            .collect();
         Ok(Model {
             method,
             method_config,
@@ -95,7 +104,59 @@ impl Model {
             shapes,
             inputs,
             outputs,
+            hyper,
         })
+    }
+
+    /// The value each declared hyperparameter takes where a batch has none, in the order
+    /// `train.hyperparameters` declares them.
+    pub fn hyper_values(&self) -> &[(String, f64)] {
+        &self.hyper
+    }
+
+    /// Sets the value a declared hyperparameter takes where a batch has none (`--hyper
+    /// lambda=0.3`). An undeclared name is an error listing the declared ones.
+    pub fn set_hyper(&mut self, name: &str, value: f64) -> Result<(), EngineError> {
+        if !value.is_finite() {
+            return Err(EngineError::Config(format!(
+                "the hyperparameter `{name}` must be a finite number, got {value}"
+            )));
+        }
+        if let Some(entry) = self.hyper.iter_mut().find(|(n, _)| n == name) {
+            entry.1 = value;
+            return Ok(());
+        }
+        let declared = if self.hyper.is_empty() {
+            "declares none".to_owned()
+        } else {
+            let names: Vec<String> = self.hyper.iter().map(|(n, _)| format!("`{n}`")).collect();
+            format!("declares {}", names.join(", "))
+        };
+        Err(EngineError::Config(format!(
+            "no hyperparameter `{name}`: the configuration {declared} (train.hyperparameters)"
+        )))
+    }
+
+    /// `batch` with every declared hyperparameter it lacks set to its value (see
+    /// [`Model::set_hyper`]) for every sample.
+    pub fn complete(&self, batch: &Batch) -> Result<Batch, EngineError> {
+        let missing: Vec<(String, f64)> = self
+            .hyper
+            .iter()
+            .filter(|(name, _)| batch.hyper(name).is_none())
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(batch.clone());
+        }
+        let context = super::tensor_error("setting the batch's hyperparameters");
+        let image = batch.moving_image().map_err(super::tensor_error("a batch"))?;
+        let n = image.dim(0).map_err(super::tensor_error("a batch"))?;
+        let mut completed = batch.clone();
+        completed
+            .hyper
+            .extend(crate::config::fixed_hyper(&missing, n, image.device()).map_err(context)?);
+        Ok(completed)
     }
 
     /// The tensors the data loader provides.
@@ -193,7 +254,28 @@ impl Model {
     /// Runs the method on a batch and returns its outputs. With a dynamic parameter source
     /// (a hypernetwork) the method is first rebuilt from the weights the source computes for
     /// this batch.
+    ///
+    /// A source whose weights depend on each sample ([`ParamSource::per_sample`]) gets the
+    /// batch in groups of samples with equal hyperparameters (the whole batch when they all
+    /// agree); the groups' outputs are put back in the batch's order. Hyperparameters the
+    /// batch lacks take the model's values ([`Model::complete`]).
     pub fn forward(&self, batch: &Batch) -> Result<Tensors, EngineError> {
+        if !self.params.per_sample() {
+            return self.forward_group(batch);
+        }
+        let batch = self.complete(batch)?;
+        let groups = super::hyper_groups::groups(&batch)?;
+        if groups.len() == 1 {
+            return self.forward_group(&batch);
+        }
+        let mut outputs = Vec::with_capacity(groups.len());
+        for group in &groups {
+            outputs.push(self.forward_group(&super::hyper_groups::select(&batch, group)?)?);
+        }
+        super::hyper_groups::reassemble(&outputs, &groups)
+    }
+
+    fn forward_group(&self, batch: &Batch) -> Result<Tensors, EngineError> {
         let weights = self
             .params
             .for_batch(batch)

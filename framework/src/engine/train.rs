@@ -14,7 +14,11 @@ use super::step::Trainer;
 use super::validate::validate;
 use super::{tensor_error, EngineError, Model};
 use crate::component::{DataLoader, Split, SplitSource};
-use crate::config::Config;
+use crate::config::{sample_hyper, Config};
+
+/// Separates the hyperparameter draws' seed stream from the augmentations' (which use the
+/// augmentation's index in the same position).
+const HYPER_STREAM: u64 = 0x4859_5045_5200_0001;
 use crate::data::{shuffle_buffer, to_batch, BatchStream, PipelineConfig};
 use crate::rng::{mix, SplitMix};
 
@@ -94,7 +98,8 @@ pub(super) fn loader_threads(config: &Config) -> usize {
 /// Trains the configuration's model on its `train` split, validating after every epoch when
 /// the configuration has a `valid` split, and returns it with the per-epoch logs.
 ///
-/// Each step: load a batch, apply the augmentations, run the method, check its outputs are
+/// Each step: load a batch, apply the augmentations, draw the step's hyperparameters
+/// (`train.hyperparameters`, per sample, from the run's seed, epoch and step), run the method, check its outputs are
 /// finite, compute the loss terms (each must be finite), back-propagate, check the gradients
 /// are finite, and step the optimiser. A NaN or infinity stops training with
 /// [`EngineError::NonFinite`] naming the epoch, the step and where it appeared; the
@@ -194,6 +199,12 @@ pub fn train(
             for (a, augmentation) in augmentations.iter().enumerate() {
                 batch = augmentation
                     .apply(&batch, mix(&[seed, epoch as u64, step as u64, a as u64]))?;
+            }
+            if !config.train.hyperparameters.is_empty() {
+                let n = batch.batch_size().map_err(tensor_error("a batch"))?;
+                let draw_seed = mix(&[seed, epoch as u64, step as u64, HYPER_STREAM]);
+                batch.hyper = sample_hyper(&config.train.hyperparameters, n, draw_seed, &device)
+                    .map_err(tensor_error("drawing the step's hyperparameters"))?;
             }
             let outcome = trainer
                 .step(&batch)

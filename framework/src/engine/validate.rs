@@ -30,6 +30,7 @@ pub(super) fn validate(
     for loaded in BatchStream::start(Arc::clone(loader), samples, &pipeline)? {
         let (batch, info) = to_batch(&loaded?, &model.shapes, device)
             .map_err(tensor_error("stacking a validation batch"))?;
+        let batch = model.complete(&batch)?;
         let output = model.forward(&batch)?;
         let mut total = 0.0;
         for term in terms.evaluate(&batch, &output)? {
