@@ -8,6 +8,7 @@
 mod backbones;
 mod composite;
 mod forward;
+mod hypernet;
 mod methods;
 mod nets;
 mod nn;
@@ -18,4 +19,5 @@ pub use backbones::{
 };
 pub use composite::{stage_prefix, CascadeMethod, InverseMethod};
 pub use forward::{backbone_input, warp_moving};
+pub use hypernet::{matches_pattern, HypernetConfig};
 pub use methods::{ConditionalMethod, DdfMethod, DvfMethod};
