@@ -5,6 +5,7 @@ mod atomic;
 mod config;
 mod dataset;
 mod host;
+mod hyper;
 mod image_files;
 mod loss_curve;
 mod pair_outputs;
@@ -247,6 +248,15 @@ struct PredictArgs {
     /// Root folder of outputs.
     #[arg(long = "log-dir", alias = "log_dir", default_value = "logs")]
     log_dir: PathBuf,
+    /// Set a hyperparameter declared under train.hyperparameters for every pair, as
+    /// NAME=VALUE (e.g. lambda=0.3); repeatable. Default: each one's `value`.
+    #[arg(long = "hyper", value_name = "NAME=VALUE")]
+    hyper: Vec<String>,
+    /// Evaluate at evenly spaced values of one hyperparameter, NAME=START:END:COUNT (e.g.
+    /// lambda=0:1:11): each value's outputs in its own folder, sweep.csv and best.csv
+    /// (the value of highest mean Dice per label and over all).
+    #[arg(long = "hyper-sweep", value_name = "NAME=START:END:COUNT")]
+    hyper_sweep: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
 }

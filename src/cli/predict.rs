@@ -3,24 +3,37 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use voxreg::candle::Device;
 use voxreg::component::Split;
-use voxreg::engine::{self, Model};
+use voxreg::engine::{self, Evaluation, Model};
 
 use super::pair_outputs::{Formats, PairWriter};
 use super::stdout::say;
-use super::{host, report, run_folder, PredictArgs};
+use super::{host, hyper, report, run_folder, PredictArgs};
 
 /// Loads the run's configuration (or `--config-path`), builds the model with the
 /// checkpoint's weights, evaluates it on `--split` in batches of `--batch-size`, prints the
 /// before → after means and writes into the new folder `<log-dir>/<exp-name>/` each pair's
 /// images, labels and fields (NIfTI and/or PNG, see [`PairWriter`]), `metrics.csv` and the
 /// statistics CSVs. An existing folder is refused, so earlier outputs are never replaced.
+/// `--hyper NAME=VALUE` sets a hyperparameter; `--hyper-sweep NAME=START:END:COUNT`
+/// evaluates each value into its own subfolder `<name>_<value>/` and writes `sweep.csv` and
+/// `best.csv` beside them.
 pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    let settings = args
+        .hyper
+        .iter()
+        .map(|s| hyper::parse_setting(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sweep = args
+        .hyper_sweep
+        .as_deref()
+        .map(hyper::parse_sweep)
+        .transpose()?;
     host::require_file(&args.ckpt_path, "checkpoint")?;
     // A checkpoint folder carries its run's config.yaml; otherwise (an older checkpoint, or
     // a weights file <run>/save/weights.safetensors) DeepReg's rule: the run folder is two
@@ -57,6 +70,12 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     }
     let mut model = Model::build(&config, &Device::Cpu)?;
     model.load_weights(&engine::checkpoint::weights_file(&args.ckpt_path))?;
+    for (name, value) in &settings {
+        model.set_hyper(name, *value)?;
+    }
+    if let Some(sweep) = &sweep {
+        model.set_hyper(&sweep.name, sweep.values[0])?;
+    }
     // The split's data is listed before the output folder exists: a wrong folder leaves
     // nothing behind.
     engine::open_split(&config, split)?;
@@ -66,16 +85,59 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         nifti: !args.no_nifti,
         png: args.save_png && !args.no_png,
     };
-    let mut writer = PairWriter::new(&out, formats);
-    let evaluation =
-        engine::evaluate_each(&model, &config, split, args.batch_size, |_, tensors| {
-            let folder = writer.write(tensors)?;
-            tracing::debug!("wrote {}", folder.display());
-            anyhow::Ok(())
-        })?;
+    let Some(sweep) = sweep else {
+        predict_into(&model, &config, split, args, formats, &out)?;
+        return Ok(());
+    };
+    let mut rows = Vec::new();
+    for value in &sweep.values {
+        model.set_hyper(&sweep.name, *value)?;
+        say!("{} = {value}", sweep.name)?;
+        let folder = out.join(hyper::value_folder(&sweep.name, *value));
+        std::fs::create_dir(&folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
+        let evaluation = predict_into(&model, &config, split, args, formats, &folder)?;
+        rows.extend(hyper::rows(*value, &evaluation));
+    }
+    let best = hyper::write_tables(&out, &sweep.name, &rows)?;
+    for row in &best {
+        let label = row
+            .label
+            .map_or_else(|| "all labels".to_owned(), |l| format!("label {l}"));
+        say!(
+            "best {} for {label}: {} (mean Dice {:.4})",
+            sweep.name,
+            row.value,
+            row.dice.unwrap_or(f64::NAN)
+        )?;
+    }
+    say!(
+        "metrics per value: {}; best value per label: {}",
+        out.join("sweep.csv").display(),
+        out.join("best.csv").display()
+    )?;
+    Ok(())
+}
+
+/// Evaluates `model` on `split` and writes each pair's outputs, `metrics.csv` and the
+/// statistics CSVs into `out`.
+fn predict_into(
+    model: &Model,
+    config: &voxreg::config::Config,
+    split: Split,
+    args: &PredictArgs,
+    formats: Formats,
+    out: &std::path::Path,
+) -> anyhow::Result<Evaluation> {
+    let mut writer = PairWriter::new(out, formats);
+    let evaluation = engine::evaluate_each(model, config, split, args.batch_size, |_, tensors| {
+        let folder = writer.write(tensors)?;
+        tracing::debug!("wrote {}", folder.display());
+        anyhow::Ok(())
+    })?;
     let metrics_path = out.join("metrics.csv");
     report::write_metrics_csv(&metrics_path, &evaluation)?;
-    report::write_stats_csvs(&out, &evaluation)?;
+    report::write_stats_csvs(out, &evaluation)?;
     report::print_improvement(split, &evaluation)?;
     say!("metrics of every sample: {}", metrics_path.display())?;
     if formats.nifti || formats.png {
@@ -84,5 +146,5 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
             out.display()
         )?;
     }
-    Ok(())
+    Ok(evaluation)
 }

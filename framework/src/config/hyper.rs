@@ -145,7 +145,10 @@ mod tests {
             .filter(|v| *v != 0.0 && *v != 1.0)
             .collect();
         let mean = inner.iter().sum::<f32>() / inner.len() as f32;
-        assert!((mean - 0.5).abs() < 0.01, "mean of the uniform draws {mean}");
+        assert!(
+            (mean - 0.5).abs() < 0.01,
+            "mean of the uniform draws {mean}"
+        );
         let again = sample_hyper(&declared, 20_000, 7, &Device::Cpu).unwrap();
         assert_eq!(again[0].1.to_vec1::<f32>().unwrap(), values);
         let other = sample_hyper(&declared, 20_000, 8, &Device::Cpu).unwrap();

@@ -150,7 +150,9 @@ impl Model {
             return Ok(batch.clone());
         }
         let context = super::tensor_error("setting the batch's hyperparameters");
-        let image = batch.moving_image().map_err(super::tensor_error("a batch"))?;
+        let image = batch
+            .moving_image()
+            .map_err(super::tensor_error("a batch"))?;
         let n = image.dim(0).map_err(super::tensor_error("a batch"))?;
         let mut completed = batch.clone();
         completed

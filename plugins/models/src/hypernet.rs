@@ -149,7 +149,9 @@ struct Hypernet {
 }
 
 fn lock(asked: &Mutex<Asked>) -> MutexGuard<'_, Asked> {
-    asked.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    asked
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn glorot(fan_in: usize, fan_out: usize) -> Init {
@@ -398,14 +400,19 @@ impl SimpleBackend for Generated {
     ) -> candle::Result<Tensor> {
         if let Some(weight) = self.generated.get(name) {
             if weight.shape() != &shape {
-                candle::bail!("shape mismatch on {name}: {shape:?} <> {:?}", weight.shape());
+                candle::bail!(
+                    "shape mismatch on {name}: {shape:?} <> {:?}",
+                    weight.shape()
+                );
             }
             return Ok(weight.clone());
         }
         if self.plain.contains(name) {
             return self.variables.get_with_hints(shape, name, init);
         }
-        candle::bail!("`{name}`: the network asked for a weight it did not ask for when it was built")
+        candle::bail!(
+            "`{name}`: the network asked for a weight it did not ask for when it was built"
+        )
     }
 
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle::Result<Tensor> {

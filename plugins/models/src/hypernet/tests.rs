@@ -55,7 +55,9 @@ fn tiny(layers: &[usize], dtype: DType) -> Box<dyn ParamSource> {
     let mut source = config(layers, &["flow"]).build(&context(dtype)).unwrap();
     let builder = source.builder();
     builder.get_with_hints(2, "w", Init::Const(0.0)).unwrap();
-    builder.get_with_hints(1, "flow.b", Init::Const(3.0)).unwrap();
+    builder
+        .get_with_hints(1, "flow.b", Init::Const(3.0))
+        .unwrap();
     source.finish().unwrap();
     source
 }
@@ -82,16 +84,29 @@ fn a_hand_set_hypernetwork_gives_the_hand_computed_weights() {
     let source = tiny(&[2], DType::F32);
     set(&*source, "hypernet.mlp.0.kernel", &[1.0, -1.0], &[1, 2]);
     set(&*source, "hypernet.mlp.0.bias", &[0.5, 0.5], &[2]);
-    set(&*source, "hypernet.head.w.kernel", &[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+    set(
+        &*source,
+        "hypernet.head.w.kernel",
+        &[1.0, 2.0, 3.0, 4.0],
+        &[2, 2],
+    );
     set(&*source, "hypernet.head.w.bias", &[0.1, 0.2], &[2]);
     // λ = 0.25: h = relu([0.75, 0.25]); w = [0.75 + 0.75 + 0.1, 1.5 + 1.0 + 0.2].
     let w = generated(&*source, 0.25, "w", 2).to_vec1::<f32>().unwrap();
-    assert!((w[0] - 1.6).abs() < 1e-6 && (w[1] - 2.7).abs() < 1e-6, "{w:?}");
+    assert!(
+        (w[0] - 1.6).abs() < 1e-6 && (w[1] - 2.7).abs() < 1e-6,
+        "{w:?}"
+    );
     // λ = 2: h = relu([2.5, −1.5]) = [2.5, 0]; w = [2.5 + 0.1, 5.0 + 0.2].
     let w = generated(&*source, 2.0, "w", 2).to_vec1::<f32>().unwrap();
-    assert!((w[0] - 2.6).abs() < 1e-6 && (w[1] - 5.2).abs() < 1e-6, "{w:?}");
+    assert!(
+        (w[0] - 2.6).abs() < 1e-6 && (w[1] - 5.2).abs() < 1e-6,
+        "{w:?}"
+    );
     // The plain weight is a variable of its own, the same for every λ.
-    let b = generated(&*source, 0.7, "flow.b", 1).to_vec1::<f32>().unwrap();
+    let b = generated(&*source, 0.7, "flow.b", 1)
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(b, [3.0]);
     let names: Vec<String> = source.trainable().into_iter().map(|(n, _)| n).collect();
     assert_eq!(
