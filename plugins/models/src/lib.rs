@@ -10,7 +10,7 @@ mod composite;
 mod forward;
 mod methods;
 mod nets;
-mod nn;
+pub mod nn;
 mod vxm_net;
 
 pub use backbones::{
