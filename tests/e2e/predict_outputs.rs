@@ -10,7 +10,9 @@ use voxreg::data::{preprocess::resized_affine, read_nifti};
 use crate::util::{assert_clean_failure, repo_root, stderr, stdout, train_tiny_model, voxreg};
 
 /// The demo's test split: two pairs, two labels each.
-const PAIRS: [&str; 2] = ["pair_0_case_014", "pair_1_case_015"];
+/// DeepReg's pair folders, with the fixed image each holds.
+const PAIRS: [&str; 2] = ["pair_0", "pair_1"];
+const FIXED: [&str; 2] = ["case_014", "case_015"];
 const PAIR_ARRAYS: [&str; 4] = ["moving_image", "fixed_image", "pred_fixed_image", "ddf"];
 const LABEL_ARRAYS: [&str; 3] = ["moving_label", "fixed_label", "pred_fixed_label"];
 
@@ -61,7 +63,7 @@ fn predict_writes_every_pair_output_in_the_fixed_space() {
     );
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("pair_*"), "{}", stdout(&output));
-    let out = logs.join("out");
+    let out = logs.join("out/test");
     let mut pairs: Vec<String> = fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -69,11 +71,14 @@ fn predict_writes_every_pair_output_in_the_fixed_space() {
         .collect();
     pairs.sort();
     assert_eq!(pairs, PAIRS);
-    for pair in PAIRS {
+    let index = fs::read_to_string(out.join("pairs.csv")).unwrap();
+    assert_eq!(
+        index,
+        "pair_folder,moving,fixed\npair_0,case_014,case_014\npair_1,case_015,case_015\n"
+    );
+    for (pair, fixed) in PAIRS.into_iter().zip(FIXED) {
         let source = repo_root().join(format!(
-            "demo/data/paired/test/fixed_images/{}.nii.gz",
-            pair.trim_start_matches("pair_0_")
-                .trim_start_matches("pair_1_")
+            "demo/data/paired/test/fixed_images/{fixed}.nii.gz"
         ));
         let source = read_nifti(&source).unwrap();
         let expected_affine = resized_affine(&source.affine, &source.shape, &[16, 16, 16]);
