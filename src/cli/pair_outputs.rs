@@ -137,12 +137,14 @@ impl PairWriter {
     }
 
     /// Writes `path` (CSV, atomically): one row per pair folder written, with columns
-    /// `pair_folder`, `moving` and `fixed` (the image ids), so DeepReg's index-named
-    /// folders can be traced back to their files.
+    /// `pair_folder`, `moving` and `fixed` (the image ids), sorted by folder name, so
+    /// DeepReg's index-named folders can be traced back to their files.
     pub fn write_index(&self, path: &Path) -> anyhow::Result<()> {
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.write_record(["pair_folder", "moving", "fixed"])?;
-        for (folder, moving, fixed) in &self.index {
+        let mut rows: Vec<&(String, ImageId, ImageId)> = self.index.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        for (folder, moving, fixed) in rows {
             csv.write_record([folder.clone(), moving.to_string(), fixed.to_string()])?;
         }
         let bytes = csv

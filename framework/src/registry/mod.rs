@@ -319,4 +319,3 @@ macro_rules! component_registration {
         }
     };
 }
-

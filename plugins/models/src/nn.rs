@@ -31,8 +31,7 @@ pub enum KernelInit {
 
 impl KernelInit {
     /// The names accepted in configs.
-    pub const NAMES: &'static str =
-        "zeros, glorot_uniform, glorot_normal, he_uniform, he_normal";
+    pub const NAMES: &'static str = "zeros, glorot_uniform, glorot_normal, he_uniform, he_normal";
 
     /// Parses a Keras initializer name.
     pub fn parse(name: &str) -> Option<Self> {
