@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use voxreg::candle::Device;
 use voxreg::component::Split;
 use voxreg::engine::{self, Model};
@@ -14,9 +14,11 @@ use super::{host, report, run_folder, PredictArgs};
 
 /// Loads the run's configuration (or `--config-path`), builds the model with the
 /// checkpoint's weights, evaluates it on `--split` in batches of `--batch-size`, prints the
-/// before → after means and writes into the new folder `<log-dir>/<exp-name>/` each pair's
-/// images, labels and fields (NIfTI and/or PNG, see [`PairWriter`]), `metrics.csv` and the
-/// statistics CSVs. An existing folder is refused, so earlier outputs are never replaced.
+/// before → after means and writes, as DeepReg lays them out, into the new folder
+/// `<log-dir>/<exp-name>/<split>/` each pair's images, labels and fields under
+/// `pair_<indices>/` (NIfTI and/or PNG, see [`PairWriter`]), `metrics.csv`, the statistics
+/// CSVs, and `pairs.csv` (each pair folder's image ids). An existing folder is refused, so
+/// earlier outputs are never replaced.
 pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -66,6 +68,8 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         nifti: !args.no_nifti,
         png: args.save_png && !args.no_png,
     };
+    let out = out.join(split.as_str());
+    std::fs::create_dir(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut writer = PairWriter::new(&out, formats);
     let evaluation =
         engine::evaluate_each(&model, &config, split, args.batch_size, |_, tensors| {
@@ -76,12 +80,15 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     let metrics_path = out.join("metrics.csv");
     report::write_metrics_csv(&metrics_path, &evaluation)?;
     report::write_stats_csvs(&out, &evaluation)?;
+    let index_path = out.join("pairs.csv");
+    writer.write_index(&index_path)?;
     report::print_improvement(split, &evaluation)?;
     say!("metrics of every sample: {}", metrics_path.display())?;
     if formats.nifti || formats.png {
         say!(
-            "images, labels and fields of every pair: {}/pair_*",
-            out.display()
+            "images, labels and fields of every pair: {}/pair_* (their image ids: {})",
+            out.display(),
+            index_path.display()
         )?;
     }
     Ok(())

@@ -376,7 +376,7 @@ fn the_binary_trains_and_predicts_with_a_dynamically_loaded_backbone() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(logs.join("predicted/metrics.csv").is_file());
+    assert!(logs.join("predicted/test/metrics.csv").is_file());
     // Without the plugin the saved configuration names an unknown backbone: a clear error.
     let output = voxreg()
         .args(["predict", "--ckpt-path"])
