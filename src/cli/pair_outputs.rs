@@ -45,6 +45,8 @@ pub struct PairWriter {
     pairs: HashSet<String>,
     /// Samples (pair folder, label) written so far.
     samples: HashSet<(String, Option<usize>)>,
+    /// Each pair folder with its moving and fixed image ids, in the order written.
+    index: Vec<(String, ImageId, ImageId)>,
 }
 
 /// Keeps ASCII letters, digits, `-` and `_`, replaces anything else with `_`, and keeps at
@@ -90,17 +92,11 @@ pub fn pair_indices(reference: &SampleRef) -> String {
     }
 }
 
-/// A pair's folder name: `pair_<indices>` (see [`pair_indices`]), then the image ids (once
-/// when they are equal), sanitised: `pair_3_case003`, `pair_1_4_img1_img4`.
-pub fn pair_folder_name(reference: &SampleRef, ids: &(ImageId, ImageId)) -> String {
-    let indices = pair_indices(reference);
-    let (moving, fixed) = (ids.0.to_string(), ids.1.to_string());
-    let names = if moving == fixed {
-        sanitise(&moving)
-    } else {
-        format!("{}_{}", sanitise(&moving), sanitise(&fixed))
-    };
-    format!("pair_{indices}_{names}")
+/// A pair's folder name as DeepReg's predict names it: `pair_<indices>` (see
+/// [`pair_indices`]), e.g. `pair_3`, `pair_1_4`. The image ids are listed beside the
+/// folders in `pairs.csv` (see [`PairWriter::write_index`]).
+pub fn pair_folder_name(reference: &SampleRef) -> String {
+    format!("pair_{}", pair_indices(reference))
 }
 
 /// `(C, *spatial)` as a volume in DeepReg's layout: `(*spatial)` for one channel,
@@ -136,21 +132,43 @@ impl PairWriter {
             formats,
             pairs: HashSet::new(),
             samples: HashSet::new(),
+            index: Vec::new(),
         }
+    }
+
+    /// Writes `path` (CSV, atomically): one row per pair folder written, with columns
+    /// `pair_folder`, `moving` and `fixed` (the image ids), sorted by folder name, so
+    /// DeepReg's index-named folders can be traced back to their files.
+    pub fn write_index(&self, path: &Path) -> anyhow::Result<()> {
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record(["pair_folder", "moving", "fixed"])?;
+        let mut rows: Vec<&(String, ImageId, ImageId)> = self.index.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        for (folder, moving, fixed) in rows {
+            csv.write_record([folder.clone(), moving.to_string(), fixed.to_string()])?;
+        }
+        let bytes = csv
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}", e.error()))?;
+        write_text(path, &String::from_utf8(bytes)?)
     }
 
     /// Writes one sample's outputs and returns its pair folder. The pair's own arrays are
     /// written with its first label; a sample seen before is an error (DeepReg's "Sample
     /// is repeated").
     pub fn write(&mut self, tensors: &PairTensors) -> anyhow::Result<PathBuf> {
-        let name = pair_folder_name(&tensors.reference, &tensors.ids);
+        let name = pair_folder_name(&tensors.reference);
         let pair_dir = self.root.join(&name);
         let label = tensors.reference.label;
         if !self.samples.insert((name.clone(), label)) {
             bail!("sample {name} (label {label:?}) appears twice in the split: is the dataset repeated?");
         }
         let affine = tensors.fixed_affine;
-        let first = self.pairs.insert(name);
+        let first = self.pairs.insert(name.clone());
+        if first {
+            self.index
+                .push((name, tensors.ids.0.clone(), tensors.ids.1.clone()));
+        }
         for (decl, tensor) in tensors.tensors.iter() {
             let (prefix, array) = split_name(&decl.name);
             let folder = |dir: PathBuf| match &prefix {
@@ -283,24 +301,22 @@ mod tests {
     }
 
     #[test]
-    fn folder_names_are_deepregs_indices_then_safe_ids() {
+    fn folder_names_are_deepregs_indices() {
         let paired = SampleRef {
             moving: 3,
             fixed: 3,
             label: Some(1),
         };
-        assert_eq!(
-            pair_folder_name(&paired, &(id(None, "case003"), id(None, "case003"))),
-            "pair_3_case003"
-        );
-        let grouped = SampleRef {
+        assert_eq!(pair_folder_name(&paired), "pair_3");
+        let unpaired = SampleRef {
             moving: 1,
             fixed: 4,
             label: None,
         };
+        assert_eq!(pair_folder_name(&unpaired), "pair_1_4");
         assert_eq!(
-            pair_folder_name(&grouped, &(id(Some("g 1"), "a.b"), id(Some("g2"), "../x"))),
-            "pair_1_4_g_1_a_b_g2____x"
+            split_name("stage.0/ddf"),
+            (Some("stage_0".to_owned()), "ddf".to_owned())
         );
         assert_eq!(sanitise(&"é".repeat(100)).len(), 64);
     }
@@ -371,7 +387,7 @@ mod tests {
             },
         );
         let pair = writer.write(&sample(0)).unwrap();
-        assert_eq!(pair, dir.path().join("pair_0_a"));
+        assert_eq!(pair, dir.path().join("pair_0"));
         assert_eq!(writer.write(&sample(1)).unwrap(), pair);
         let mut names: Vec<String> = std::fs::read_dir(&pair)
             .unwrap()

@@ -14,12 +14,14 @@ use super::{host, hyper, report, run_folder, PredictArgs};
 
 /// Loads the run's configuration (or `--config-path`), builds the model with the
 /// checkpoint's weights, evaluates it on `--split` in batches of `--batch-size`, prints the
-/// before → after means and writes into the new folder `<log-dir>/<exp-name>/` each pair's
-/// images, labels and fields (NIfTI and/or PNG, see [`PairWriter`]), `metrics.csv` and the
-/// statistics CSVs. An existing folder is refused, so earlier outputs are never replaced.
-/// `--hyper NAME=VALUE` sets a hyperparameter; `--hyper-sweep NAME=START:END:COUNT`
-/// evaluates each value into its own subfolder `<name>_<value>/` and writes `sweep.csv` and
-/// `best.csv` beside them.
+/// before → after means and writes, as DeepReg lays them out, into the new folder
+/// `<log-dir>/<exp-name>/<split>/` each pair's images, labels and fields under
+/// `pair_<indices>/` (NIfTI and/or PNG, see [`PairWriter`]), `metrics.csv`, the statistics
+/// CSVs, and `pairs.csv` (each pair folder's image ids). An existing folder is refused, so
+/// earlier outputs are never replaced. `--hyper NAME=VALUE` sets a hyperparameter;
+/// `--hyper-sweep NAME=START:END:COUNT` evaluates each value into its own subfolder
+/// `<exp-name>/<name>_<value>/<split>/` and writes `sweep.csv` and `best.csv` in
+/// `<exp-name>/`.
 pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -119,8 +121,8 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Evaluates `model` on `split` and writes each pair's outputs, `metrics.csv` and the
-/// statistics CSVs into `out`.
+/// Evaluates `model` on `split` and writes each pair's outputs, `metrics.csv`, the
+/// statistics CSVs and `pairs.csv` into the new folder `out/<split>/`.
 fn predict_into(
     model: &Model,
     config: &voxreg::config::Config,
@@ -129,7 +131,9 @@ fn predict_into(
     formats: Formats,
     out: &std::path::Path,
 ) -> anyhow::Result<Evaluation> {
-    let mut writer = PairWriter::new(out, formats);
+    let out = out.join(split.as_str());
+    std::fs::create_dir(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut writer = PairWriter::new(&out, formats);
     let evaluation = engine::evaluate_each(model, config, split, args.batch_size, |_, tensors| {
         let folder = writer.write(tensors)?;
         tracing::debug!("wrote {}", folder.display());
@@ -137,13 +141,16 @@ fn predict_into(
     })?;
     let metrics_path = out.join("metrics.csv");
     report::write_metrics_csv(&metrics_path, &evaluation)?;
-    report::write_stats_csvs(out, &evaluation)?;
+    report::write_stats_csvs(&out, &evaluation)?;
+    let index_path = out.join("pairs.csv");
+    writer.write_index(&index_path)?;
     report::print_improvement(split, &evaluation)?;
     say!("metrics of every sample: {}", metrics_path.display())?;
     if formats.nifti || formats.png {
         say!(
-            "images, labels and fields of every pair: {}/pair_*",
-            out.display()
+            "images, labels and fields of every pair: {}/pair_* (their image ids: {})",
+            out.display(),
+            index_path.display()
         )?;
     }
     Ok(evaluation)

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use voxreg::component::Split;
+use voxreg::component::{SampleRef, Split};
 use voxreg::engine::{EvaluatedPair, Evaluation};
 
 use super::atomic::write_text;
@@ -48,30 +48,74 @@ pub fn print_improvement(split: Split, evaluation: &Evaluation) -> std::io::Resu
     Ok(())
 }
 
-/// Writes one row per sample to `path` (CSV, atomically): DeepReg's columns `image_ssd`,
-/// `label_binary_dice`, `label_tre` (mm), `pair_index` (the pair's index, or its moving
-/// and fixed indices joined by `_`, as in its output folder's name), `label_index`, the
-/// same metrics before registration, and the Jacobian determinant statistics.
+/// Writes one row per sample to `path` (CSV, atomically). DeepReg's columns come first, in
+/// its order and formats: `image_ssd`, `label_binary_dice`, `label_tre` (voxels of the fixed,
+/// resized grid), `pair_index` (a Python list: `[3]` for a paired sample, `[1, 4]` for
+/// moving and fixed indices), `label_index` (`-1` without labels). Then voxreg's own:
+/// `label_tre_mm`, the image ids `moving` and `fixed`, the same metrics before
+/// registration, and the Jacobian determinant statistics.
 pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result<()> {
     write_text(path, &metrics_csv(evaluation)?)
+}
+
+/// DeepReg's `pair_index` as pandas writes a Python list: `[3]` or `[1, 4]`.
+fn python_pair_index(reference: &SampleRef) -> String {
+    if reference.moving == reference.fixed {
+        format!("[{}]", reference.moving)
+    } else {
+        format!("[{}, {}]", reference.moving, reference.fixed)
+    }
+}
+
+/// A float as pandas writes it (Python's `repr`): `4.0`, `0.25`, `1e-05`, `nan`.
+pub fn python_float(value: f64) -> String {
+    if value.is_nan() {
+        return "nan".to_owned();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-4..1e16).contains(&magnitude) {
+        // Rust writes `1e-5`, Python `1e-05`: at least two exponent digits, with a sign.
+        let text = format!("{value:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(digits) => ('-', digits),
+            None => ('+', exponent),
+        };
+        return format!("{mantissa}e{sign}{digits:0>2}");
+    }
+    let text = format!("{value}");
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+/// A missing value as pandas writes it: an empty field.
+fn optional(value: Option<f64>) -> String {
+    value.map(python_float).unwrap_or_default()
 }
 
 /// The text of `metrics.csv`, written by a CSV writer so ids holding a comma, a quote or a
 /// line break are quoted and every row keeps its columns.
 fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
-    let optional = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record([
-        "pair_index",
-        "moving",
-        "fixed",
-        "label_index",
         "image_ssd",
         "label_binary_dice",
         "label_tre",
+        "pair_index",
+        "label_index",
+        "label_tre_mm",
+        "moving",
+        "fixed",
         "image_ssd_before",
         "label_binary_dice_before",
         "label_tre_before",
+        "label_tre_mm_before",
         "jacobian_folding_count",
         "jacobian_folding_fraction",
         "jacobian_std",
@@ -79,15 +123,17 @@ fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
     for pair in &evaluation.pairs {
         let jacobian = pair.jacobian.as_ref();
         csv.write_record([
-            super::pair_outputs::pair_indices(&pair.reference),
+            python_float(pair.after.image_ssd),
+            optional(pair.after.label_dice),
+            optional(pair.after.label_tre),
+            python_pair_index(&pair.reference),
+            pair.label.map(|l| l as i64).unwrap_or(-1).to_string(),
+            optional(pair.after.label_tre_mm),
             pair.ids.0.to_string(),
             pair.ids.1.to_string(),
-            pair.label.map(|l| l as i64).unwrap_or(-1).to_string(),
-            pair.after.image_ssd.to_string(),
-            optional(pair.after.label_dice),
-            optional(pair.after.label_tre_mm),
-            pair.before.image_ssd.to_string(),
+            python_float(pair.before.image_ssd),
             optional(pair.before.label_dice),
+            optional(pair.before.label_tre),
             optional(pair.before.label_tre_mm),
             jacobian
                 .map(|j| j.folding_count.to_string())
@@ -108,7 +154,7 @@ type Metric = (&'static str, fn(&EvaluatedPair) -> Option<f64>);
 const METRICS: [Metric; 3] = [
     ("image_ssd", |p| Some(p.after.image_ssd)),
     ("label_binary_dice", |p| p.after.label_dice),
-    ("label_tre", |p| p.after.label_tre_mm),
+    ("label_tre", |p| p.after.label_tre),
 ];
 
 /// Sample statistics as pandas computes them: std with ddof 1, quantiles by linear
@@ -142,9 +188,11 @@ fn describe(mut values: Vec<f64>) -> Option<[f64; 8]> {
     ])
 }
 
-/// Writes DeepReg's summaries beside `metrics.csv`: `metrics_stats_per_label.csv` (mean,
-/// median and std of each metric per label index) and `metrics_stats_overall.csv` (count,
-/// mean, std, min, quartiles, max of each metric).
+/// Writes DeepReg's summaries beside `metrics.csv` as pandas writes them:
+/// `metrics_stats_per_label.csv` (indexed by `label_index`; the mean, median and std of
+/// each metric, columns sorted by name) and `metrics_stats_overall.csv` (`describe()`: an
+/// empty first header cell, rows count, mean, std, min, 25%, 50%, 75%, max, floats
+/// throughout, an empty field for NaN).
 pub fn write_stats_csvs(dir: &Path, evaluation: &Evaluation) -> anyhow::Result<()> {
     let mut labels: Vec<i64> = evaluation
         .pairs
@@ -157,6 +205,13 @@ pub fn write_stats_csvs(dir: &Path, evaluation: &Evaluation) -> anyhow::Result<(
     for (name, _) in METRICS {
         per_label.push_str(&format!(",{name}_mean,{name}_median,{name}_std"));
     }
+    let cell = |value: f64| {
+        if value.is_nan() {
+            String::new()
+        } else {
+            python_float(value)
+        }
+    };
     per_label.push('\n');
     for label in labels {
         per_label.push_str(&label.to_string());
@@ -168,16 +223,19 @@ pub fn write_stats_csvs(dir: &Path, evaluation: &Evaluation) -> anyhow::Result<(
                 .filter_map(read)
                 .collect();
             match describe(values) {
-                Some(stats) => {
-                    per_label.push_str(&format!(",{},{},{}", stats[1], stats[5], stats[2]))
-                }
+                Some(stats) => per_label.push_str(&format!(
+                    ",{},{},{}",
+                    cell(stats[1]),
+                    cell(stats[5]),
+                    cell(stats[2])
+                )),
                 None => per_label.push_str(",,,"),
             }
         }
         per_label.push('\n');
     }
     write_text(&dir.join("metrics_stats_per_label.csv"), &per_label)?;
-    let mut overall = String::from("statistic");
+    let mut overall = String::new();
     for (name, _) in METRICS {
         overall.push_str(&format!(",{name}"));
     }
@@ -193,7 +251,9 @@ pub fn write_stats_csvs(dir: &Path, evaluation: &Evaluation) -> anyhow::Result<(
         overall.push_str(name);
         for column in &stats {
             match column {
-                Some(values) => overall.push_str(&format!(",{}", values[row])),
+                Some(values) => overall.push_str(&format!(",{}", cell(values[row]))),
+                // pandas counts 0 values in a column of NaN and leaves the rest empty.
+                None if row == 0 => overall.push_str(",0.0"),
                 None => overall.push(','),
             }
         }
@@ -204,7 +264,7 @@ pub fn write_stats_csvs(dir: &Path, evaluation: &Evaluation) -> anyhow::Result<(
 
 #[cfg(test)]
 mod tests {
-    use super::{describe, metrics_csv};
+    use super::{describe, metrics_csv, python_float};
     use voxreg::component::{ImageId, SampleRef};
     use voxreg::engine::{EvaluatedPair, Evaluation, PairMetrics};
 
@@ -217,6 +277,7 @@ mod tests {
         let metrics = PairMetrics {
             image_ssd: 0.5,
             label_dice: None,
+            label_tre: None,
             label_tre_mm: None,
         };
         let evaluation = Evaluation {
@@ -238,10 +299,26 @@ mod tests {
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 1, "{text}");
-        assert_eq!(rows[0].len(), 13, "{text}");
-        assert_eq!(&rows[0][1], "a,b");
-        assert_eq!(&rows[0][2], "say \"hi\"\nthere");
-        assert_eq!(&rows[0][4], "0.5");
+        assert_eq!(rows[0].len(), 15, "{text}");
+        assert_eq!(&rows[0][0], "0.5");
+        assert_eq!(&rows[0][3], "[0]");
+        assert_eq!(&rows[0][4], "-1");
+        assert_eq!(&rows[0][6], "a,b");
+        assert_eq!(&rows[0][7], "say \"hi\"\nthere");
+        assert!(text.starts_with(
+            "image_ssd,label_binary_dice,label_tre,pair_index,label_index,label_tre_mm,"
+        ));
+    }
+
+    #[test]
+    fn floats_are_written_as_python_does() {
+        assert_eq!(python_float(4.0), "4.0");
+        assert_eq!(python_float(0.25), "0.25");
+        assert_eq!(python_float(-3.0), "-3.0");
+        assert_eq!(python_float(1e-5), "1e-05");
+        assert_eq!(python_float(1.5e20), "1.5e+20");
+        assert_eq!(python_float(0.0001), "0.0001");
+        assert_eq!(python_float(f64::NAN), "nan");
     }
 
     #[test]

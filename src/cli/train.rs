@@ -71,9 +71,8 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
         }
     };
     say!(
-        "trained {} epochs ({} steps); run folder {}",
-        summary.epochs.len(),
-        summary.steps,
+        "trained {}; run folder {}",
+        counted(summary.epochs.len(), summary.steps),
         run_dir.display()
     )?;
     let Some(split) = evaluation_split else {
@@ -210,9 +209,27 @@ pub(super) fn timestamp() -> String {
     )
 }
 
+/// `1 epoch (6 steps)`, `20 epochs (120 steps)`: the training summary's counts in words.
+fn counted(epochs: usize, steps: usize) -> String {
+    let plural = |n: usize, word: &str| {
+        if n == 1 {
+            format!("{n} {word}")
+        } else {
+            format!("{n} {word}s")
+        }
+    };
+    format!("{} ({})", plural(epochs, "epoch"), plural(steps, "step"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::timestamp;
+    use super::{counted, timestamp};
+
+    #[test]
+    fn counts_are_in_words() {
+        assert_eq!(counted(1, 1), "1 epoch (1 step)");
+        assert_eq!(counted(20, 120), "20 epochs (120 steps)");
+    }
 
     #[test]
     fn timestamps_look_like_deepregs() {

@@ -180,7 +180,7 @@ fn train_runs_on_the_demo_data_with_deepregs_flag_spellings() {
     let output = run("tiny");
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.contains("trained 1 epochs (6 steps)"), "{text}");
+    assert!(text.contains("trained 1 epoch (6 steps)"), "{text}");
     assert!(
         text.contains("test split, 4 samples: before registration → after"),
         "{text}"

@@ -46,13 +46,13 @@ fn train(configs: &[PathBuf], logs: &Path, name: &str, epochs: &str, resume: Opt
     let output = command.output().unwrap();
     assert!(output.status.success(), "{name}: {}", stderr(&output));
     let text = stdout(&output);
-    assert!(
-        text.contains(&format!(
-            "trained {} epochs",
-            epochs.parse::<usize>().unwrap() - resume.map_or(0, |_| 1)
-        )),
-        "{name}: {text}"
-    );
+    let trained = epochs.parse::<usize>().unwrap() - resume.map_or(0, |_| 1);
+    let expected = if trained == 1 {
+        "trained 1 epoch (".to_owned()
+    } else {
+        format!("trained {trained} epochs (")
+    };
+    assert!(text.contains(&expected), "{name}: {text}");
 }
 
 fn run(case: &Case) {
@@ -117,21 +117,78 @@ fn run(case: &Case) {
         text.contains(&format!("test split, {} samples", case.test_samples)),
         "{text}"
     );
-    let metrics = fs::read_to_string(logs.join("predicted/metrics.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = metrics.lines().map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), case.test_samples + 1, "{metrics}");
-    let dice = rows[0]
-        .iter()
-        .position(|c| *c == "label_binary_dice")
-        .unwrap();
-    for row in &rows[1..] {
-        assert_eq!(!row[dice].is_empty(), case.labeled, "{metrics}");
+    check_deepreg_predict_layout(&logs.join("predicted"), case);
+}
+
+/// What DeepReg's predict writes and its demo scripts read: `<exp>/test/` holding
+/// `pair_<indices>/` folders, `metrics.csv` whose first columns are DeepReg's, in its order
+/// and formats (`pair_index` a Python list, `label_index` an integer, `-1` without labels),
+/// and the pandas statistics CSVs.
+fn check_deepreg_predict_layout(exp: &Path, case: &Case) {
+    let test = exp.join("test");
+    let metrics = fs::read_to_string(test.join("metrics.csv")).unwrap();
+    assert!(
+        metrics.starts_with(
+            "image_ssd,label_binary_dice,label_tre,pair_index,label_index,label_tre_mm,"
+        ),
+        "{metrics}"
+    );
+    let mut reader = csv::Reader::from_reader(metrics.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), case.test_samples, "{metrics}");
+    let python_list = |text: &str| -> Vec<usize> {
+        let inner = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
+        let inner = inner.unwrap_or_else(|| panic!("pair_index {text} is no list: {metrics}"));
+        inner.split(", ").map(|i| i.parse().unwrap()).collect()
+    };
+    for row in &rows {
+        assert!(row[0].parse::<f64>().is_ok(), "{metrics}");
+        assert_eq!(!row[1].is_empty(), case.labeled, "{metrics}");
         if case.labeled {
-            let value: f64 = row[dice].parse().unwrap();
-            assert!((0.0..=1.0).contains(&value), "{metrics}");
+            let dice: f64 = row[1].parse().unwrap();
+            assert!((0.0..=1.0).contains(&dice), "{metrics}");
+            let label: i64 = row[4].parse().unwrap();
+            assert!(label >= 0, "{metrics}");
+            let folder = format!(
+                "pair_{}",
+                python_list(&row[3])
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join("_")
+            );
+            assert!(test.join(&folder).is_dir(), "{folder}: {metrics}");
+            assert!(test.join(&folder).join(format!("label_{label}")).is_dir());
+        } else {
+            assert_eq!(&row[4], "-1", "{metrics}");
+            python_list(&row[3]);
         }
     }
-    assert!(logs.join("predicted/metrics_stats_overall.csv").is_file());
+    let overall = fs::read_to_string(test.join("metrics_stats_overall.csv")).unwrap();
+    let lines: Vec<&str> = overall.lines().collect();
+    assert_eq!(
+        lines[0], ",image_ssd,label_binary_dice,label_tre",
+        "{overall}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "count,{0}.0,{1},{1}",
+            case.test_samples,
+            if case.labeled {
+                format!("{}.0", case.test_samples)
+            } else {
+                "0.0".to_owned()
+            }
+        ),
+        "{overall}"
+    );
+    let per_label = fs::read_to_string(test.join("metrics_stats_per_label.csv")).unwrap();
+    assert!(
+        per_label.starts_with("label_index,image_ssd_mean,image_ssd_median,image_ssd_std,"),
+        "{per_label}"
+    );
+    assert!(test.join("pairs.csv").is_file());
 }
 
 const DDF_TERMS: &str = "epoch,loss,image/lncc,label/dice,regularization/bending";

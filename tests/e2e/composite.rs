@@ -137,7 +137,7 @@ fn inverse_outputs_are_written_and_inverse_consistency_falls_in_training() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    let pair = dir.path().join("logs/predicted/pair_0_case_014");
+    let pair = dir.path().join("logs/predicted/test/pair_0");
     for file in [
         "ddf.nii.gz",
         "inv/ddf.nii.gz",

@@ -358,7 +358,7 @@ fn the_binary_trains_and_predicts_with_a_dynamically_loaded_backbone() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).contains("trained 1 epochs"));
+    assert!(stdout(&output).contains("trained 1 epoch ("));
     let saved = fs::read_to_string(logs.join("plugin/config.yaml")).unwrap();
     assert!(saved.contains("name: tiny_net"), "{saved}");
     let checkpoint = logs.join("plugin/save/ckpt-1");
@@ -376,7 +376,7 @@ fn the_binary_trains_and_predicts_with_a_dynamically_loaded_backbone() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(logs.join("predicted/metrics.csv").is_file());
+    assert!(logs.join("predicted/test/metrics.csv").is_file());
     // Without the plugin the saved configuration names an unknown backbone: a clear error.
     let output = voxreg()
         .args(["predict", "--ckpt-path"])

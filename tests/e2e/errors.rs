@@ -312,7 +312,9 @@ fn failed_commands_leave_earlier_output_untouched() {
     let output = trained.predict(&trained.checkpoint(), None, "test", "predicted");
     assert!(output.status.success(), "{}", stderr(&output));
     let before = snapshot(&trained.logs);
-    assert!(before.keys().any(|p| p.ends_with("predicted/metrics.csv")));
+    assert!(before
+        .keys()
+        .any(|p| p.ends_with("predicted/test/metrics.csv")));
 
     // The same run name again, with a different config.
     let other = trained.overlay("other.yaml", "train:\n  epochs: 3\n");

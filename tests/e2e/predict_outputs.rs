@@ -10,7 +10,9 @@ use voxreg::data::{preprocess::resized_affine, read_nifti};
 use crate::util::{assert_clean_failure, repo_root, stderr, stdout, train_tiny_model, voxreg};
 
 /// The demo's test split: two pairs, two labels each.
-const PAIRS: [&str; 2] = ["pair_0_case_014", "pair_1_case_015"];
+/// DeepReg's pair folders, with the fixed image each holds.
+const PAIRS: [&str; 2] = ["pair_0", "pair_1"];
+const FIXED: [&str; 2] = ["case_014", "case_015"];
 const PAIR_ARRAYS: [&str; 4] = ["moving_image", "fixed_image", "pred_fixed_image", "ddf"];
 const LABEL_ARRAYS: [&str; 3] = ["moving_label", "fixed_label", "pred_fixed_label"];
 
@@ -61,7 +63,7 @@ fn predict_writes_every_pair_output_in_the_fixed_space() {
     );
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("pair_*"), "{}", stdout(&output));
-    let out = logs.join("out");
+    let out = logs.join("out/test");
     let mut pairs: Vec<String> = fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -69,12 +71,13 @@ fn predict_writes_every_pair_output_in_the_fixed_space() {
         .collect();
     pairs.sort();
     assert_eq!(pairs, PAIRS);
-    for pair in PAIRS {
-        let source = repo_root().join(format!(
-            "demo/data/paired/test/fixed_images/{}.nii.gz",
-            pair.trim_start_matches("pair_0_")
-                .trim_start_matches("pair_1_")
-        ));
+    let index = fs::read_to_string(out.join("pairs.csv")).unwrap();
+    assert_eq!(
+        index,
+        "pair_folder,moving,fixed\npair_0,case_014,case_014\npair_1,case_015,case_015\n"
+    );
+    for (pair, fixed) in PAIRS.into_iter().zip(FIXED) {
+        let source = repo_root().join(format!("demo/data/paired/test/fixed_images/{fixed}.nii.gz"));
         let source = read_nifti(&source).unwrap();
         let expected_affine = resized_affine(&source.affine, &source.shape, &[16, 16, 16]);
         for (folder, array) in array_dirs(&out, pair) {
@@ -108,11 +111,13 @@ fn predict_writes_every_pair_output_in_the_fixed_space() {
     let rows: Vec<&str> = metrics.lines().skip(1).collect();
     assert_eq!(rows.len(), 4, "{metrics}");
     assert!(
-        rows.iter().any(|r| r.starts_with("0,case_014,case_014,1,")),
+        rows.iter()
+            .any(|r| r.contains(",[0],1,") && r.contains(",case_014,case_014,")),
         "{metrics}"
     );
     assert!(
-        rows.iter().any(|r| r.starts_with("1,case_015,case_015,0,")),
+        rows.iter()
+            .any(|r| r.contains(",[1],0,") && r.contains(",case_015,case_015,")),
         "{metrics}"
     );
     // Nothing half-written is left behind.
@@ -142,7 +147,7 @@ fn format_flags_choose_the_files_and_the_last_one_wins() {
     // DeepReg's defaults: NIfTI, no PNG.
     let output = predict(&checkpoint, &logs, "default", &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let pair = logs.join("default").join(PAIRS[0]);
+    let pair = logs.join("default/test").join(PAIRS[0]);
     assert!(pair.join("ddf.nii.gz").is_file());
     assert!(!pair.join("ddf").exists(), "no PNG slices by default");
     // Neither format: metrics only.
@@ -153,7 +158,7 @@ fn format_flags_choose_the_files_and_the_last_one_wins() {
         &["--no_nifti", "--save-png", "--no-png"],
     );
     assert!(output.status.success(), "{}", stderr(&output));
-    let names: Vec<String> = fs::read_dir(logs.join("none"))
+    let names: Vec<String> = fs::read_dir(logs.join("none/test"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -167,7 +172,7 @@ fn format_flags_choose_the_files_and_the_last_one_wins() {
         &["--no-nifti", "--save-nifti", "--save_png"],
     );
     assert!(output.status.success(), "{}", stderr(&output));
-    let pair = logs.join("png").join(PAIRS[1]);
+    let pair = logs.join("png/test").join(PAIRS[1]);
     assert!(pair.join("fixed_image.nii.gz").is_file());
     assert!(pair
         .join("label_0/pred_fixed_label/depth0_pred_fixed_label.png")
@@ -181,16 +186,19 @@ fn predict_never_replaces_earlier_outputs() {
     let checkpoint = train_tiny_model(dir.path(), &logs, "tiny", "");
     let output = predict(&checkpoint, &logs, "out", &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let metrics = fs::read(logs.join("out/metrics.csv")).unwrap();
-    let ddf = fs::read(logs.join("out").join(PAIRS[0]).join("ddf.nii.gz")).unwrap();
+    let metrics = fs::read(logs.join("out/test/metrics.csv")).unwrap();
+    let ddf = fs::read(logs.join("out/test").join(PAIRS[0]).join("ddf.nii.gz")).unwrap();
     let again = predict(&checkpoint, &logs, "out", &["--save-png"]);
     assert_clean_failure(&again, &["out exists; choose another --exp-name"]);
-    assert_eq!(fs::read(logs.join("out/metrics.csv")).unwrap(), metrics);
     assert_eq!(
-        fs::read(logs.join("out").join(PAIRS[0]).join("ddf.nii.gz")).unwrap(),
+        fs::read(logs.join("out/test/metrics.csv")).unwrap(),
+        metrics
+    );
+    assert_eq!(
+        fs::read(logs.join("out/test").join(PAIRS[0]).join("ddf.nii.gz")).unwrap(),
         ddf
     );
-    assert!(!logs.join("out").join(PAIRS[0]).join("ddf").exists());
+    assert!(!logs.join("out/test").join(PAIRS[0]).join("ddf").exists());
     let zero = predict(&checkpoint, &logs, "zero", &["--batch-size", "0"]);
     assert_clean_failure(&zero, &["--batch-size must be at least 1"]);
     assert!(!logs.join("zero").exists());
@@ -203,7 +211,7 @@ fn methods_with_a_velocity_field_or_an_affine_save_them_too() {
     let dvf = train_tiny_model(dir.path(), &logs, "dvf", "train:\n  method: dvf\n");
     let output = predict(&dvf, &logs, "dvf-out", &["--save-png"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let pair = logs.join("dvf-out").join(PAIRS[0]);
+    let pair = logs.join("dvf-out/test").join(PAIRS[0]);
     let field = read_nifti(&pair.join("dvf.nii.gz")).unwrap();
     assert_eq!(field.shape, [16, 16, 16, 3]);
     assert_eq!(
@@ -225,7 +233,7 @@ fn methods_with_a_velocity_field_or_an_affine_save_them_too() {
     // affine.txt is written even without NIfTI or PNG, as DeepReg does.
     let output = predict(&global, &logs, "global-out", &["--no-nifti"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let pair = logs.join("global-out").join(PAIRS[1]);
+    let pair = logs.join("global-out/test").join(PAIRS[1]);
     let text = fs::read_to_string(pair.join("affine.txt")).unwrap();
     let rows: Vec<Vec<f64>> = text
         .lines()

@@ -20,7 +20,10 @@ pub struct PairMetrics {
     pub image_ssd: f64,
     /// Binary Dice of the fixed label and the (warped) moving label, for labelled data.
     pub label_dice: Option<f64>,
-    /// Distance between their centroids in millimetres (DeepReg's TRE).
+    /// Distance between their centroids in voxels of the fixed (resized) grid, as
+    /// DeepReg's `label_tre` computes it.
+    pub label_tre: Option<f64>,
+    /// The same distance in millimetres (through the fixed image's affine).
     pub label_tre_mm: Option<f64>,
 }
 
@@ -179,7 +182,7 @@ fn evaluate_pair(
     let label_metrics = |fixed: &[f32], moved: &[f32]| {
         (
             Some(metrics::binary_dice(fixed, moved)),
-            metrics::centroid_distance(fixed, moved, fixed_shape, &affine).map(|(_, mm)| mm),
+            metrics::centroid_distance(fixed, moved, fixed_shape, &affine),
         )
     };
     let (before_dice, before_tre, after_dice, after_tre) = match (
@@ -223,12 +226,14 @@ fn evaluate_pair(
         before: PairMetrics {
             image_ssd: metrics::image_ssd(&fixed_image, &moving_image),
             label_dice: before_dice,
-            label_tre_mm: before_tre,
+            label_tre: before_tre.map(|(voxels, _)| voxels),
+            label_tre_mm: before_tre.map(|(_, mm)| mm),
         },
         after: PairMetrics {
             image_ssd: metrics::image_ssd(&fixed_image, &after_image),
             label_dice: after_dice,
-            label_tre_mm: after_tre,
+            label_tre: after_tre.map(|(voxels, _)| voxels),
+            label_tre_mm: after_tre.map(|(_, mm)| mm),
         },
         jacobian,
         jacobians,
@@ -334,6 +339,8 @@ mod tests {
         assert!(evaluated.before.label_dice.unwrap() < 1e-5);
         assert!((evaluated.after.label_dice.unwrap() - 1.0).abs() < 1e-9);
         assert!((evaluated.before.label_tre_mm.unwrap() - 2.0).abs() < 1e-9);
+        assert!(evaluated.before.label_tre.unwrap() > 0.0);
+        assert_eq!(evaluated.after.label_tre, Some(0.0));
         assert_eq!(evaluated.after.label_tre_mm, Some(0.0));
         assert_eq!(evaluated.jacobian.unwrap().folding_count, 0);
         assert_eq!(evaluated.jacobians.len(), 1);

@@ -1,6 +1,9 @@
 //! Shared helpers for the CPU kernels of the spatial ops: the float trait the kernels are generic
 //! over, access to contiguous storage, shape checks and the splitting of outputs into disjoint
 //! per-task slices for rayon.
+//!
+//! Public for third-party ops: a plugin that writes its own CPU kernel (a candle `CustomOp`)
+//! can reuse the dtype trait, the storage access, the shape checks and the work splitting.
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor, WithDType};
 
@@ -131,6 +134,9 @@ pub fn spatial_ndim(op: &str, what: &str, t: &Tensor) -> Result<usize> {
 
 /// The spatial dims of an `(N, C, *spatial)` shape padded to three axes with leading ones:
 /// `(H, W)` becomes `[1, H, W]`.
+///
+/// # Panics
+/// If `dims` has fewer than 4 entries (check with [`spatial_ndim`] first).
 pub fn spatial3(dims: &[usize]) -> [usize; 3] {
     let sp = &dims[2..];
     match sp.len() {
@@ -149,6 +155,10 @@ pub fn task_count(work: usize) -> usize {
 /// Splits a `(N, K, rows * row_len)` buffer into disjoint per-task views: for every batch item
 /// `n` and every row range `[r0, r1)` of `ranges`, the `K` slices `buf[n, k, r0*row_len ..
 /// r1*row_len]`. The result is ordered by batch item, then by range.
+///
+/// # Panics
+/// If the ranges are not ascending and disjoint within `[0, rows]`, or `buf` is shorter than
+/// `n · k · rows · row_len` (as [`even_ranges`] makes them, they are).
 pub fn split_rows<'a, T>(
     buf: &'a mut [T],
     n: usize,

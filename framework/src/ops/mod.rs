@@ -25,7 +25,7 @@
 //! op is a `CustomOp` whose `cuda_fwd` can be added without touching callers.
 
 pub mod activation;
-mod common;
+pub mod common;
 pub mod conv;
 pub mod diff;
 pub mod filter;

@@ -147,9 +147,11 @@ pub struct PluginDeclaration {
 /// receives the [`PluginRegistrar`](crate::plugin::PluginRegistrar) and may add components
 /// by hand (and call `add_submitted()` for the submitted ones).
 ///
-/// ```ignore
+/// ```text
 /// voxreg_framework::declare_plugin!();
 /// ```
+///
+/// (The `voxreg` crate's documentation runs this as a doctest; a `dylib` crate cannot.)
 #[macro_export]
 macro_rules! declare_plugin {
     () => {

@@ -2,67 +2,100 @@
 
 use std::fmt;
 
-/// A category of registered components. Names are unique within a category.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Category {
+use super::{ComponentKind, DecodeError, Registry};
+use crate::config::{self, ConfigValue, KeyPath, Problem};
+
+/// The one table of categories: each line gives the enum variant, the name (as printed, as
+/// accepted on the command line and as the first argument of `register_component!`) and the
+/// config trait. Adding a category is one line here (and its trait in `component`); the enum,
+/// [`Category::ALL`], [`Category::as_str`], the [`ComponentKind`] impls, the decoding by
+/// category and the registration macros' lookup all come from it.
+macro_rules! categories {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:ident : $config:ident,)*) => {
+        /// A category of registered components. Names are unique within a category.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Category {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Category {
+            /// Every category, in display order.
+            pub const ALL: [Category; [$(stringify!($variant)),*].len()] =
+                [$(Category::$variant),*];
+
+            /// The category's name as printed and as accepted on the command line
+            /// (`image_loss`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Category::$variant => stringify!($name),)*
+                }
+            }
+        }
+
+        $(impl ComponentKind for dyn crate::component::$config {
+            const CATEGORY: Category = Category::$variant;
+        })*
+
+        /// Decodes a component of any category and serialises it back (defaults filled in).
+        pub(crate) fn decode_to_value(
+            registry: &Registry,
+            category: Category,
+            name: &str,
+            value: ConfigValue,
+        ) -> Result<ConfigValue, DecodeError> {
+            let serialized = match category {
+                $(Category::$variant => config::to_value(
+                    &registry.decode::<dyn crate::component::$config>(name, value)?,
+                ),)*
+            };
+            serialized.map_err(|message| {
+                DecodeError::Invalid(vec![Problem::new(KeyPath::root(), message)])
+            })
+        }
+
+        /// For `register_component!`: per category name, its [`Category`] and config trait.
+        #[doc(hidden)]
+        pub mod slot {
+            $(
+                #[doc(hidden)]
+                pub mod $name {
+                    /// The category.
+                    pub const CATEGORY: super::super::Category = super::super::Category::$variant;
+                    /// The config trait object type.
+                    pub type Config = dyn crate::component::$config;
+                }
+            )*
+        }
+    };
+}
+
+categories! {
     /// Networks mapping the stacked moving/fixed images to a field or affine parameters
     /// (`train.backbone`).
-    Backbone,
+    Backbone = backbone: BackboneConfig,
     /// Registration methods: how backbone outputs become a transform (`train.method`).
-    Method,
+    Method = method: MethodConfig,
     /// Image dissimilarity losses (`train.loss.image`).
-    ImageLoss,
+    ImageLoss = image_loss: ImageLossConfig,
     /// Label (segmentation) losses (`train.loss.label`).
-    LabelLoss,
+    LabelLoss = label_loss: LabelLossConfig,
     /// Deformation regularisers (`train.loss.regularization`).
-    Regularization,
+    Regularization = regularization: RegularizationConfig,
     /// Losses between two fields, e.g. against a ground truth (`train.loss.field`).
-    FieldLoss,
+    FieldLoss = field_loss: FieldLossConfig,
     /// Where a model's weights come from (`train.parameters`).
-    ParamSource,
+    ParamSource = parameter_source: ParamSourceConfig,
     /// Optimisers (`train.optimizer`).
-    Optimizer,
+    Optimizer = optimizer: OptimizerConfig,
     /// Samplers of image pairs from a dataset (`dataset.type`).
-    DataLoader,
+    DataLoader = data_loader: DataLoaderConfig,
     /// Readers of image files (`dataset.<split>.format`).
-    FileLoader,
+    FileLoader = file_loader: FileLoaderConfig,
     /// Random training-time transforms (`train.preprocess.data_augmentation`).
-    Augmentation,
+    Augmentation = augmentation: AugmentationConfig,
 }
 
 impl Category {
-    /// Every category, in display order.
-    pub const ALL: [Category; 11] = [
-        Category::Backbone,
-        Category::Method,
-        Category::ImageLoss,
-        Category::LabelLoss,
-        Category::Regularization,
-        Category::FieldLoss,
-        Category::ParamSource,
-        Category::Optimizer,
-        Category::DataLoader,
-        Category::FileLoader,
-        Category::Augmentation,
-    ];
-
-    /// The category's name as printed and as accepted on the command line (`image_loss`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Backbone => "backbone",
-            Category::Method => "method",
-            Category::ImageLoss => "image_loss",
-            Category::LabelLoss => "label_loss",
-            Category::Regularization => "regularization",
-            Category::FieldLoss => "field_loss",
-            Category::ParamSource => "parameter_source",
-            Category::Optimizer => "optimizer",
-            Category::DataLoader => "data_loader",
-            Category::FileLoader => "file_loader",
-            Category::Augmentation => "augmentation",
-        }
-    }
-
     /// Parses a category name as printed by [`Category::as_str`] (`-` and `_` are equivalent).
     pub fn parse(text: &str) -> Option<Category> {
         let wanted = text.replace('-', "_");

@@ -1,14 +1,10 @@
-//! Ties each config trait object type to its category.
+//! Ties each config trait object type to its category (the impls come from the category
+//! table in `category.rs`).
 
 use serde::Serialize;
 
-use super::{Category, DecodeError, Registry};
-use crate::component::{
-    AugmentationConfig, BackboneConfig, DataLoaderConfig, FieldLossConfig, FileLoaderConfig,
-    ImageLossConfig, LabelLossConfig, MethodConfig, OptimizerConfig, ParamSourceConfig,
-    RegularizationConfig,
-};
-use crate::config::{self, ConfigValue, KeyPath, Problem};
+use super::Category;
+use crate::config::{self, ConfigValue};
 
 /// A config trait object type (`dyn BackboneConfig`, …) and the category it is registered
 /// under.
@@ -26,43 +22,4 @@ pub trait ComponentKind: Serialize + 'static {
             _ => None,
         }
     }
-}
-
-macro_rules! kinds {
-    ($($trait:ident => $category:ident),* $(,)?) => {
-        $(impl ComponentKind for dyn $trait {
-            const CATEGORY: Category = Category::$category;
-        })*
-
-        /// Decodes a component of any category and serialises it back (defaults filled in).
-        pub(crate) fn decode_to_value(
-            registry: &Registry,
-            category: Category,
-            name: &str,
-            value: ConfigValue,
-        ) -> Result<ConfigValue, DecodeError> {
-            let serialized = match category {
-                $(Category::$category => {
-                    config::to_value(&registry.decode::<dyn $trait>(name, value)?)
-                })*
-            };
-            serialized.map_err(|message| {
-                DecodeError::Invalid(vec![Problem::new(KeyPath::root(), message)])
-            })
-        }
-    };
-}
-
-kinds! {
-    BackboneConfig => Backbone,
-    MethodConfig => Method,
-    ImageLossConfig => ImageLoss,
-    LabelLossConfig => LabelLoss,
-    RegularizationConfig => Regularization,
-    FieldLossConfig => FieldLoss,
-    ParamSourceConfig => ParamSource,
-    OptimizerConfig => Optimizer,
-    DataLoaderConfig => DataLoader,
-    FileLoaderConfig => FileLoader,
-    AugmentationConfig => Augmentation,
 }

@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-pub use category::Category;
+pub use category::{slot, Category};
 pub use error::{DecodeError, RegistryError, UnknownComponent};
 pub use kind::ComponentKind;
 
@@ -268,7 +268,7 @@ impl Registry {
     /// the problems that show which keys are required.
     pub fn defaults_yaml(&self, category: Category, name: &str) -> Result<String, DecodeError> {
         let empty = ConfigValue::Mapping(Default::default());
-        let value = kind::decode_to_value(self, category, name, empty)?;
+        let value = category::decode_to_value(self, category, name, empty)?;
         config::to_yaml_string(&value)
             .map_err(|message| DecodeError::Invalid(vec![Problem::new(KeyPath::root(), message)]))
     }
@@ -277,9 +277,12 @@ impl Registry {
 /// Registers a component config type under a name, from any crate linked into the program
 /// (or built into a dynamic plugin).
 ///
-/// ```ignore
+/// ```text
 /// voxreg_framework::register_component!(backbone, "tiny_net", TinyNet, "Two 1x1 conv layers");
 /// ```
+///
+/// A complete example (a config type, its trait, the registration and a lookup) runs as a
+/// doctest in the `voxreg` crate's documentation; a `dylib` crate cannot run doctests.
 ///
 /// The first argument is the category: `backbone`, `method`, `image_loss`, `label_loss`,
 /// `regularization`, `field_loss`, `parameter_source`, `optimizer`, `data_loader`,
@@ -302,71 +305,17 @@ macro_rules! register_component {
 macro_rules! component_registration {
     ($category:ident, $name:literal, $config:ty, $description:literal) => {
         $crate::registry::ComponentRegistration {
-            category: $crate::__category!($category),
+            category: $crate::registry::slot::$category::CATEGORY,
             name: $name,
             description: $description,
             module_path: ::core::module_path!(),
             decode: |value| {
                 let config: $config = $crate::config::decode(value)?;
-                let boxed: ::std::boxed::Box<$crate::__config_trait!($category)> =
+                let boxed: ::std::boxed::Box<$crate::registry::slot::$category::Config> =
                     ::std::boxed::Box::new(config);
                 ::std::result::Result::Ok(::std::boxed::Box::new(boxed))
             },
             keys: $crate::config::declared_fields::<$config>,
         }
     };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __category {
-    (backbone) => {
-        $crate::registry::Category::Backbone
-    };
-    (method) => {
-        $crate::registry::Category::Method
-    };
-    (image_loss) => {
-        $crate::registry::Category::ImageLoss
-    };
-    (label_loss) => {
-        $crate::registry::Category::LabelLoss
-    };
-    (regularization) => {
-        $crate::registry::Category::Regularization
-    };
-    (field_loss) => {
-        $crate::registry::Category::FieldLoss
-    };
-    (parameter_source) => {
-        $crate::registry::Category::ParamSource
-    };
-    (optimizer) => {
-        $crate::registry::Category::Optimizer
-    };
-    (data_loader) => {
-        $crate::registry::Category::DataLoader
-    };
-    (file_loader) => {
-        $crate::registry::Category::FileLoader
-    };
-    (augmentation) => {
-        $crate::registry::Category::Augmentation
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __config_trait {
-    (backbone) => { dyn $crate::component::BackboneConfig };
-    (method) => { dyn $crate::component::MethodConfig };
-    (image_loss) => { dyn $crate::component::ImageLossConfig };
-    (label_loss) => { dyn $crate::component::LabelLossConfig };
-    (regularization) => { dyn $crate::component::RegularizationConfig };
-    (field_loss) => { dyn $crate::component::FieldLossConfig };
-    (parameter_source) => { dyn $crate::component::ParamSourceConfig };
-    (optimizer) => { dyn $crate::component::OptimizerConfig };
-    (data_loader) => { dyn $crate::component::DataLoaderConfig };
-    (file_loader) => { dyn $crate::component::FileLoaderConfig };
-    (augmentation) => { dyn $crate::component::AugmentationConfig };
 }

@@ -11,7 +11,7 @@ mod forward;
 mod hypernet;
 mod methods;
 mod nets;
-mod nn;
+pub mod nn;
 mod vxm_net;
 
 pub use backbones::{

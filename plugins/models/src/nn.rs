@@ -2,6 +2,9 @@
 //!
 //! Every weight is taken from a [`VarBuilder`] by name, so a layer runs from trained variables
 //! (a `VarMap`) or from tensors supplied from outside (a hypernetwork).
+//!
+//! The layers are public so that a third-party backbone can be built from the same blocks
+//! (with the same weight names and initialisation) as the built-in ones.
 
 use voxreg_framework::candle::{self, Tensor};
 use voxreg_framework::candle_nn::Init;
@@ -13,7 +16,7 @@ const BN_EPSILON: f64 = 1.0e-3;
 
 /// How a kernel is initialised (Keras' initializer names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KernelInit {
+pub enum KernelInit {
     /// All zeros (DeepReg's output layer for DDF / DVF methods).
     Zeros,
     /// Uniform in `±√(6 / (fan_in + fan_out))` (Keras' default).
@@ -28,11 +31,10 @@ pub(crate) enum KernelInit {
 
 impl KernelInit {
     /// The names accepted in configs.
-    pub(crate) const NAMES: &'static str =
-        "zeros, glorot_uniform, glorot_normal, he_uniform, he_normal";
+    pub const NAMES: &'static str = "zeros, glorot_uniform, glorot_normal, he_uniform, he_normal";
 
     /// Parses a Keras initializer name.
-    pub(crate) fn parse(name: &str) -> Option<Self> {
+    pub fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "zeros" | "zero" => Some(Self::Zeros),
             "glorot_uniform" => Some(Self::GlorotUniform),
@@ -44,7 +46,7 @@ impl KernelInit {
     }
 
     /// The candle initializer for a kernel with these fans.
-    pub(crate) fn init(self, fan_in: usize, fan_out: usize) -> Init {
+    pub fn init(self, fan_in: usize, fan_out: usize) -> Init {
         let (fi, fo) = (fan_in as f64, fan_out as f64);
         match self {
             Self::Zeros => Init::Const(0.0),
@@ -76,7 +78,7 @@ impl KernelInit {
 
 /// Activation of the output layer (Keras' names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Activation {
+pub enum Activation {
     /// None / `linear`.
     Linear,
     /// `relu`.
@@ -89,10 +91,10 @@ pub(crate) enum Activation {
 
 impl Activation {
     /// The names accepted in configs.
-    pub(crate) const NAMES: &'static str = "linear (or none), relu, sigmoid, tanh";
+    pub const NAMES: &'static str = "linear (or none), relu, sigmoid, tanh";
 
     /// Parses a Keras activation name; an empty name or `none` is linear.
-    pub(crate) fn parse(name: &str) -> Option<Self> {
+    pub fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "" | "none" | "null" | "linear" => Some(Self::Linear),
             "relu" => Some(Self::Relu),
@@ -103,7 +105,7 @@ impl Activation {
     }
 
     /// Applies the activation.
-    pub(crate) fn apply(self, x: &Tensor) -> candle::Result<Tensor> {
+    pub fn apply(self, x: &Tensor) -> candle::Result<Tensor> {
         match self {
             Self::Linear => Ok(x.clone()),
             Self::Relu => x.relu(),
@@ -119,7 +121,7 @@ fn sigmoid(x: &Tensor) -> candle::Result<Tensor> {
 }
 
 /// A convolution (`same` padding) with an optional bias.
-pub(crate) struct Conv {
+pub struct Conv {
     weight: Tensor,
     bias: Option<Tensor>,
     kernel: Vec<usize>,
@@ -129,7 +131,7 @@ pub(crate) struct Conv {
 impl Conv {
     /// Takes `weight` `(cout, cin, k, …)` (and `bias` `(cout,)` if `bias`) from `params`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
+    pub fn new(
         params: &VarBuilder<'_>,
         ndim: usize,
         cin: usize,
@@ -158,14 +160,14 @@ impl Conv {
     }
 
     /// `(N, cin, *s) -> (N, cout, *ceil(s / stride))`.
-    pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
         let padding = ops::same_padding(&x.dims()[2..], &self.kernel, &self.stride);
         ops::conv(x, &self.weight, self.bias.as_ref(), &self.stride, &padding)
     }
 }
 
 /// A transposed convolution without bias (Keras' `Conv3DTranspose`, `padding="same"`).
-pub(crate) struct Deconv {
+pub struct Deconv {
     weight: Tensor,
     kernel: Vec<usize>,
     stride: Vec<usize>,
@@ -173,7 +175,7 @@ pub(crate) struct Deconv {
 
 impl Deconv {
     /// Takes `weight` `(cin, cout, k, …)` from `params` (Glorot-uniform initialised).
-    pub(crate) fn new(
+    pub fn new(
         params: &VarBuilder<'_>,
         ndim: usize,
         cin: usize,
@@ -194,7 +196,7 @@ impl Deconv {
 
     /// Up-samples `(N, cin, *s)` to `(N, cout, *out)`: the adjoint of a `same`-padded strided
     /// convolution from `out` to `s` (so `s` must be `ceil(out / stride)`).
-    pub(crate) fn forward(&self, x: &Tensor, out: &[usize]) -> candle::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, out: &[usize]) -> candle::Result<Tensor> {
         let padding = ops::same_padding(out, &self.kernel, &self.stride);
         let input = &x.dims()[2..];
         let mut output_padding = Vec::with_capacity(out.len());
@@ -225,14 +227,14 @@ impl Deconv {
 
 /// Batch normalisation with batch statistics (mean and variance over the batch and spatial
 /// axes), learned scale `gamma` and offset `beta`.
-pub(crate) struct BatchNorm {
+pub struct BatchNorm {
     gamma: Tensor,
     beta: Tensor,
 }
 
 impl BatchNorm {
     /// Takes `gamma` (ones) and `beta` (zeros), `(channels,)`, from `params`.
-    pub(crate) fn new(params: &VarBuilder<'_>, channels: usize) -> candle::Result<Self> {
+    pub fn new(params: &VarBuilder<'_>, channels: usize) -> candle::Result<Self> {
         Ok(Self {
             gamma: params.get_with_hints(channels, "gamma", Init::Const(1.0))?,
             beta: params.get_with_hints(channels, "beta", Init::Const(0.0))?,
@@ -240,25 +242,25 @@ impl BatchNorm {
     }
 
     /// Normalises each channel of `(N, C, *s)` (one fused op, [`ops::batch_norm`]).
-    pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
         ops::batch_norm(x, &self.gamma, &self.beta, BN_EPSILON, false)
     }
 
     /// `relu(forward(x))` as one fused op ([`ops::batch_norm`]).
-    pub(crate) fn forward_relu(&self, x: &Tensor) -> candle::Result<Tensor> {
+    pub fn forward_relu(&self, x: &Tensor) -> candle::Result<Tensor> {
         ops::batch_norm(x, &self.gamma, &self.beta, BN_EPSILON, true)
     }
 }
 
 /// DeepReg's `Conv3dBlock`: convolution (no bias) → batch norm → ReLU.
-pub(crate) struct ConvBlock {
+pub struct ConvBlock {
     conv: Conv,
     norm: BatchNorm,
 }
 
 impl ConvBlock {
     /// Weights `conv.weight`, `norm.gamma`, `norm.beta` under `params`.
-    pub(crate) fn new(
+    pub fn new(
         params: &VarBuilder<'_>,
         ndim: usize,
         cin: usize,
@@ -282,20 +284,20 @@ impl ConvBlock {
     }
 
     /// `(N, cin, *s) -> (N, cout, *ceil(s / stride))`.
-    pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
         self.norm.forward_relu(&self.conv.forward(x)?)
     }
 }
 
 /// DeepReg's `ResidualConv3dBlock`: two (convolution → batch norm) layers with the input added
 /// before the last ReLU; channels and size unchanged.
-pub(crate) struct ResidualBlock {
+pub struct ResidualBlock {
     layers: Vec<(Conv, BatchNorm)>,
 }
 
 impl ResidualBlock {
     /// Weights `{0,1}.conv.weight`, `{0,1}.norm.{gamma,beta}` under `params`.
-    pub(crate) fn new(
+    pub fn new(
         params: &VarBuilder<'_>,
         ndim: usize,
         channels: usize,
@@ -323,7 +325,7 @@ impl ResidualBlock {
     }
 
     /// `(N, c, *s) -> (N, c, *s)`.
-    pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
         let mut out = x.clone();
         let last = self.layers.len() - 1;
         for (i, (conv, norm)) in self.layers.iter().enumerate() {
@@ -338,14 +340,14 @@ impl ResidualBlock {
 }
 
 /// DeepReg's `Deconv3dBlock`: transposed convolution (no bias) → batch norm → ReLU.
-pub(crate) struct DeconvBlock {
+pub struct DeconvBlock {
     deconv: Deconv,
     norm: BatchNorm,
 }
 
 impl DeconvBlock {
     /// Weights `deconv.weight`, `norm.{gamma,beta}` under `params`.
-    pub(crate) fn new(
+    pub fn new(
         params: &VarBuilder<'_>,
         ndim: usize,
         cin: usize,
@@ -360,14 +362,14 @@ impl DeconvBlock {
     }
 
     /// `(N, cin, *s) -> (N, cout, *out)`.
-    pub(crate) fn forward(&self, x: &Tensor, out: &[usize]) -> candle::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, out: &[usize]) -> candle::Result<Tensor> {
         self.norm.forward_relu(&self.deconv.forward(x, out)?)
     }
 }
 
 /// Linear resize with half-pixel centres (DeepReg's `Resize3d`), skipped when the size already
 /// matches.
-pub(crate) fn resize_to(x: &Tensor, size: &[usize]) -> candle::Result<Tensor> {
+pub fn resize_to(x: &Tensor, size: &[usize]) -> candle::Result<Tensor> {
     if &x.dims()[2..] == size {
         Ok(x.clone())
     } else {
@@ -376,7 +378,7 @@ pub(crate) fn resize_to(x: &Tensor, size: &[usize]) -> candle::Result<Tensor> {
 }
 
 /// Sums the two halves of the channels: `(N, 2c, *s) -> (N, c, *s)`.
-pub(crate) fn sum_channel_halves(x: &Tensor) -> candle::Result<Tensor> {
+pub fn sum_channel_halves(x: &Tensor) -> candle::Result<Tensor> {
     let half = x.dim(1)? / 2;
     x.narrow(1, 0, half)? + x.narrow(1, half, half)?
 }
@@ -413,7 +415,7 @@ fn bspline_kernel_1d(spacing: usize) -> Vec<f64> {
 /// Interpolates a control-point grid `(N, C, *grid)` into a dense field of spatial `size` by
 /// cubic B-splines (DeepReg's `BSplines3DTransform`): a transposed convolution with stride
 /// `spacing` and the separable B-spline kernel, cropped from `3 · spacing`.
-pub(crate) fn bspline_interpolate(
+pub fn bspline_interpolate(
     grid: &Tensor,
     spacing: &[usize],
     size: &[usize],
@@ -459,7 +461,7 @@ pub(crate) fn bspline_interpolate(
 /// field is smoothed by a Gaussian with σ = 0.44 · spacing per axis, linearly resized to the
 /// control grid `ceil(size / spacing) + 3`, and interpolated back to `size` by cubic
 /// B-splines, so the field has the smoothness of a B-spline transform.
-pub(crate) fn control_point_field(field: &Tensor, spacing: &[usize]) -> candle::Result<Tensor> {
+pub fn control_point_field(field: &Tensor, spacing: &[usize]) -> candle::Result<Tensor> {
     let size = field.dims()[2..].to_vec();
     let kernels: Vec<Vec<f64>> = spacing
         .iter()

@@ -213,7 +213,9 @@ fn nonsense_rates_are_rejected() {
         .err()
         .expect("negative learning rate");
     assert!(
-        error.to_string().contains("`learning_rate` must be in"),
+        error
+            .to_string()
+            .contains("`learning_rate` must be a finite number ≥ 0, got -1"),
         "{error}"
     );
     let config = AdamConfig {
