@@ -267,6 +267,70 @@ def deepreg_gradient(l1=False):
     return loss
 
 
+# --- VoxelMorph's losses, re-expressed from voxelmorph/{tf,torch}/losses.py ------------------
+# VoxelMorph averages over the batch as well; per-sample means here (the step takes the batch mean).
+
+
+def _box_sum(x, win):
+    """Sums over a window of `win` voxels per axis and over the channels, zero padding
+    `win // 2` (odd windows: TensorFlow's 'SAME' and VoxelMorph's torch padding agree)."""
+    ndim = x.dim() - 2
+    conv = [None, None, torch.nn.functional.conv2d, torch.nn.functional.conv3d][ndim]
+    weight = torch.ones((1, x.shape[1], *win), dtype=x.dtype)
+    return conv(x, weight, padding=tuple(w // 2 for w in win))
+
+
+def vxm_ncc(win=9, eps=1e-5, clamp=False):
+    def loss(t, p):
+        ndim = t.dim() - 2
+        w = [win] * ndim if isinstance(win, int) else list(win)
+        size = float(math.prod(w)) * t.shape[1]
+        i_sum, j_sum = _box_sum(t, w), _box_sum(p, w)
+        i2, j2, ij = _box_sum(t * t, w), _box_sum(p * p, w), _box_sum(t * p, w)
+        u_i, u_j = i_sum / size, j_sum / size
+        cross = ij - u_j * i_sum - u_i * j_sum + u_i * u_j * size
+        i_var = i2 - 2 * u_i * i_sum + u_i * u_i * size
+        j_var = j2 - 2 * u_j * j_sum + u_j * u_j * size
+        if clamp:  # the TensorFlow version
+            cross = torch.clamp(cross, min=eps)
+            i_var = torch.clamp(i_var, min=eps)
+            j_var = torch.clamp(j_var, min=eps)
+            cc = (cross / i_var) * (cross / j_var)
+        else:  # the PyTorch version (its 1e-5 is fixed)
+            cc = cross * cross / (i_var * j_var + 1e-5)
+        return -per_sample_mean(cc)
+
+    return loss
+
+
+def vxm_mse(image_sigma=1.0):
+    return lambda t, p: per_sample_mean((t - p) ** 2) / image_sigma**2
+
+
+def vxm_grad(penalty="l1", loss_mult=None):
+    def loss(u):
+        ndim = u.dim() - 2
+        terms = []
+        for a in range(ndim):
+            d = torch.diff(u, dim=2 + a)
+            terms.append(per_sample_mean(torch.abs(d) if penalty == "l1" else d * d))
+        grad = sum(terms) / len(terms)
+        return grad * loss_mult if loss_mult is not None else grad
+
+    return loss
+
+
+def vxm_dice():
+    def loss(t, p):
+        axes = tuple(range(2, t.dim()))
+        top = 2 * (t * p).sum(axes)
+        bottom = (t + p).sum(axes)
+        ratio = torch.where(bottom == 0, torch.zeros_like(top), top / torch.where(bottom == 0, torch.ones_like(bottom), bottom))
+        return -ratio.mean(1)
+
+    return loss
+
+
 # --- MONAI's components, as shipped -----------------------------------------------------------
 
 

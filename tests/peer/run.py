@@ -177,6 +177,14 @@ def build_cases(inputs):
         image("gmi", {"name": "gmi"}, gmi)
         image("gmi_small_mi", {"name": "gmi"}, gmi, pair=[("fixed", fixed), ("moving", independent)])
         image("gncc", {"name": "gncc"}, [("DeepReg", loss_fn(peers.deepreg_gncc()))])
+        image("vxm_mse", {"name": "vxm_mse", "image_sigma": 0.05}, [("VoxelMorph", loss_fn(peers.vxm_mse(0.05)))])
+        image("vxm_ncc", {"name": "vxm_ncc"}, [("VoxelMorph (torch)", loss_fn(peers.vxm_ncc()))])
+        image("vxm_ncc_5", {"name": "vxm_ncc", "win": 5}, [("VoxelMorph (torch)", loss_fn(peers.vxm_ncc(5)))])
+        image(
+            "vxm_ncc_clamp",
+            {"name": "vxm_ncc", "win": 5, "clamp": True},
+            [("VoxelMorph (TF)", loss_fn(peers.vxm_ncc(5, clamp=True)))],
+        )
 
         t = inputs.uniform(f"label_fixed{d}", s["label"])
         p = inputs.uniform(f"label_moving{d}", s["label"])
@@ -191,6 +199,7 @@ def build_cases(inputs):
         monai_dice = ("MONAI DiceLoss − 1", loss_fn(peers.monai_dice()))
         monai_jaccard = ("MONAI DiceLoss(jaccard) − 1", loss_fn(peers.monai_dice(jaccard=True)))
         label("dice", {"name": "dice"}, [("DeepReg", loss_fn(peers.deepreg_dice())), monai_dice])
+        label("vxm_dice", {"name": "vxm_dice"}, [("VoxelMorph", loss_fn(peers.vxm_dice()))])
         label(
             "dice_background_0.2",
             {"name": "dice", "background_weight": 0.2},
@@ -249,6 +258,12 @@ def build_cases(inputs):
             [("DeepReg", on_ddf(peers.deepreg_gradient())), ("MONAI DiffusionLoss", on_ddf(peers.monai_diffusion()))],
         )
         reg("gradient_l1", {"name": "gradient", "l1": True}, [("DeepReg", on_ddf(peers.deepreg_gradient(l1=True)))])
+        reg("vxm_grad_l1", {"name": "vxm_grad"}, [("VoxelMorph", on_ddf(peers.vxm_grad()))])
+        reg(
+            "vxm_grad_l2_mult",
+            {"name": "vxm_grad", "penalty": "l2", "loss_mult": 2.0},
+            [("VoxelMorph", on_ddf(peers.vxm_grad("l2", 2.0)))],
+        )
 
         img = inputs.uniform(f"warp_image{d}", (2, 2) + s["ddf"][2:])
         shift = inputs.uniform(f"warp_ddf{d}", s["ddf"], -3.0, 3.0)

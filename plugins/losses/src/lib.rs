@@ -27,6 +27,7 @@ mod simd;
 #[cfg(test)]
 mod testing;
 mod util;
+mod voxelmorph;
 mod window;
 
 pub use config::{
@@ -34,3 +35,4 @@ pub use config::{
     JaccardConfig, LnccConfig, LnccKernel, OverlapConfig, ScaleKernel, SsdConfig,
 };
 pub use field::{FieldSsdConfig, InverseConsistencyConfig};
+pub use voxelmorph::{GradPenalty, VxmDiceConfig, VxmGradConfig, VxmMseConfig, VxmNccConfig};
