@@ -1,6 +1,7 @@
 //! `voxreg dataset from-template`: build a DeepReg-layout dataset from one template.
 
 use anyhow::bail;
+use voxreg::component::Volume;
 use voxreg::data::read_nifti;
 use voxreg::data::synthetic::{build_paired_dataset, TemplateDataset};
 
@@ -28,13 +29,22 @@ pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
     let [train, valid, test] = args.pairs[..] else {
         bail!("--pairs takes three counts: train,valid,test");
     };
+    let plane = |volume: Volume, path: &std::path::Path| -> anyhow::Result<Volume> {
+        match args.slice.as_deref() {
+            None => Ok(volume),
+            Some(&[axis, index]) => slice_plane(volume, axis, index).map_err(|problem| {
+                anyhow::anyhow!("--slice {axis},{index}: {}: {problem}", path.display())
+            }),
+            Some(_) => bail!("--slice takes AXIS,INDEX"),
+        }
+    };
     let options = TemplateDataset {
-        template: read_nifti(&args.template)?,
+        template: plane(read_nifti(&args.template)?, &args.template)?,
         labels: args
             .label
             .iter()
-            .map(|path| read_nifti(path))
-            .collect::<Result<_, _>>()?,
+            .map(|path| plane(read_nifti(path)?, path))
+            .collect::<anyhow::Result<_>>()?,
         crop,
         shape: args.shape.clone(),
         pairs: [train, valid, test],
@@ -61,4 +71,69 @@ fn check_size(flag: &str, shape: &[usize], volumes: usize) -> anyhow::Result<()>
     let bytes = voxreg::memory::element_count(shape)
         .and_then(|n| n.checked_mul(4 * (12 + 2 * volumes as u64)));
     voxreg::memory::check_fits(bytes, &format!("{flag} {shape:?}")).map_err(anyhow::Error::msg)
+}
+
+/// The plane `index` across spatial `axis` of a 3D volume, as a 2D volume whose affine keeps
+/// the plane's world position (the removed axis's column stays as the third column, the
+/// origin moves by `index` along it).
+fn slice_plane(volume: Volume, axis: usize, index: usize) -> Result<Volume, String> {
+    let shape = &volume.shape;
+    if shape.len() != 3 {
+        return Err(format!("needs a 3D volume, got shape {shape:?}"));
+    }
+    if axis > 2 || index >= shape[axis] {
+        return Err(format!(
+            "axis must be 0, 1 or 2 and the index below that axis's size; the shape is {shape:?}"
+        ));
+    }
+    let kept: Vec<usize> = (0..3).filter(|&a| a != axis).collect();
+    let strides = [shape[1] * shape[2], shape[2], 1];
+    let mut data = Vec::with_capacity(shape[kept[0]] * shape[kept[1]]);
+    for i in 0..shape[kept[0]] {
+        for j in 0..shape[kept[1]] {
+            data.push(
+                volume.data[index * strides[axis] + i * strides[kept[0]] + j * strides[kept[1]]],
+            );
+        }
+    }
+    let mut affine = volume.affine;
+    for (row, original) in affine.iter_mut().zip(volume.affine.iter()).take(3) {
+        row[0] = original[kept[0]];
+        row[1] = original[kept[1]];
+        row[2] = original[axis];
+        row[3] = original[3] + original[axis] * index as f64;
+    }
+    Ok(Volume {
+        data,
+        shape: vec![shape[kept[0]], shape[kept[1]]],
+        affine,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plane_keeps_its_values_and_world_position() {
+        let volume = Volume {
+            data: (0..24).map(|v| v as f32).collect(),
+            shape: vec![2, 3, 4],
+            affine: [
+                [2.0, 0.0, 0.0, -10.0],
+                [0.0, 3.0, 0.0, -20.0],
+                [0.0, 0.0, 4.0, -30.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        };
+        let plane = slice_plane(volume.clone(), 1, 2).unwrap();
+        assert_eq!(plane.shape, vec![2, 4]);
+        assert_eq!(
+            plane.data,
+            vec![8.0, 9.0, 10.0, 11.0, 20.0, 21.0, 22.0, 23.0]
+        );
+        assert_eq!(plane.affine[1][3], -20.0 + 3.0 * 2.0);
+        assert_eq!(plane.affine[2][1], 4.0);
+        assert!(slice_plane(volume, 1, 3).is_err());
+    }
 }

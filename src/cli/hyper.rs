@@ -2,12 +2,13 @@
 //! the sweep's tables (metrics per value, and the value that maximises each label's Dice).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use voxreg::engine::Evaluation;
 
 use super::atomic::write_text;
+use super::line_chart::{self, Chart, Series};
 
 /// `name=value`.
 pub fn parse_setting(text: &str) -> anyhow::Result<(String, f64)> {
@@ -40,19 +41,19 @@ const MAX_SWEEP_VALUES: usize = 1001;
 pub fn parse_sweep(text: &str) -> anyhow::Result<Sweep> {
     let usage = "write it as NAME=START:END:COUNT, e.g. lambda=0:1:11";
     let Some((name, range)) = text.split_once('=') else {
-        bail!("--hyper-sweep `{text}`: {usage}");
+        bail!("sweep `{text}`: {usage}");
     };
     let parts: Vec<&str> = range.split(':').collect();
     let [start, end, count] = parts.as_slice() else {
-        bail!("--hyper-sweep `{text}`: {usage}");
+        bail!("sweep `{text}`: {usage}");
     };
     let number = |s: &str| -> anyhow::Result<f64> {
         let v: f64 = s
             .trim()
             .parse()
-            .with_context(|| format!("--hyper-sweep `{text}`: `{s}` is not a number"))?;
+            .with_context(|| format!("sweep `{text}`: `{s}` is not a number"))?;
         if !v.is_finite() {
-            bail!("--hyper-sweep `{text}`: `{s}` is not finite");
+            bail!("sweep `{text}`: `{s}` is not finite");
         }
         Ok(v)
     };
@@ -60,9 +61,9 @@ pub fn parse_sweep(text: &str) -> anyhow::Result<Sweep> {
     let count: usize = count
         .trim()
         .parse()
-        .with_context(|| format!("--hyper-sweep `{text}`: `{count}` is not a count"))?;
+        .with_context(|| format!("sweep `{text}`: `{count}` is not a count"))?;
     if count == 0 || count > MAX_SWEEP_VALUES {
-        bail!("--hyper-sweep `{text}`: the count must be 1 to {MAX_SWEEP_VALUES}");
+        bail!("sweep `{text}`: the count must be 1 to {MAX_SWEEP_VALUES}");
     }
     let values = if count == 1 {
         vec![start]
@@ -208,6 +209,65 @@ pub fn write_tables(dir: &Path, name: &str, rows: &[SweepRow]) -> anyhow::Result
     Ok(ordered)
 }
 
+/// Writes `dice_vs_<name>.png` (mean Dice against the value, one line per label and one
+/// over all, for labelled data) and `folding_vs_<name>.png` (the mean percentage of voxels
+/// with det J ≤ 0) into `dir`; returns the files written.
+pub fn write_plots(dir: &Path, name: &str, rows: &[SweepRow]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let mut labels: BTreeMap<Option<usize>, Vec<(f64, f64)>> = BTreeMap::new();
+    for row in rows {
+        if let Some(dice) = row.dice {
+            labels.entry(row.label).or_default().push((row.value, dice));
+        }
+    }
+    if !labels.is_empty() {
+        let series = labels
+            .into_iter()
+            .map(|(label, points)| Series {
+                label: label.map_or_else(|| "all labels".to_owned(), |l| format!("label {l}")),
+                points,
+            })
+            .collect();
+        let path = dir.join(format!("dice_vs_{name}.png"));
+        let title = format!("mean Dice against {name}");
+        line_chart::write(
+            &path,
+            &Chart {
+                title: &title,
+                x_desc: name,
+                y_desc: "Dice",
+                x_decimals: 2,
+                series,
+            },
+        )?;
+        written.push(path);
+    }
+    let folding: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.label.is_none())
+        .filter_map(|r| r.folding_fraction.map(|f| (r.value, 100.0 * f)))
+        .collect();
+    if !folding.is_empty() {
+        let path = dir.join(format!("folding_vs_{name}.png"));
+        let title = format!("folding (det J <= 0) against {name}");
+        line_chart::write(
+            &path,
+            &Chart {
+                title: &title,
+                x_desc: name,
+                y_desc: "% of voxels",
+                x_decimals: 2,
+                series: vec![Series {
+                    label: "all samples".to_owned(),
+                    points: folding,
+                }],
+            },
+        )?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +323,16 @@ mod tests {
         let sweep = std::fs::read_to_string(dir.path().join("sweep.csv")).unwrap();
         assert!(sweep.starts_with("lambda,label,dice,image_ssd,folding_fraction,samples\n"));
         assert_eq!(sweep.lines().count(), 7);
+        let plots = write_plots(dir.path(), "lambda", &rows).unwrap();
+        assert_eq!(
+            plots,
+            [
+                dir.path().join("dice_vs_lambda.png"),
+                dir.path().join("folding_vs_lambda.png")
+            ]
+        );
+        for plot in plots {
+            assert!(std::fs::read(plot).unwrap().starts_with(b"\x89PNG"));
+        }
     }
 }

@@ -7,6 +7,7 @@ mod dataset;
 mod host;
 mod hyper;
 mod image_files;
+mod line_chart;
 mod loss_curve;
 mod pair_outputs;
 mod plugin_build;
@@ -88,6 +89,10 @@ struct FromTemplateArgs {
     /// Label map on the template's grid (repeatable), e.g. a tissue probability map.
     #[arg(long)]
     label: Vec<PathBuf>,
+    /// Take one plane of a 3D template (and its labels) as a 2D template: AXIS,INDEX in
+    /// template voxels, e.g. 2,40 for the axial plane 40.
+    #[arg(long, value_delimiter = ',', value_name = "AXIS,INDEX")]
+    slice: Option<Vec<usize>>,
     /// Output folder (created; must be new or empty).
     #[arg(short = 'o', long, required = true)]
     out: PathBuf,
@@ -249,12 +254,14 @@ struct PredictArgs {
     #[arg(long = "log-dir", alias = "log_dir", default_value = "logs")]
     log_dir: PathBuf,
     /// Set a hyperparameter declared under train.hyperparameters for every pair, as
-    /// NAME=VALUE (e.g. lambda=0.3); repeatable. Default: each one's `value`.
+    /// NAME=VALUE (e.g. lambda=0.3); repeatable. Default: each one's `value`. A range
+    /// NAME=START:END:COUNT sweeps it, as --hyper-sweep.
     #[arg(long = "hyper", value_name = "NAME=VALUE")]
     hyper: Vec<String>,
     /// Evaluate at evenly spaced values of one hyperparameter, NAME=START:END:COUNT (e.g.
     /// lambda=0:1:11): each value's outputs in its own folder, sweep.csv and best.csv
-    /// (the value of highest mean Dice per label and over all).
+    /// (the value of highest mean Dice per label and over all), dice_vs_NAME.png and
+    /// folding_vs_NAME.png.
     #[arg(long = "hyper-sweep", value_name = "NAME=START:END:COUNT")]
     hyper_sweep: Option<String>,
     #[command(flatten)]

@@ -26,16 +26,25 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let settings = args
-        .hyper
+    let (ranges, values): (Vec<&String>, Vec<&String>) =
+        args.hyper.iter().partition(|s| s.contains(':'));
+    let settings = values
         .iter()
         .map(|s| hyper::parse_setting(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let sweep = args
-        .hyper_sweep
-        .as_deref()
-        .map(hyper::parse_sweep)
-        .transpose()?;
+    let sweeps: Vec<&str> = ranges
+        .iter()
+        .map(|s| s.as_str())
+        .chain(args.hyper_sweep.as_deref())
+        .collect();
+    let sweep = match sweeps.as_slice() {
+        [] => None,
+        [one] => Some(hyper::parse_sweep(one)?),
+        _ => bail!(
+            "sweep one hyperparameter at a time: got {}",
+            sweeps.join(", ")
+        ),
+    };
     host::require_file(&args.ckpt_path, "checkpoint")?;
     // A checkpoint folder carries its run's config.yaml; otherwise (an older checkpoint, or
     // a weights file <run>/save/weights.safetensors) DeepReg's rule: the run folder is two
@@ -102,6 +111,7 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         rows.extend(hyper::rows(*value, &evaluation));
     }
     let best = hyper::write_tables(&out, &sweep.name, &rows)?;
+    let plots = hyper::write_plots(&out, &sweep.name, &rows)?;
     for row in &best {
         let label = row
             .label
@@ -118,6 +128,9 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         out.join("sweep.csv").display(),
         out.join("best.csv").display()
     )?;
+    for plot in plots {
+        say!("plot: {}", plot.display())?;
+    }
     Ok(())
 }
 

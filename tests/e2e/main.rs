@@ -11,6 +11,7 @@ mod dynamic_plugins;
 mod errors;
 mod external_plugins;
 mod hostile;
+mod hypermorph;
 mod predict_outputs;
 mod register;
 mod standalone;

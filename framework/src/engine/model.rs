@@ -216,10 +216,15 @@ impl Model {
             ))
         })?;
         let other = "cannot load it into this configuration's model (a checkpoint of another configuration)";
+        let saved_groups = top_level_names(tensors.keys());
         let mut matched = Vec::new();
-        for (name, var) in self.params.variables() {
-            let Some(tensor) = tensors.remove(&name) else {
-                return Err(refused(format!("{other}: it has no weight `{name}`")));
+        let variables = self.params.variables();
+        for (name, var) in &variables {
+            let Some(tensor) = tensors.remove(name) else {
+                let model_groups = top_level_names(variables.iter().map(|(n, _)| n));
+                return Err(refused(format!(
+                    "{other}: it has no weight `{name}` (the checkpoint's weights are under {saved_groups}; this model's under {model_groups}: a hypernetwork's checkpoint and a plain model's do not mix)"
+                )));
             };
             if tensor.dims() != var.dims() {
                 return Err(refused(format!(
@@ -228,7 +233,7 @@ impl Model {
                     var.dims()
                 )));
             }
-            matched.push((name, var, tensor));
+            matched.push((name.clone(), var.clone(), tensor));
         }
         super::finite::refuse_non_finite(
             path,
@@ -296,4 +301,14 @@ impl Model {
             }
         }
     }
+}
+/// The distinct first name segments of `names`, as "`a`, `b`" (at most eight).
+fn top_level_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let groups: std::collections::BTreeSet<&str> =
+        names.map(|n| n.split('.').next().unwrap_or(n)).collect();
+    let mut listed: Vec<String> = groups.iter().take(8).map(|g| format!("`{g}`")).collect();
+    if groups.len() > 8 {
+        listed.push("…".to_owned());
+    }
+    listed.join(", ")
 }

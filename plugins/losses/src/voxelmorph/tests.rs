@@ -85,9 +85,20 @@ fn ncc_clamp_counts_anti_correlated_windows_as_zero() {
     // Zero padding biases the border windows' statistics; a wide image keeps them few.
     let f = pseudo_random(&[1, 1, 40, 40], 0.0, 1.0, 3);
     let anti = (1.0 - &f).unwrap();
-    let torch = ncc(3, false).loss(&f, &anti).unwrap().to_vec1::<f64>().unwrap()[0];
-    let tf = ncc(3, true).loss(&f, &anti).unwrap().to_vec1::<f64>().unwrap()[0];
-    assert!(torch < -0.9, "squared correlation of −1 counts as 1: {torch}");
+    let torch = ncc(3, false)
+        .loss(&f, &anti)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[0];
+    let tf = ncc(3, true)
+        .loss(&f, &anti)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[0];
+    assert!(
+        torch < -0.9,
+        "squared correlation of −1 counts as 1: {torch}"
+    );
     assert!(tf > -0.1, "clamped cross ≈ 0 away from the border: {tf}");
 }
 
@@ -135,17 +146,23 @@ fn ramp() -> Tensor {
 
 #[test]
 fn grad_is_the_forward_difference_penalty_averaged_over_axes() {
-    let grad = |penalty, loss_mult| {
-        Penal(
-            VxmGradConfig { penalty, loss_mult }
-                .build(2)
-                .unwrap(),
-        )
-    };
+    let grad = |penalty, loss_mult| Penal(VxmGradConfig { penalty, loss_mult }.build(2).unwrap());
     // Axis 0: Δ = 2 on half the components' 2 × 4 differences; axis 1: Δ = 0.
-    assert_close(&grad(GradPenalty::L2, None).loss(&ramp()).unwrap(), &[1.0], 1e-12);
-    assert_close(&grad(GradPenalty::L1, None).loss(&ramp()).unwrap(), &[0.5], 1e-12);
-    assert_close(&grad(GradPenalty::L2, Some(2.0)).loss(&ramp()).unwrap(), &[2.0], 1e-12);
+    assert_close(
+        &grad(GradPenalty::L2, None).loss(&ramp()).unwrap(),
+        &[1.0],
+        1e-12,
+    );
+    assert_close(
+        &grad(GradPenalty::L1, None).loss(&ramp()).unwrap(),
+        &[0.5],
+        1e-12,
+    );
+    assert_close(
+        &grad(GradPenalty::L2, Some(2.0)).loss(&ramp()).unwrap(),
+        &[2.0],
+        1e-12,
+    );
 }
 
 #[test]
