@@ -2,6 +2,8 @@
 # Developer tasks for voxreg on Debian/Ubuntu. Installs what is missing, then runs the task.
 #
 #   ./tasks.sh demo   build voxreg, train the quick-start model on the bundled demo data, report
+#   ./tasks.sh hypermorph  build the 2D HyperMorph demo data, train configs/hypermorph.yaml,
+#                     and sweep lambda over the test split
 #   ./tasks.sh test   run the whole test suite (what CI runs)
 #   ./tasks.sh lint   rustfmt and clippy checks
 #   ./tasks.sh peer   compare losses, ops and metrics with MONAI, PyTorch and DeepReg's formulas
@@ -61,6 +63,29 @@ case "$task" in
         echo "== training configs/quickstart.yaml on the bundled MNI demo data (demo/data), then testing it"
         ./target/release/voxreg train --config-path configs/quickstart.yaml --exp-name quickstart --log-dir "$logs"
         ;;
+    hypermorph)
+        install_system_packages
+        install_rust
+        cargo build --release --bin voxreg
+        voxreg=./target/release/voxreg
+        data="demo/data/hypermorph_2d"
+        logs="target/demo-logs"
+        if [ ! -d "$data" ]; then
+            echo "== building $data: axial slices of the bundled MNI brain under random smooth warps"
+            "$voxreg" dataset from-template --template assets/mni152/t1.nii.gz \
+                --label assets/mni152/gm.nii.gz --label assets/mni152/wm.nii.gz \
+                --slice 2,40 --crop-start 0,4 --crop-size 80,80 --shape 64,64 \
+                --pairs 40,8,8 --field-strength 3 --low-res-size 5,5 --seed 14 --no-fields \
+                --out "$data"
+        fi
+        rm -rf "$logs/hypermorph" "$logs/hypermorph-sweep"
+        echo "== training configs/hypermorph.yaml (one model for every lambda)"
+        "$voxreg" train --config-path configs/hypermorph.yaml --exp-name hypermorph --log-dir "$logs"
+        last="$(ls -d "$logs"/hypermorph/save/ckpt-* | sort -t- -k2 -n | tail -1)"
+        echo "== sweeping lambda over the test split with $last"
+        "$voxreg" predict --ckpt-path "$last" --split test --hyper lambda=0:1:11 --no-nifti \
+            --exp-name hypermorph-sweep --log-dir "$logs"
+        ;;
     test)
         install_system_packages
         install_rust
@@ -92,7 +117,7 @@ case "$task" in
         "$python" tests/peer/run.py "${@:2}"
         ;;
     *)
-        echo "usage: $0 demo|test|lint|peer|deps" >&2
+        echo "usage: $0 demo|hypermorph|test|lint|peer|deps" >&2
         exit 2
         ;;
 esac

@@ -3,7 +3,10 @@
 //! `extract_levels: [0, 1, 2, 3]`) on a (1, 2, 64³) pair — forward, warp, LNCC (kernel 9) +
 //! 0.5 · bending energy, backward, Adam — and `e_vxm_train_64`: the same with MONAI's
 //! VoxelMorph U-Net, SSD + 0.01 · gradient L2; and each forward pass alone (predict
-//! throughput).
+//! throughput); `g_hypermorph_2d_train`: one HyperMorph 2-D step at (1, 2, 192, 160) — the
+//! tutorial hypernetwork over λ generating every VoxelMorph U-Net conv, a plain flow layer,
+//! `(1 − λ)·MSE/0.05² + λ·Grad-l2`, Adam, λ drawn afresh each step — and its forward pass at
+//! λ = 0.5.
 //!
 //! Run with `RAYON_NUM_THREADS=2 cargo bench --bench training`. Like the `voxreg` binary, the
 //! benchmark keeps freed memory for reuse ([`voxreg::allocator::apply`]); set
@@ -14,7 +17,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use voxreg::candle::{Device, Tensor};
 use voxreg::component::Batch;
-use voxreg::config::ConfigSources;
+use voxreg::config::{sample_hyper, ConfigSources};
 use voxreg::engine::Trainer;
 use voxreg::registry::Registry;
 
@@ -52,6 +55,32 @@ train:
   loss:
     image: {name: ssd, weight: 1.0}
     regularization: {name: gradient, l1: false, weight: 0.01}
+  optimizer: {name: Adam, learning_rate: 1.0e-4}
+  preprocess: {batch_size: 1, shuffle_buffer_num_batch: 1}
+  epochs: 1
+  save_period: 1
+";
+
+/// The peer's HyperMorph 2-D step (`g_hypermorph_2d_train`; 14,072,818 parameters).
+const HYPERMORPH_2D: &str = "
+dataset:
+  train: {dir: unused, format: nifti, labeled: false}
+  type: paired
+  moving_image_shape: [192, 160]
+  fixed_image_shape: [192, 160]
+train:
+  method: ddf
+  backbone:
+    name: vxm_unet
+    channels: [16, 32, 32, 32, 32, 32, 32, 32]
+    unet_out_channels: 32
+    final_conv_channels: [16, 16]
+  parameters: {name: hypernet, inputs: [lambda], layers: [32, 64, 128, 128], plain: [flow]}
+  hyperparameters:
+    lambda: {range: [0.0, 1.0], oversample_rate: 0.0, value: 0.5}
+  loss:
+    image: {name: vxm_mse, image_sigma: 0.05, weight: {hyper: lambda, complement: true}}
+    regularization: {name: vxm_grad, penalty: l2, weight: {hyper: lambda}}
   optimizer: {name: Adam, learning_rate: 1.0e-4}
   preprocess: {batch_size: 1, shuffle_buffer_num_batch: 1}
   epochs: 1
@@ -99,6 +128,37 @@ fn bench_step_and_forward(c: &mut Criterion, name: &str, yaml: &str) {
     group.finish();
 }
 
+/// HyperMorph: a step draws its own λ (as the peer's), prediction runs at λ = 0.5.
+fn bench_hypermorph(c: &mut Criterion) {
+    voxreg::allocator::apply();
+    let config = config(HYPERMORPH_2D);
+    let device = Device::Cpu;
+    let mut trainer = Trainer::new(&config, &device, 0).expect("trainer");
+    let mut batch = random_pair(&[192, 160], &device);
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    let mut draw = 0u64;
+    group.bench_function("hypermorph_2d", |b| {
+        b.iter(|| {
+            draw += 1;
+            batch.hyper = sample_hyper(&config.train.hyperparameters, 1, draw, &device).expect("λ");
+            match trainer.step(&batch) {
+                Ok(outcome) => outcome.loss,
+                Err(error) => panic!("{}", error.at(1, 1)),
+            }
+        })
+    });
+    group.finish();
+    batch.hyper = Vec::new();
+    trainer.model.set_hyper("lambda", 0.5).expect("λ");
+    let mut group = c.benchmark_group("predict");
+    group.sample_size(10);
+    group.bench_function("hypermorph_2d", |b| {
+        b.iter(|| trainer.model.forward(&batch).expect("forward"))
+    });
+    group.finish();
+}
+
 fn bench_localnet(c: &mut Criterion) {
     bench_step_and_forward(c, "localnet_lncc_bending_adam_64", LOCALNET_64);
 }
@@ -107,5 +167,5 @@ fn bench_voxelmorph(c: &mut Criterion) {
     bench_step_and_forward(c, "vxm_unet_ssd_gradient_adam_64", VXM_64);
 }
 
-criterion_group!(benches, bench_localnet, bench_voxelmorph);
+criterion_group!(benches, bench_localnet, bench_voxelmorph, bench_hypermorph);
 criterion_main!(benches);

@@ -84,3 +84,6 @@ pub use voxreg_data as data;
 pub use voxreg_losses as losses;
 pub use voxreg_models as models;
 pub use voxreg_optim as optim;
+
+#[cfg(test)]
+mod hypermorph_batches;

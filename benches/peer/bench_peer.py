@@ -534,6 +534,152 @@ def f_localnet_train_64():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# (g) HyperMorph 2-D: VoxelMorph's VxmDense U-Net (int_steps 0) whose every U-Net conv is generated per sample from
+# the tutorial hypernetwork h(λ) (1 -> 32 -> 64 -> 128 -> 128, ReLU) by its own linear heads, as neurite's
+# HyperConv2DFromDense; the flow conv is a plain trained layer. HyperMorph exists only in TensorFlow, so the
+# peer is this PyTorch re-expression of it.
+# ---------------------------------------------------------------------------------------------------------------
+HM_SHAPE = (192, 160)
+HM_PARAMS = 14_072_818
+# (in, out) of the generated 3x3 convs in order: encoder, decoder, final convs (VoxelMorph's default features).
+HM_ENCODER = ((2, 16), (16, 32), (32, 32), (32, 32))
+HM_DECODER = ((32, 32), (64, 32), (64, 32), (64, 32))
+HM_FINAL = ((48, 32), (32, 16), (16, 16))
+
+
+def hypermorph_2d():
+    """The HyperMorph 2-D network as a torch module; forward(moving, fixed, lam) -> (moved, flow)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    def glorot(*shape):
+        fan_in, fan_out = (shape[0], shape[1]) if len(shape) == 2 else (shape[0], shape[0])
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+    class HyperConv(nn.Module):
+        """A 3x3 conv whose kernel and bias are linear functions of h: kernel = reshape(h Wk + bk)."""
+
+        def __init__(self, cin, cout, units):
+            super().__init__()
+            self.cin, self.cout = cin, cout
+            n = 9 * cin * cout
+            self.wk, self.bk = glorot(units, n), glorot(n)
+            self.wb, self.bb = glorot(units, cout), glorot(cout)
+
+        def forward(self, x, h):
+            kernel = torch.addmm(self.bk, h, self.wk).view(self.cout, self.cin, 3, 3)
+            bias = torch.addmm(self.bb, h, self.wb).view(self.cout)
+            return F.leaky_relu(F.conv2d(x, kernel, bias, padding=1), 0.2)
+
+    class HyperMorph2d(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = (1, 32, 64, 128, 128)
+            self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+            for layer in self.mlp:
+                layer.weight = glorot(layer.out_features, layer.in_features)
+                nn.init.zeros_(layer.bias)
+            units = widths[-1]
+            self.encoder = nn.ModuleList(HyperConv(a, b, units) for a, b in HM_ENCODER)
+            self.decoder = nn.ModuleList(HyperConv(a, b, units) for a, b in HM_DECODER)
+            self.final = nn.ModuleList(HyperConv(a, b, units) for a, b in HM_FINAL)
+            self.flow = nn.Conv2d(16, 2, 3, padding=1)
+            nn.init.normal_(self.flow.weight, std=1e-5)
+            nn.init.zeros_(self.flow.bias)
+            ys, xs = torch.meshgrid(torch.arange(HM_SHAPE[0]), torch.arange(HM_SHAPE[1]), indexing="ij")
+            self.register_buffer("grid", torch.stack([ys, xs]).float()[None])
+
+        def forward(self, moving, fixed, lam):
+            h = lam
+            for layer in self.mlp:
+                h = F.relu(layer(h))
+            x = torch.cat([moving, fixed], 1)
+            skips = []
+            for conv in self.encoder:
+                x = conv(x, h)
+                skips.append(x)
+                x = F.max_pool2d(x, 2)
+            for conv in self.decoder:
+                x = conv(x, h)
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+                x = torch.cat([x, skips.pop()], 1)
+            for conv in self.final:
+                x = conv(x, h)
+            flow = self.flow(x)
+            # Pull warp in pixels, clamped at the border (the TF SpatialTransformer without fill_value).
+            where = self.grid + flow
+            size = torch.tensor(HM_SHAPE, dtype=where.dtype).view(1, 2, 1, 1)
+            normalised = 2.0 * where / (size - 1) - 1.0
+            grid = normalised.flip(1).permute(0, 2, 3, 1)
+            moved = F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=True)
+            return moved, flow
+
+    return HyperMorph2d()
+
+
+def hypermorph_grad_l2(flow):
+    """VoxelMorph's Grad('l2') in 2-D: squared forward differences, mean per axis, averaged over the axes."""
+    import torch
+
+    dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
+    dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
+    return (torch.mean(dy * dy) + torch.mean(dx * dx)) / 2.0
+
+
+def hypermorph_case(train):
+    import torch
+
+    torch.manual_seed(0)
+    net = hypermorph_2d()
+    params = require_parameter_count(net, HM_PARAMS, "HyperMorph 2-D")
+    gen = seeded(7)
+    moving = torch.rand((1, 1) + HM_SHAPE, generator=gen)
+    fixed = torch.rand((1, 1) + HM_SHAPE, generator=gen)
+    meta = {"model": "HyperMorph 2-D (VxmDense int_steps 0, tutorial hypernetwork, plain flow conv)",
+            "params": params, "loss": "(1-λ)·mean((moved-fixed)²)/0.05² + λ·GradL2(flow)",
+            "optimizer": "Adam(lr=1e-4, eps=1e-7)"}
+    if train:
+        net.train()
+        adam = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1e-7)
+        lam_gen = seeded(8)
+
+        def run():
+            adam.zero_grad(set_to_none=True)
+            lam = torch.rand((1, 1), generator=lam_gen)
+            moved, flow = net(moving, fixed, lam)
+            l = lam[0, 0]
+            loss = (1 - l) * torch.mean((moved - fixed) ** 2) / 0.05 ** 2 + l * hypermorph_grad_l2(flow)
+            loss.backward()
+            adam.step()
+
+        return Case(run=run, shape={"input": [1, 2, *HM_SHAPE]}, steps=1, voxels=HM_SHAPE[0] * HM_SHAPE[1],
+                    meta=meta)
+    net.eval()
+    lam = torch.full((1, 1), 0.5)
+
+    def run():
+        with torch.no_grad():
+            net(moving, fixed, lam)
+
+    return Case(run=run, shape={"input": [1, 2, *HM_SHAPE]}, voxels=HM_SHAPE[0] * HM_SHAPE[1], meta=meta)
+
+
+@register("g_hypermorph_2d_train", "one HyperMorph 2-D training step at (1,2,192,160): tutorial hypernetwork over λ, "
+                                   "every U-Net conv generated, plain flow conv, (1-λ)·MSE/0.05² + λ·GradL2, Adam")
+def g_hypermorph_2d_train():
+    return hypermorph_case(train=True)
+
+
+@register("g_hypermorph_2d_predict", "HyperMorph 2-D forward only (no grad) at λ = 0.5, (1,2,192,160)")
+def g_hypermorph_2d_predict():
+    return hypermorph_case(train=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # (z) the CPU's practical float32 matrix rate: C = A·B with A, B (4096, 4096) ~ N(0,1).
 # ---------------------------------------------------------------------------------------------------------------
 @register("z_sgemm_4096", "reference: torch.mm of two (4096,4096) float32 matrices (sgemm)")

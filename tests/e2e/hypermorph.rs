@@ -71,24 +71,44 @@ train:
     path
 }
 
+/// Trains run `name` (from `resume` if given) up to `epochs`.
+fn train_run(dir: &Path, tiny: &Path, name: &str, epochs: &str, resume: Option<&Path>) {
+    let small = dir.join("small_hypernet.yaml");
+    fs::write(&small, "train:\n  parameters: {layers: [8, 8]}\n").unwrap();
+    let mut command = voxreg();
+    command
+        .args(["train", "-c"])
+        .arg(repo_root().join("configs/hypermorph.yaml"))
+        .arg(tiny)
+        .arg(&small)
+        .args(["--exp-name", name, "--max-epochs", epochs, "--log-dir"])
+        .arg(dir.join("logs"))
+        .env("RAYON_NUM_THREADS", "2");
+    if let Some(checkpoint) = resume {
+        command.arg("--ckpt-path").arg(checkpoint);
+    }
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
 fn train(dir: &Path) -> (PathBuf, PathBuf) {
     let data = slices(dir);
     let tiny = overlay(dir, &data);
-    let small = dir.join("small_hypernet.yaml");
-    fs::write(&small, "train:\n  parameters: {layers: [8, 8]}\n").unwrap();
-    let logs = dir.join("logs");
-    let output = voxreg()
-        .args(["train", "-c"])
-        .arg(repo_root().join("configs/hypermorph.yaml"))
-        .arg(&tiny)
-        .arg(&small)
-        .args(["--exp-name", "hyper", "--log-dir"])
-        .arg(&logs)
-        .env("RAYON_NUM_THREADS", "2")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    (logs.join("hyper/save/ckpt-2"), tiny)
+    train_run(dir, &tiny, "hyper", "2", None);
+    (dir.join("logs/hyper/save/ckpt-2"), tiny)
+}
+
+#[test]
+fn a_resumed_hypermorph_run_draws_the_same_lambdas_and_ends_with_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, tiny) = train(dir.path());
+    train_run(dir.path(), &tiny, "first", "1", None);
+    let halfway = dir.path().join("logs/first/save/ckpt-1");
+    assert!(halfway.join("optimizer.safetensors").is_file());
+    train_run(dir.path(), &tiny, "resumed", "2", Some(&halfway));
+    let weights = |ckpt: &Path| fs::read(ckpt.join("weights.safetensors")).unwrap();
+    let resumed = dir.path().join("logs/resumed/save/ckpt-2");
+    assert!(weights(&straight) == weights(&resumed), "bit-exact resume");
 }
 
 fn predict(ckpt: &Path, logs: &Path, name: &str, extra: &[&str]) -> std::process::Output {

@@ -302,6 +302,7 @@ impl Model {
         }
     }
 }
+
 /// The distinct first name segments of `names`, as "`a`, `b`" (at most eight).
 fn top_level_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let groups: std::collections::BTreeSet<&str> =

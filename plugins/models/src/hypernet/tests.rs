@@ -324,3 +324,49 @@ fn generated_networks_differ_with_lambda_and_refuse_mixed_batches() {
     let error = empty.build(&context(DType::F32)).err().unwrap().to_string();
     assert!(error.contains("`inputs` is empty"), "{error}");
 }
+
+/// HyperMorph's tutorial network in 2D (VoxelMorph's default features, the tutorial's
+/// hypernetwork 1 → 32 → 64 → 128 → 128, a plain flow layer) has the inventory the
+/// reference code gives: 108,880 generated U-Net parameters, each with a head row of 128 and
+/// a head bias (129 × 108,880 = 14,045,520), 27,008 MLP parameters and a flow conv of 290:
+/// 14,072,818 in all.
+#[test]
+fn the_tutorial_network_has_hypermorphs_parameter_inventory() {
+    let unet = VxmUNetConfig {
+        channels: vec![16, 32, 32, 32, 32, 32, 32, 32],
+        unet_out_channels: 32,
+        final_conv_channels: vec![16, 16],
+        ..VxmUNetConfig::default()
+    };
+    let spec = BackboneSpec {
+        image_size: vec![32, 32],
+        ..spec()
+    };
+    let mut hyper = config(&[32, 64, 128, 128], &["flow"])
+        .build(&context(DType::F32))
+        .unwrap();
+    unet.build(&spec, hyper.builder()).unwrap();
+    hyper.finish().unwrap();
+    let count = |prefix: &str| -> usize {
+        hyper
+            .variables()
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, var)| var.elem_count())
+            .sum()
+    };
+    let heads = count("hypernet.head.");
+    let mlp = count("hypernet.") - heads;
+    let flow = count("flow.");
+    assert_eq!(heads, 129 * 108_880);
+    assert_eq!(mlp, 27_008);
+    assert_eq!(flow, 290);
+    assert_eq!(heads + mlp + flow, 14_072_818);
+    let generated: usize = hyper
+        .variables()
+        .iter()
+        .filter(|(name, _)| name.ends_with(".bias") && name.starts_with("hypernet.head."))
+        .map(|(_, var)| var.elem_count())
+        .sum();
+    assert_eq!(generated, 108_880);
+}
