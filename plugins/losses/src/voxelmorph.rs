@@ -249,8 +249,7 @@ impl Regularization for VxmGrad {
             candle::bail!("{NAME}: every spatial size must be at least 2, got {dims:?}");
         }
         let mut total: Option<Tensor> = None;
-        for axis in 2..dims.len() {
-            let size = dims[axis];
+        for (axis, &size) in dims.iter().enumerate().skip(2) {
             let delta = (field.narrow(axis, 1, size - 1)? - field.narrow(axis, 0, size - 1)?)?;
             let penalised = match self.penalty {
                 GradPenalty::L1 => delta.abs()?,

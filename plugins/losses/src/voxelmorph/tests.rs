@@ -139,7 +139,7 @@ fn ncc_rejects_a_window_of_the_wrong_length() {
 fn ramp() -> Tensor {
     let values: Vec<f64> = (0..3)
         .flat_map(|i| (0..4).map(move |_| 2.0 * i as f64))
-        .chain(std::iter::repeat(0.0).take(12))
+        .chain(std::iter::repeat_n(0.0, 12))
         .collect();
     Tensor::from_vec(values, (1, 2, 3, 4), &Device::Cpu).unwrap()
 }
