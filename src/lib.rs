@@ -84,3 +84,5 @@ pub use voxreg_data as data;
 pub use voxreg_losses as losses;
 pub use voxreg_models as models;
 pub use voxreg_optim as optim;
+
+pub mod tensorboard;

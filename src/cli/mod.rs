@@ -262,6 +262,19 @@ struct WarpArgs {
     /// Output file (.nii or .nii.gz; default warped.nii.gz).
     #[arg(short = 'o', long, default_value = "warped.nii.gz")]
     out: PathBuf,
+    /// Values sampled outside the image: zeros (as predict and the DDF methods warp) or
+    /// border (the border voxels extend outwards).
+    #[arg(long, value_enum, default_value_t = WarpPadding::Zeros)]
+    padding: WarpPadding,
+}
+
+/// `voxreg warp --padding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum WarpPadding {
+    /// Zero outside the image, as predict's `pred_fixed_image` is warped.
+    Zeros,
+    /// Locations clamped to the image.
+    Border,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ mod external_plugins;
 mod hostile;
 mod predict_outputs;
 mod register;
+mod shapes;
 mod standalone;
 mod static_plugins;
 mod training;
