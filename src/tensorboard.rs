@@ -225,11 +225,13 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, EventFileError> {
         if masked_crc(data).to_le_bytes() != crc {
             return Err(corrupt("bad data checksum"));
         }
-        events.push(Event::decode(data).map_err(|source| EventFileError::Decode {
-            path: path.to_owned(),
-            offset,
-            source,
-        })?);
+        events.push(
+            Event::decode(data).map_err(|source| EventFileError::Decode {
+                path: path.to_owned(),
+                offset,
+                source,
+            })?,
+        );
         rest = after;
     }
     Ok(events)

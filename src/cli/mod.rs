@@ -4,6 +4,7 @@
 mod atomic;
 mod config;
 mod dataset;
+mod device;
 mod host;
 mod image_files;
 mod loss_curve;
@@ -168,10 +169,12 @@ enum ConfigCommand {
 /// Flags shared by the commands that run models.
 #[derive(Debug, Args)]
 struct DeviceArgs {
-    /// GPU ids to use (e.g. "0"); empty or absent runs on the CPU.
+    /// DeepReg's GPU ids. voxreg has no GPU path yet: everything runs on the CPU, and a
+    /// non-empty value says so in a warning.
     #[arg(short = 'g', long)]
     gpu: Option<String>,
-    /// Worker threads (default: one per core).
+    /// Worker threads: the data loader's (overriding train.preprocess.num_parallel_calls)
+    /// and the compute threads (default: RAYON_NUM_THREADS, else one per core).
     #[arg(long = "num-workers", alias = "num_workers")]
     num_workers: Option<usize>,
     /// Accepted for DeepReg's command lines (`--gpu_allow_growth`, `-gr`, with or without a

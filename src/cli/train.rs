@@ -12,6 +12,7 @@ use voxreg::component::Split;
 use voxreg::engine::{self, EpochLog, SplitLog, TrainObserver, TrainOptions};
 use voxreg::tensorboard;
 
+use super::device::DeviceChoice;
 use super::stdout::say;
 use super::{host, loss_curve, run_folder, TrainArgs};
 
@@ -21,7 +22,9 @@ use super::{host, loss_curve, run_folder, TrainArgs};
 /// validation split) and prints each metric before and after registration. Ctrl-C stops after
 /// the current step with a checkpoint.
 pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
-    let (_registry, config) = host::load_config(plugins, &args.config_path)?;
+    let device = DeviceChoice::of(&args.device)?;
+    let (_registry, mut config) = host::load_config(plugins, &args.config_path)?;
+    device.apply(&mut config);
     if args.max_epochs == Some(0) {
         bail!("--max-epochs must be at least 1");
     }

@@ -241,9 +241,10 @@ fn gif_warp(
                 shape: ddf.shape.clone(),
                 affine: ddf.affine,
             };
-            let warped = super::warp::warp_volume(&image.volume, &scaled, Padding::Zeros).with_context(|| {
-                format!("warping {} by {}", image.path.display(), ddf_path.display())
-            })?;
+            let warped = super::warp::warp_volume(&image.volume, &scaled, Padding::Zeros)
+                .with_context(|| {
+                    format!("warping {} by {}", image.path.display(), ddf_path.display())
+                })?;
             let layout = Layout::of(&warped.shape)?;
             for (frames, &k) in frames.iter_mut().zip(&slices) {
                 let raster = slice_raster(&warped.data, layout, k, image.window)?;

@@ -73,8 +73,7 @@ pub(super) fn warp_volume(
         };
     let image_tensor = channel_first(&image.data, &image_spatial, channels)?;
     let ddf_tensor = channel_first(&ddf.data, ddf_spatial, ndim)?;
-    let warped =
-        ops::warp(&image_tensor, &ddf_tensor, Interp::Linear, padding)?.squeeze(0)?;
+    let warped = ops::warp(&image_tensor, &ddf_tensor, Interp::Linear, padding)?.squeeze(0)?;
     let mut order: Vec<usize> = (1..=ndim).collect();
     order.push(0);
     let data = warped.permute(order)?.flatten_all()?.to_vec1::<f32>()?;
@@ -144,12 +143,7 @@ mod tests {
     #[test]
     fn mismatched_layouts_are_errors() {
         let image = volume(&[2, 2, 2], vec![0.0; 8]);
-        assert!(warp_volume(
-            &image,
-            &volume(&[2, 2, 3], vec![0.0; 12]),
-            Padding::Zeros
-        )
-        .is_err());
+        assert!(warp_volume(&image, &volume(&[2, 2, 3], vec![0.0; 12]), Padding::Zeros).is_err());
         assert!(warp_volume(
             &volume(&[2, 2], vec![0.0; 4]),
             &volume(&[2, 2, 2, 3], vec![0.0; 24]),

@@ -83,7 +83,11 @@ fn with_different_shapes_a_near_zero_ddf_keeps_after_equal_to_before() {
     let largest = ddf.data.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(largest < 0.05, "the DDF is not near zero: {largest}");
     let moving = read_nifti(&test.join("pair_0/moving_image.nii.gz")).unwrap();
-    assert_eq!(moving.shape, [6, 6, 6], "the moving image on the fixed grid");
+    assert_eq!(
+        moving.shape,
+        [6, 6, 6],
+        "the moving image on the fixed grid"
+    );
 
     let metrics = fs::read_to_string(test.join("metrics.csv")).unwrap();
     for metric in ["image_ssd", "label_binary_dice", "label_tre"] {

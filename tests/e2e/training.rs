@@ -387,3 +387,27 @@ fn the_voxelmorph_config_trains() {
     );
     assert!(header.contains(&"ddf_folding_fraction".to_owned()));
 }
+
+#[test]
+fn device_flags_say_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = train_command(dir.path(), &[], "on_gpu_0")
+        .args(["--max-epochs", "1", "--gpu", "0", "--num-workers", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output)
+            .contains("--gpu 0: voxreg has no GPU path yet; running on the CPU (1 thread)"),
+        "{}",
+        stderr(&output)
+    );
+    let saved = fs::read_to_string(dir.path().join("logs/on_gpu_0/config.yaml")).unwrap();
+    assert!(saved.contains("num_parallel_calls: 1"), "{saved}");
+    let output = train_command(dir.path(), &[], "no_workers")
+        .args(["--max-epochs", "1", "--num-workers", "0"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&output, &["--num-workers must be at least 1"]);
+    assert!(!dir.path().join("logs/no_workers").exists());
+}

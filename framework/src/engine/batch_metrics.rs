@@ -73,7 +73,10 @@ pub(super) fn add_batch_metrics(
             (batch.fixed_label(), output.get(names::PRED_FIXED_LABEL))
         {
             let (label, predicted) = (element(label, index)?, element(predicted, index)?);
-            add("label_binary_dice", metrics::binary_dice(&label, &predicted));
+            add(
+                "label_binary_dice",
+                metrics::binary_dice(&label, &predicted),
+            );
             let affine = &info.fixed_affines[index];
             if let Some((voxels, mm)) =
                 metrics::centroid_distance(&label, &predicted, &shapes.fixed, affine)

@@ -388,9 +388,7 @@ mod tests {
         let larger = identity_sample(&moving, &[4, 4]).unwrap();
         assert_eq!(
             larger.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            [
-                0.0, 1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 0.0, 6.0, 7.0, 8.0, 0.0, 0.0, 0.0, 0.0, 0.0
-            ],
+            [0.0, 1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 0.0, 6.0, 7.0, 8.0, 0.0, 0.0, 0.0, 0.0, 0.0],
             "zero outside the moving grid"
         );
         let same = identity_sample(&moving, &[3, 3]).unwrap();
