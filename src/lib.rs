@@ -87,3 +87,4 @@ pub use voxreg_optim as optim;
 
 #[cfg(test)]
 mod hypermorph_batches;
+pub mod tensorboard;

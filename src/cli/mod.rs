@@ -4,6 +4,7 @@
 mod atomic;
 mod config;
 mod dataset;
+mod device;
 mod host;
 mod hyper;
 mod image_files;
@@ -174,10 +175,12 @@ enum ConfigCommand {
 /// Flags shared by the commands that run models.
 #[derive(Debug, Args)]
 struct DeviceArgs {
-    /// GPU ids to use (e.g. "0"); empty or absent runs on the CPU.
+    /// DeepReg's GPU ids. voxreg has no GPU path yet: everything runs on the CPU, and a
+    /// non-empty value says so in a warning.
     #[arg(short = 'g', long)]
     gpu: Option<String>,
-    /// Worker threads (default: one per core).
+    /// Worker threads: the data loader's (overriding train.preprocess.num_parallel_calls)
+    /// and the compute threads (default: RAYON_NUM_THREADS, else one per core).
     #[arg(long = "num-workers", alias = "num_workers")]
     num_workers: Option<usize>,
     /// Accepted for DeepReg's command lines (`--gpu_allow_growth`, `-gr`, with or without a
@@ -279,6 +282,19 @@ struct WarpArgs {
     /// Output file (.nii or .nii.gz; default warped.nii.gz).
     #[arg(short = 'o', long, default_value = "warped.nii.gz")]
     out: PathBuf,
+    /// Values sampled outside the image: zeros (as predict and the DDF methods warp) or
+    /// border (the border voxels extend outwards).
+    #[arg(long, value_enum, default_value_t = WarpPadding::Zeros)]
+    padding: WarpPadding,
+}
+
+/// `voxreg warp --padding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum WarpPadding {
+    /// Zero outside the image, as predict's `pred_fixed_image` is warped.
+    Zeros,
+    /// Locations clamped to the image.
+    Border,
 }
 
 #[derive(Debug, Args)]

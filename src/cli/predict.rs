@@ -8,6 +8,7 @@ use voxreg::candle::Device;
 use voxreg::component::Split;
 use voxreg::engine::{self, Evaluation, Model};
 
+use super::device::DeviceChoice;
 use super::pair_outputs::{Formats, PairWriter};
 use super::stdout::say;
 use super::{host, hyper, report, run_folder, PredictArgs};
@@ -63,7 +64,9 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     } else {
         args.config_path.clone()
     };
-    let (_registry, config) = host::load_config(plugins, &config_paths)?;
+    let device = DeviceChoice::of(&args.device)?;
+    let (_registry, mut config) = host::load_config(plugins, &config_paths)?;
+    device.apply(&mut config);
     let split = match args.split.as_str() {
         "train" => Split::Train,
         "valid" => Split::Valid,

@@ -13,6 +13,7 @@ use voxreg::engine::{self, Transform};
 use voxreg::metrics;
 
 use super::atomic::write_text;
+use super::device::DeviceChoice;
 use super::stdout::say;
 use super::{host, RegisterArgs};
 
@@ -156,7 +157,8 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
     let sources = ConfigSources::from_documents(documents)?;
     let mut registry = host::registry(plugins)?;
     host::load_plugins(&mut registry, sources.plugins())?;
-    let config = sources.resolve(&registry)?;
+    let mut config = sources.resolve(&registry)?;
+    DeviceChoice::of(&args.device)?.apply(&mut config);
 
     let fixed_volume = read_image(&args.fixed, "fixed image")?;
     let shape = fixed_volume.shape.clone();

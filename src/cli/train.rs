@@ -10,7 +10,9 @@ use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use voxreg::component::Split;
 use voxreg::engine::{self, EpochLog, SplitLog, TrainObserver, TrainOptions};
+use voxreg::tensorboard;
 
+use super::device::DeviceChoice;
 use super::stdout::say;
 use super::{host, loss_curve, run_folder, TrainArgs};
 
@@ -20,7 +22,9 @@ use super::{host, loss_curve, run_folder, TrainArgs};
 /// validation split) and prints each metric before and after registration. Ctrl-C stops after
 /// the current step with a checkpoint.
 pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
-    let (_registry, config) = host::load_config(plugins, &args.config_path)?;
+    let device = DeviceChoice::of(&args.device)?;
+    let (_registry, mut config) = host::load_config(plugins, &args.config_path)?;
+    device.apply(&mut config);
     if args.max_epochs == Some(0) {
         bail!("--max-epochs must be at least 1");
     }
@@ -103,12 +107,17 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
 }
 
 /// Training progress for people: a bar per epoch (steps, loss, rate, ETA) when stderr is a
-/// terminal, plain log lines otherwise; the loss curve redrawn after every epoch.
+/// terminal, plain log lines otherwise; the loss curve redrawn and the TensorBoard scalars
+/// written after every epoch.
 struct Progress<'a> {
     run_dir: &'a Path,
     bar: Option<ProgressBar>,
     terminal: bool,
     history: Vec<EpochLog>,
+    board: Board,
+    /// Steps per epoch and the current epoch, for the global step of `batch_loss`.
+    steps_per_epoch: usize,
+    epoch: usize,
 }
 
 impl<'a> Progress<'a> {
@@ -118,11 +127,63 @@ impl<'a> Progress<'a> {
             bar: None,
             terminal: std::io::stderr().is_terminal(),
             history: Vec::new(),
+            board: Board::default(),
+            steps_per_epoch: 0,
+            epoch: 0,
         }
     }
 }
 
-/// `loss 0.1234 (image/lncc -0.5000, …; label_dice 0.7000, …)`.
+/// The run's TensorBoard event files, as DeepReg's Keras callback lays them out:
+/// `<run>/train/` (`batch_loss` per step; `epoch_loss`, `epoch_<term>`, `epoch_<metric>` per
+/// epoch) and `<run>/validation/` (the epoch scalars of the validation pass). Created at
+/// the first write; a failure is a warning and stops TensorBoard logging, not training.
+#[derive(Default)]
+struct Board {
+    train: Option<tensorboard::EventWriter>,
+    validation: Option<tensorboard::EventWriter>,
+    failed: bool,
+}
+
+/// The epoch scalars of a split: `epoch_loss`, then `epoch_<name>` for every term and metric.
+fn epoch_scalars(log: &SplitLog) -> Vec<(String, f64)> {
+    std::iter::once(("epoch_loss".to_owned(), log.loss))
+        .chain(
+            log.terms
+                .iter()
+                .chain(&log.metrics)
+                .map(|(name, value)| (format!("epoch_{name}"), *value)),
+        )
+        .collect()
+}
+
+impl Board {
+    /// Writes `scalars` at `step` into `<run>/<folder>/`.
+    fn write(&mut self, run_dir: &Path, folder: &str, step: usize, scalars: &[(String, f64)]) {
+        if self.failed {
+            return;
+        }
+        let slot = if folder == "train" {
+            &mut self.train
+        } else {
+            &mut self.validation
+        };
+        let written = (|| -> Result<(), tensorboard::EventFileError> {
+            if slot.is_none() {
+                *slot = Some(tensorboard::EventWriter::create(&run_dir.join(folder))?);
+            }
+            let writer = slot.as_mut().expect("created above");
+            writer.scalars(step, scalars.iter().map(|(t, v)| (t.as_str(), *v)))?;
+            writer.flush()
+        })();
+        if let Err(error) = written {
+            tracing::warn!("TensorBoard logging stops: {error:#}");
+            self.failed = true;
+        }
+    }
+}
+
+/// `loss 0.1234 (image/lncc -0.5000, …; label_binary_dice 0.7000, …)`.
 fn describe(log: &SplitLog) -> String {
     let parts: Vec<String> = log
         .terms
@@ -135,6 +196,8 @@ fn describe(log: &SplitLog) -> String {
 
 impl TrainObserver for Progress<'_> {
     fn epoch_started(&mut self, epoch: usize, epochs: usize, steps: usize, done: usize) {
+        self.epoch = epoch;
+        self.steps_per_epoch = steps;
         if !self.terminal {
             return;
         }
@@ -151,6 +214,13 @@ impl TrainObserver for Progress<'_> {
     }
 
     fn step_finished(&mut self, step: usize, loss: f64) {
+        let global = self.epoch.saturating_sub(1) * self.steps_per_epoch + step;
+        self.board.write(
+            self.run_dir,
+            "train",
+            global,
+            &[("batch_loss".to_owned(), loss)],
+        );
         match &self.bar {
             Some(bar) => {
                 bar.set_position(step as u64);
@@ -173,6 +243,12 @@ impl TrainObserver for Progress<'_> {
         tracing::info!("epoch {} train: {}", log.epoch, describe(&log.train));
         if let Some(valid) = &log.valid {
             tracing::info!("epoch {} valid: {}", log.epoch, describe(valid));
+        }
+        self.board
+            .write(self.run_dir, "train", log.epoch, &epoch_scalars(&log.train));
+        if let Some(valid) = &log.valid {
+            self.board
+                .write(self.run_dir, "validation", log.epoch, &epoch_scalars(valid));
         }
         self.history.push(log.clone());
         if let Err(error) = loss_curve::write(self.run_dir, &self.history) {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context};
 use voxreg::component::Volume;
 use voxreg::data::read_nifti;
+use voxreg::ops::Padding;
 
 use super::image_files::{write_gif, write_png};
 use super::raster::{enlarge, slice_raster, tile, Layout, Raster, Window};
@@ -240,9 +241,10 @@ fn gif_warp(
                 shape: ddf.shape.clone(),
                 affine: ddf.affine,
             };
-            let warped = super::warp::warp_volume(&image.volume, &scaled).with_context(|| {
-                format!("warping {} by {}", image.path.display(), ddf_path.display())
-            })?;
+            let warped = super::warp::warp_volume(&image.volume, &scaled, Padding::Zeros)
+                .with_context(|| {
+                    format!("warping {} by {}", image.path.display(), ddf_path.display())
+                })?;
             let layout = Layout::of(&warped.shape)?;
             for (frames, &k) in frames.iter_mut().zip(&slices) {
                 let raster = slice_raster(&warped.data, layout, k, image.window)?;

@@ -8,12 +8,14 @@ use voxreg::component::Volume;
 use voxreg::data::{read_nifti, write_nifti};
 use voxreg::ops::{self, Interp, Padding};
 
-use super::WarpArgs;
+use super::{WarpArgs, WarpPadding};
 
 /// Warps `--image` by `--ddf` (DeepReg's layout `(d1, d2, d3, 3)`, voxel units) with linear
-/// interpolation, clamping at the border as DeepReg's resampler does. The output has the
-/// DDF's spatial shape (and the image's channels, if it has a fourth axis) and the DDF's
-/// header space: the DDF lives on the fixed image's grid, and so does the warped image.
+/// interpolation and `--padding` outside the image: zeros by default, as predict warps
+/// `pred_fixed_image` (so with equal moving and fixed shapes re-warping predict's
+/// `moving_image` by its `ddf` reproduces its `pred_fixed_image`), or border clamping. The output has the DDF's spatial shape (and the
+/// image's channels, if it has a fourth axis) and the DDF's header space: the DDF lives on
+/// the fixed image's grid, and so does the warped image.
 pub fn warp(args: &WarpArgs) -> anyhow::Result<()> {
     let out = args.out.to_string_lossy();
     if !(out.ends_with(".nii") || out.ends_with(".nii.gz")) {
@@ -21,15 +23,24 @@ pub fn warp(args: &WarpArgs) -> anyhow::Result<()> {
     }
     let image = read_nifti(&args.image)?;
     let ddf = read_nifti(&args.ddf)?;
-    let warped = warp_volume(&image, &ddf)
+    let padding = match args.padding {
+        WarpPadding::Zeros => Padding::Zeros,
+        WarpPadding::Border => Padding::Border,
+    };
+    let warped = warp_volume(&image, &ddf, padding)
         .with_context(|| format!("warping {} by {}", args.image.display(), args.ddf.display()))?;
     write_nifti(Path::new(&args.out), &warped)?;
     tracing::info!("wrote {}", args.out.display());
     Ok(())
 }
 
-/// The image (spatial, or spatial + channels) warped by the DDF (spatial + ndim).
-pub(super) fn warp_volume(image: &Volume, ddf: &Volume) -> anyhow::Result<Volume> {
+/// The image (spatial, or spatial + channels) warped by the DDF (spatial + ndim), linearly,
+/// with `padding` outside the image.
+pub(super) fn warp_volume(
+    image: &Volume,
+    ddf: &Volume,
+    padding: Padding,
+) -> anyhow::Result<Volume> {
     let Some((&ndim, ddf_spatial)) = ddf.shape.split_last() else {
         bail!("the DDF has no axes");
     };
@@ -62,8 +73,7 @@ pub(super) fn warp_volume(image: &Volume, ddf: &Volume) -> anyhow::Result<Volume
         };
     let image_tensor = channel_first(&image.data, &image_spatial, channels)?;
     let ddf_tensor = channel_first(&ddf.data, ddf_spatial, ndim)?;
-    let warped =
-        ops::warp(&image_tensor, &ddf_tensor, Interp::Linear, Padding::Border)?.squeeze(0)?;
+    let warped = ops::warp(&image_tensor, &ddf_tensor, Interp::Linear, padding)?.squeeze(0)?;
     let mut order: Vec<usize> = (1..=ndim).collect();
     order.push(0);
     let data = warped.permute(order)?.flatten_all()?.to_vec1::<f32>()?;
@@ -98,7 +108,9 @@ mod tests {
     fn a_zero_field_returns_the_image() {
         let image = volume(&[2, 3, 4], (0..24).map(|v| v as f32).collect());
         let ddf = volume(&[2, 3, 4, 3], vec![0.0; 72]);
-        assert_eq!(warp_volume(&image, &ddf).unwrap().data, image.data);
+        for padding in [Padding::Zeros, Padding::Border] {
+            assert_eq!(warp_volume(&image, &ddf, padding).unwrap().data, image.data);
+        }
     }
 
     #[test]
@@ -113,21 +125,29 @@ mod tests {
             field[voxel * 3 + 2] = 1.0;
         }
         let ddf = volume(&[1, 1, 4, 3], field);
-        let warped = warp_volume(&image, &ddf).unwrap();
+        let warped = warp_volume(&image, &ddf, Padding::Border).unwrap();
         assert_eq!(warped.shape, vec![1, 1, 4, 2]);
         assert_eq!(
             warped.data,
-            vec![1.0, 11.0, 2.0, 12.0, 3.0, 13.0, 3.0, 13.0]
+            vec![1.0, 11.0, 2.0, 12.0, 3.0, 13.0, 3.0, 13.0],
+            "border padding repeats the last voxel"
+        );
+        let warped = warp_volume(&image, &ddf, Padding::Zeros).unwrap();
+        assert_eq!(
+            warped.data,
+            vec![1.0, 11.0, 2.0, 12.0, 3.0, 13.0, 0.0, 0.0],
+            "zero padding: nothing beyond the last voxel"
         );
     }
 
     #[test]
     fn mismatched_layouts_are_errors() {
         let image = volume(&[2, 2, 2], vec![0.0; 8]);
-        assert!(warp_volume(&image, &volume(&[2, 2, 3], vec![0.0; 12])).is_err());
+        assert!(warp_volume(&image, &volume(&[2, 2, 3], vec![0.0; 12]), Padding::Zeros).is_err());
         assert!(warp_volume(
             &volume(&[2, 2], vec![0.0; 4]),
-            &volume(&[2, 2, 2, 3], vec![0.0; 24])
+            &volume(&[2, 2, 2, 3], vec![0.0; 24]),
+            Padding::Zeros
         )
         .is_err());
     }

@@ -191,7 +191,7 @@ fn train_runs_on_the_demo_data_with_deepregs_flag_spellings() {
     let mut lines = epochs.lines();
     assert_eq!(
         lines.next(),
-        Some("epoch,loss,image/lncc,label/dice,regularization/bending,image_ssd,label_dice,label_tre_mm,ddf_folding_fraction"),
+        Some("epoch,loss,image/lncc,label/dice,regularization/bending,image_ssd,label_binary_dice,label_tre,label_tre_mm,ddf_folding_fraction"),
         "{epochs}"
     );
     assert!(lines.next().unwrap().starts_with("1,-"), "{epochs}");
@@ -262,13 +262,29 @@ fn warp_applies_a_saved_ddf_in_the_ddf_space() {
     assert!(output.status.success(), "{}", stderr(&output));
     let warped = voxreg::data::read_nifti(&out).unwrap();
     assert_eq!(warped.shape, vec![3, 3, 3]);
-    // Voxel (0, 0, 0) now holds the value of (1, 0, 0) = 9; the last slice clamps to itself.
+    // Voxel (0, 0, 0) now holds the value of (1, 0, 0) = 9; the last slice samples outside
+    // the image: zero, as predict warps.
     assert_eq!(warped.data[0], 9.0);
-    assert_eq!(warped.data[26], 26.0);
+    assert_eq!(warped.data[26], 0.0);
     assert_eq!(
         warped.affine[0][3], -7.0,
         "the output carries the DDF's space"
     );
+    let output = run(&[
+        "warp",
+        "--image",
+        image.to_str().unwrap(),
+        "--ddf",
+        ddf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--padding",
+        "border",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let warped = voxreg::data::read_nifti(&out).unwrap();
+    assert_eq!(warped.data[0], 9.0);
+    assert_eq!(warped.data[26], 26.0, "the last slice clamps to itself");
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod hostile;
 mod hypermorph;
 mod predict_outputs;
 mod register;
+mod shapes;
 mod standalone;
 mod static_plugins;
 mod training;

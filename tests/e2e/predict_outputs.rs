@@ -120,6 +120,35 @@ fn predict_writes_every_pair_output_in_the_fixed_space() {
             .any(|r| r.contains(",[1],0,") && r.contains(",case_015,case_015,")),
         "{metrics}"
     );
+    // `voxreg warp` pads as predict warps: re-warping the moving image by the saved DDF
+    // reproduces the predicted fixed image, border voxels included.
+    for (moving, pred) in [
+        ("moving_image", "pred_fixed_image"),
+        ("label_0/moving_label", "label_0/pred_fixed_label"),
+    ] {
+        let pair = out.join(PAIRS[0]);
+        let rewarped = dir.path().join("rewarped.nii.gz");
+        let output = voxreg()
+            .arg("warp")
+            .arg("-i")
+            .arg(pair.join(format!("{moving}.nii.gz")))
+            .arg("-d")
+            .arg(pair.join("ddf.nii.gz"))
+            .arg("-o")
+            .arg(&rewarped)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let rewarped = read_nifti(&rewarped).unwrap();
+        let predicted = read_nifti(&pair.join(format!("{pred}.nii.gz"))).unwrap();
+        let largest = rewarped
+            .data
+            .iter()
+            .zip(&predicted.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(largest < 1e-4, "{moving}: differs by {largest}");
+    }
     // Nothing half-written is left behind.
     let partial = walk(&out)
         .into_iter()

@@ -57,7 +57,8 @@ fn training_writes_train_and_validation_metrics_and_a_loss_curve() {
         "label/dice",
         "regularization/bending",
         "image_ssd",
-        "label_dice",
+        "label_binary_dice",
+        "label_tre",
         "label_tre_mm",
         "ddf_folding_fraction",
     ];
@@ -82,6 +83,57 @@ fn training_writes_train_and_validation_metrics_and_a_loss_curve() {
         fs::read_to_string(run.join("config.yaml")).unwrap(),
         "the checkpoint carries the resolved configuration"
     );
+    check_tensorboard_events(&run, &expected);
+}
+
+/// The one event file in `dir`, read back (checksums checked) as `(tag, step, value)`.
+fn event_scalars(dir: &Path) -> Vec<(String, i64, f32)> {
+    let files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("events.out.tfevents."), "{name}");
+    let events = voxreg::tensorboard::read_events(&files[0]).unwrap();
+    assert_eq!(events[0].file_version.as_deref(), Some("brain.Event:2"));
+    voxreg::tensorboard::scalars(&events)
+}
+
+/// DeepReg's (Keras') TensorBoard folders `train/` and `validation/`: `batch_loss` at every
+/// step, and per epoch `epoch_loss` and `epoch_<column>` for every term and metric, equal to
+/// the metrics CSVs.
+fn check_tensorboard_events(run: &Path, columns: &[&str]) {
+    for (folder, csv) in [
+        ("train", "train_metrics.csv"),
+        ("validation", "valid_metrics.csv"),
+    ] {
+        let scalars = event_scalars(&run.join(folder));
+        let text = fs::read_to_string(run.join(csv)).unwrap();
+        for (row, line) in text.lines().skip(1).enumerate() {
+            let epoch = row as i64 + 1;
+            for (column, value) in columns.iter().zip(line.split(',')).skip(1) {
+                let tag = format!("epoch_{column}");
+                let logged = scalars
+                    .iter()
+                    .find(|(t, s, _)| *t == tag && *s == epoch)
+                    .unwrap_or_else(|| panic!("{folder}: no {tag} at epoch {epoch}"));
+                let value: f64 = value.parse().unwrap();
+                assert_eq!(logged.2, value as f32, "{folder}: {tag} at epoch {epoch}");
+            }
+        }
+        let steps: Vec<i64> = scalars
+            .iter()
+            .filter(|(t, _, _)| t == "batch_loss")
+            .map(|(_, s, _)| *s)
+            .collect();
+        if folder == "train" {
+            assert!(steps.len() >= 2, "a batch_loss per step: {steps:?}");
+            assert!(steps.windows(2).all(|w| w[1] == w[0] + 1), "{steps:?}");
+        } else {
+            assert!(steps.is_empty(), "validation has no steps: {steps:?}");
+        }
+    }
 }
 
 /// Polls until `path` exists (the first epoch ended) or a minute passes.
@@ -334,4 +386,28 @@ fn the_voxelmorph_config_trains() {
         ["epoch", "loss", "image/ssd", "regularization/gradient"]
     );
     assert!(header.contains(&"ddf_folding_fraction".to_owned()));
+}
+
+#[test]
+fn device_flags_say_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = train_command(dir.path(), &[], "on_gpu_0")
+        .args(["--max-epochs", "1", "--gpu", "0", "--num-workers", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output)
+            .contains("--gpu 0: voxreg has no GPU path yet; running on the CPU (1 thread)"),
+        "{}",
+        stderr(&output)
+    );
+    let saved = fs::read_to_string(dir.path().join("logs/on_gpu_0/config.yaml")).unwrap();
+    assert!(saved.contains("num_parallel_calls: 1"), "{saved}");
+    let output = train_command(dir.path(), &[], "no_workers")
+        .args(["--max-epochs", "1", "--num-workers", "0"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&output, &["--num-workers must be at least 1"]);
+    assert!(!dir.path().join("logs/no_workers").exists());
 }

@@ -33,8 +33,11 @@ pub(super) fn grid_shape(shapes: &ImageShapes, grid: Grid) -> &[usize] {
 
 /// Adds each element's metrics after registration to `add(name, value)`:
 /// * `image_ssd`: mean squared difference of the fixed and the predicted fixed image;
-/// * `label_dice`: binary Dice of the fixed and the predicted label (labelled data);
-/// * `label_tre_mm`: distance of their centroids in millimetres (when neither is empty);
+/// * `label_binary_dice`: binary Dice of the fixed and the predicted label (labelled data);
+/// * `label_tre`, `label_tre_mm`: distance of their centroids in voxels of the fixed grid and
+///   in millimetres (when neither is empty);
+///
+/// the names and definitions of predict's `metrics.csv`.
 /// * `<field>_folding_fraction` for every displacement field the method outputs (by its
 ///   declaration): the fraction of voxels whose Jacobian determinant is ≤ 0.
 pub(super) fn add_batch_metrics(
@@ -70,11 +73,15 @@ pub(super) fn add_batch_metrics(
             (batch.fixed_label(), output.get(names::PRED_FIXED_LABEL))
         {
             let (label, predicted) = (element(label, index)?, element(predicted, index)?);
-            add("label_dice", metrics::binary_dice(&label, &predicted));
+            add(
+                "label_binary_dice",
+                metrics::binary_dice(&label, &predicted),
+            );
             let affine = &info.fixed_affines[index];
-            if let Some((_, mm)) =
+            if let Some((voxels, mm)) =
                 metrics::centroid_distance(&label, &predicted, &shapes.fixed, affine)
             {
+                add("label_tre", voxels);
                 add("label_tre_mm", mm);
             }
         }
@@ -190,7 +197,8 @@ mod tests {
             names,
             [
                 "image_ssd",
-                "label_dice",
+                "label_binary_dice",
+                "label_tre",
                 "label_tre_mm",
                 "ddf_folding_fraction",
                 "inv/ddf_folding_fraction"
@@ -200,5 +208,6 @@ mod tests {
         assert!((seen[1].1 - 1.0).abs() < 1e-9);
         assert_eq!(seen[2].1, 0.0);
         assert_eq!(seen[3].1, 0.0);
+        assert_eq!(seen[4].1, 0.0);
     }
 }

@@ -1,5 +1,6 @@
 //! Evaluating a model on a split: each pair's metrics before registration (the moving image
-//! as it is) and after (the warped moving image).
+//! under the identity transform, sampled as the methods sample it) and after (the warped
+//! moving image).
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use super::{tensor_error, EngineError, Model};
 use crate::component::{names, Grid, ImageId, ImageShapes, Kind, SampleRef, Split, Tensors};
 use crate::data::{to_batch, BatchStream, PipelineConfig};
 use crate::metrics::{self, JacobianStats};
-use crate::ops::{self, Align, ResizeMode};
+use crate::ops::{self, Interp, Padding};
 
 /// The metrics of one side of the comparison (before or after registration).
 #[derive(Clone, Debug, PartialEq)]
@@ -36,7 +37,8 @@ pub struct EvaluatedPair {
     pub ids: (ImageId, ImageId),
     /// The label index, for labelled data.
     pub label: Option<usize>,
-    /// Metrics of the unregistered pair.
+    /// Metrics of the unregistered pair: the moving image under the identity transform (see
+    /// [`identity_sample`]).
     pub before: PairMetrics,
     /// Metrics after registration.
     pub after: PairMetrics,
@@ -63,9 +65,9 @@ impl Evaluation {
 }
 
 /// One evaluated sample's inputs and outputs with the batch axis removed, for writing
-/// DeepReg's per-pair outputs: the batch's tensors (the moving image and label resampled
-/// linearly onto the fixed grid) followed by the method's outputs, each with its
-/// declaration.
+/// DeepReg's per-pair outputs: the batch's tensors (the moving image and label on the fixed
+/// grid under the identity transform, see [`identity_sample`]) followed by the method's
+/// outputs, each with its declaration.
 #[derive(Clone, Debug)]
 pub struct PairTensors {
     /// Which pair and label this is.
@@ -132,12 +134,12 @@ pub fn evaluate_each<E: From<EngineError>>(
             .tensors
             .map(|decl, tensor| {
                 if decl.kind.is_spatial() && decl.grid == Grid::Moving {
-                    ops::resize(tensor, &fixed_shape, ResizeMode::Linear, Align::HalfPixel)
+                    identity_sample(tensor, &fixed_shape)
                 } else {
                     Ok(tensor.clone())
                 }
             })
-            .map_err(tensor_error("resizing the moving image"))?;
+            .map_err(tensor_error("sampling the moving image on the fixed grid"))?;
         all.extend(output);
         for index in 0..loaded.len() {
             let tensors = PairTensors {
@@ -154,6 +156,31 @@ pub fn evaluate_each<E: From<EngineError>>(
         }
     }
     Ok(evaluation)
+}
+
+/// A moving-grid tensor on the fixed grid as the methods' warp samples it under the identity
+/// (a zero displacement): fixed voxel `p` takes the moving tensor's value at voxel `p`,
+/// linearly, zero outside the moving grid — `warp(x, 0)`. This is DeepReg's convention: its
+/// warping layer samples the moving image on the fixed grid in the moving image's own voxel
+/// coordinates, so when the shapes differ an untrained network starts from the moving
+/// image's corner, not from the moving image resized. "Before registration" is measured on
+/// this, so before and after differ only by what the predicted transform does. With equal
+/// shapes it is the tensor itself.
+///
+/// # Shapes
+/// * `tensor`: `(N, C, *moving)`. Output: `(N, C, *fixed)`.
+pub(crate) fn identity_sample(
+    tensor: &Tensor,
+    fixed_shape: &[usize],
+) -> candle_core::Result<Tensor> {
+    let dims = tensor.dims();
+    if dims.len() < 2 || dims[2..] == *fixed_shape {
+        return Ok(tensor.clone());
+    }
+    let mut field_shape = vec![dims[0], fixed_shape.len()];
+    field_shape.extend_from_slice(fixed_shape);
+    let zero = Tensor::zeros(field_shape, tensor.dtype(), tensor.device())?;
+    ops::warp(tensor, &zero, Interp::Linear, Padding::Zeros)
 }
 
 /// The first channel of a `(C, *spatial)` tensor, flattened.
@@ -344,6 +371,32 @@ mod tests {
         assert_eq!(evaluated.after.label_tre_mm, Some(0.0));
         assert_eq!(evaluated.jacobian.unwrap().folding_count, 0);
         assert_eq!(evaluated.jacobians.len(), 1);
+    }
+
+    #[test]
+    fn the_identity_samples_the_moving_grid_in_its_own_voxel_coordinates() {
+        let moving = Tensor::arange(0f32, 9.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3, 3))
+            .unwrap();
+        let smaller = identity_sample(&moving, &[2, 2]).unwrap();
+        assert_eq!(smaller.dims(), [1, 1, 2, 2]);
+        assert_eq!(
+            smaller.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [0.0, 1.0, 3.0, 4.0],
+            "the moving image's corner, not the image resized"
+        );
+        let larger = identity_sample(&moving, &[4, 4]).unwrap();
+        assert_eq!(
+            larger.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [0.0, 1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 0.0, 6.0, 7.0, 8.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            "zero outside the moving grid"
+        );
+        let same = identity_sample(&moving, &[3, 3]).unwrap();
+        assert_eq!(
+            same.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            (0..9).map(|v| v as f32).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub struct SplitLog {
     pub loss: f64,
     /// Mean of each loss term (unweighted), named `image/lncc`, `label/dice`, ….
     pub terms: Vec<(String, f64)>,
-    /// Mean of each evaluation metric after registration: `image_ssd`, `label_dice`,
-    /// `label_tre_mm`, `ddf_folding_fraction` (those the method and data have).
+    /// Mean of each evaluation metric after registration: `image_ssd`, `label_binary_dice`,
+    /// `label_tre`, `label_tre_mm`, `ddf_folding_fraction` (those the method and data have).
     pub metrics: Vec<(String, f64)>,
 }
 
@@ -202,7 +202,7 @@ mod tests {
         accumulator.add_term("image/lncc", -0.5);
         accumulator.add_term("regularization/bending", 0.25);
         accumulator.add_term("image/lncc", -0.25);
-        accumulator.add_metric("label_dice", 0.5);
+        accumulator.add_metric("label_binary_dice", 0.5);
         let log = accumulator.means();
         assert_eq!(log.loss, 1.5);
         assert_eq!(
@@ -212,7 +212,7 @@ mod tests {
                 ("regularization/bending".to_owned(), 0.25)
             ]
         );
-        assert_eq!(log.metrics, vec![("label_dice".to_owned(), 0.5)]);
+        assert_eq!(log.metrics, vec![("label_binary_dice".to_owned(), 0.5)]);
     }
 
     #[test]
