@@ -1,9 +1,12 @@
-//! File formats (`dataset.<split>.format`): NIfTI and HDF5 in DeepReg's layouts.
+//! File formats (`dataset.<split>.format`): NIfTI and HDF5 in DeepReg's layouts, and
+//! VoxelMorph's NumPy `.npz` volumes.
 
 mod affine;
 mod h5;
 mod nifti;
 mod nifti_read;
+mod npy;
+mod npz;
 
 use std::path::Path;
 
@@ -11,6 +14,7 @@ use voxreg_framework::prelude::*;
 
 pub use self::h5::{write_h5, H5Format};
 pub use self::nifti::{read_nifti, write_nifti, NiftiFormat};
+pub use self::npz::{read_npz, write_npz, NpzFormat};
 
 /// A data error about `path`.
 fn data_error(path: &Path, message: impl Into<String>) -> ComponentError {
