@@ -1,5 +1,5 @@
 //! Built-in data components with DeepReg's names and keys: data loaders (`paired`,
-//! `unpaired`, `grouped`), file formats (`nifti`, `h5`) and augmentations (`affine`, `ddf`).
+//! `unpaired`, `grouped`), file formats (`nifti`, `h5`, `image`) and augmentations (`affine`, `ddf`).
 
 mod augmentations;
 mod file_loaders;
@@ -8,5 +8,7 @@ pub mod preprocess;
 pub mod synthetic;
 
 pub use augmentations::{AffineAugmentation, DdfAugmentation};
-pub use file_loaders::{read_nifti, write_h5, write_nifti, H5Format, NiftiFormat};
+pub use file_loaders::{
+    read_image, read_nifti, write_h5, write_nifti, H5Format, NiftiFormat, RasterFormat, LUMA,
+};
 pub use loaders::{GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, UnpairedLoader};

@@ -1,9 +1,12 @@
-//! File formats (`dataset.<split>.format`): NIfTI and HDF5 in DeepReg's layouts.
+//! File formats (`dataset.<split>.format`): NIfTI and HDF5 in DeepReg's layouts, and 2D
+//! image files (PNG, TIFF) in the same folders.
 
 mod affine;
 mod h5;
 mod nifti;
 mod nifti_read;
+mod raster;
+mod raster_read;
 
 use std::path::Path;
 
@@ -11,6 +14,8 @@ use voxreg_framework::prelude::*;
 
 pub use self::h5::{write_h5, H5Format};
 pub use self::nifti::{read_nifti, write_nifti, NiftiFormat};
+pub use self::raster::{read_image, RasterFormat};
+pub use self::raster_read::LUMA;
 
 /// A data error about `path`.
 fn data_error(path: &Path, message: impl Into<String>) -> ComponentError {
@@ -56,3 +61,6 @@ const IDENTITY: [[f64; 4]; 4] = [
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod raster_tests;
