@@ -1,5 +1,6 @@
 //! Built-in data components with DeepReg's names and keys: data loaders (`paired`,
-//! `unpaired`, `grouped`), file formats (`nifti`, `h5`, `npz`) and augmentations (`affine`, `ddf`).
+//! `unpaired`, `grouped`), file formats (`nifti`, `h5`, `npz`, `image`) and augmentations
+//! (`affine`, `ddf`).
 
 mod augmentations;
 mod file_loaders;
@@ -9,6 +10,7 @@ pub mod synthetic;
 
 pub use augmentations::{AffineAugmentation, DdfAugmentation};
 pub use file_loaders::{
-    read_nifti, read_npz, write_h5, write_nifti, write_npz, H5Format, NiftiFormat, NpzFormat,
+    read_image, read_nifti, read_npz, write_h5, write_nifti, write_npz, H5Format, NiftiFormat,
+    NpzFormat, RasterFormat, LUMA,
 };
 pub use loaders::{GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, UnpairedLoader};

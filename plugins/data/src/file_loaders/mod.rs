@@ -1,5 +1,5 @@
-//! File formats (`dataset.<split>.format`): NIfTI and HDF5 in DeepReg's layouts, and
-//! VoxelMorph's NumPy `.npz` volumes.
+//! File formats (`dataset.<split>.format`): NIfTI and HDF5 in DeepReg's layouts,
+//! VoxelMorph's NumPy `.npz` volumes, and 2D image files (PNG, TIFF) in the same folders.
 
 mod affine;
 mod h5;
@@ -7,6 +7,8 @@ mod nifti;
 mod nifti_read;
 mod npy;
 mod npz;
+mod raster;
+mod raster_read;
 
 use std::path::Path;
 
@@ -15,6 +17,8 @@ use voxreg_framework::prelude::*;
 pub use self::h5::{write_h5, H5Format};
 pub use self::nifti::{read_nifti, write_nifti, NiftiFormat};
 pub use self::npz::{read_npz, write_npz, NpzFormat};
+pub use self::raster::{read_image, RasterFormat};
+pub use self::raster_read::LUMA;
 
 /// A data error about `path`.
 fn data_error(path: &Path, message: impl Into<String>) -> ComponentError {
@@ -60,3 +64,6 @@ const IDENTITY: [[f64; 4]; 4] = [
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod raster_tests;

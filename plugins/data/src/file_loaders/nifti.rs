@@ -40,7 +40,7 @@ impl FileLoaderConfig for NiftiFormat {
         }
         let ids = files
             .iter()
-            .map(|file| image_id(&folder, file, grouped))
+            .map(|file| image_id(&folder, file, nifti_stem(file).unwrap_or_default(), grouped))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Box::new(NiftiFiles { files, ids }))
     }
@@ -117,11 +117,15 @@ fn nifti_stem(path: &Path) -> Option<&str> {
         .filter(|stem| !stem.is_empty())
 }
 
-/// The id of a file: its path under the kind folder without extension; for grouped data the
-/// first folder is the group.
-fn image_id(folder: &Path, file: &Path, grouped: bool) -> Result<ImageId, ComponentError> {
+/// The id of a file whose name without extension is `stem`: its path under the kind folder
+/// without extension; for grouped data the first folder is the group.
+pub(super) fn image_id(
+    folder: &Path,
+    file: &Path,
+    stem: &str,
+    grouped: bool,
+) -> Result<ImageId, ComponentError> {
     let relative = file.strip_prefix(folder).unwrap_or(file);
-    let stem = nifti_stem(file).unwrap_or_default();
     let mut parts: Vec<String> = relative
         .parent()
         .map(|p| p.iter().map(|c| c.to_string_lossy().into_owned()).collect())
