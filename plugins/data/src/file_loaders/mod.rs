@@ -20,6 +20,39 @@ pub use self::npz::{read_npz, write_npz, NpzFormat};
 pub use self::raster::{read_image, RasterFormat};
 pub use self::raster_read::LUMA;
 
+/// The id of `file` (found under the kind `folder`) whose name without extension is `stem`:
+/// its path under the folder without extension; for grouped data the first folder is the
+/// group, and a file directly in the kind folder is an error naming it.
+fn image_id(
+    folder: &Path,
+    file: &Path,
+    stem: &str,
+    grouped: bool,
+) -> Result<ImageId, ComponentError> {
+    let relative = file.strip_prefix(folder).unwrap_or(file);
+    let mut parts: Vec<String> = relative
+        .parent()
+        .map(|p| p.iter().map(|c| c.to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let group = if grouped {
+        if parts.is_empty() {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            return Err(data_error(
+                file,
+                format!("grouped data keeps each image in a group folder: <dir>/<kind>/<group>/{name}"),
+            ));
+        }
+        Some(parts.remove(0))
+    } else {
+        None
+    };
+    parts.push(stem.to_owned());
+    Ok(ImageId {
+        group,
+        name: parts.join("/"),
+    })
+}
+
 /// A data error about `path`.
 fn data_error(path: &Path, message: impl Into<String>) -> ComponentError {
     ComponentError::Data {

@@ -11,7 +11,7 @@ use voxreg_framework::prelude::*;
 
 use super::affine::{affine, AffineFields};
 use super::nifti_read::{read_header, read_voxels};
-use super::{check_volume, data_error};
+use super::{check_volume, data_error, image_id};
 
 /// `nifti`: NIfTI-1 volumes, one file per image.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -115,41 +115,6 @@ fn nifti_stem(path: &Path) -> Option<&str> {
     name.strip_suffix(".nii.gz")
         .or_else(|| name.strip_suffix(".nii"))
         .filter(|stem| !stem.is_empty())
-}
-
-/// The id of a file whose name without extension is `stem`: its path under the kind folder
-/// without extension; for grouped data the first folder is the group.
-pub(super) fn image_id(
-    folder: &Path,
-    file: &Path,
-    stem: &str,
-    grouped: bool,
-) -> Result<ImageId, ComponentError> {
-    let relative = file.strip_prefix(folder).unwrap_or(file);
-    let mut parts: Vec<String> = relative
-        .parent()
-        .map(|p| p.iter().map(|c| c.to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    if grouped {
-        if parts.is_empty() {
-            return Err(data_error(
-                file,
-                "grouped data keeps each image in a group folder: <dir>/<kind>/<group>/<name>.nii.gz",
-            ));
-        }
-        let group = parts.remove(0);
-        parts.push(stem.to_owned());
-        Ok(ImageId {
-            group: Some(group),
-            name: parts.join("/"),
-        })
-    } else {
-        parts.push(stem.to_owned());
-        Ok(ImageId {
-            group: None,
-            name: parts.join("/"),
-        })
-    }
 }
 
 /// Reads a NIfTI-1 file (`.nii` or `.nii.gz`) as f32 with the header's scaling applied,

@@ -15,7 +15,7 @@ use voxreg_framework::memory;
 use voxreg_framework::prelude::*;
 
 use super::npy::{parse_header, parse_npy};
-use super::{check_volume, data_error, IDENTITY};
+use super::{check_volume, data_error, image_id, IDENTITY};
 
 /// Bytes read to parse an array's header without its data (NumPy pads headers to 64 bytes;
 /// even a many-axis shape fits well within this).
@@ -120,7 +120,7 @@ impl FileLoaderConfig for NpzFormat {
         }
         let ids = files
             .iter()
-            .map(|file| image_id(&folder, file, grouped))
+            .map(|file| image_id(&folder, file, npz_stem(file).unwrap_or_default(), grouped))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Box::new(NpzFiles {
             format: self.clone(),
@@ -390,32 +390,6 @@ fn npz_stem(path: &Path) -> Option<&str> {
         .to_str()?
         .strip_suffix(".npz")
         .filter(|stem| !stem.is_empty())
-}
-
-/// The id of a file: its path under the kind folder without extension; for grouped data the
-/// first folder is the group.
-fn image_id(folder: &Path, file: &Path, grouped: bool) -> Result<ImageId, ComponentError> {
-    let relative = file.strip_prefix(folder).unwrap_or(file);
-    let mut parts: Vec<String> = relative
-        .parent()
-        .map(|p| p.iter().map(|c| c.to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    parts.push(npz_stem(file).unwrap_or_default().to_owned());
-    let group = if grouped {
-        if parts.len() < 2 {
-            return Err(data_error(
-                file,
-                "grouped data keeps each image in a group folder: <dir>/<kind>/<group>/<name>.npz",
-            ));
-        }
-        Some(parts.remove(0))
-    } else {
-        None
-    };
-    Ok(ImageId {
-        group,
-        name: parts.join("/"),
-    })
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use voxreg_framework::prelude::*;
 
-use super::nifti::image_id;
 use super::raster_read::{raster_shape, read_raster, RasterKind};
-use super::{check_volume, data_error, IDENTITY};
+use super::{check_volume, data_error, image_id, IDENTITY};
 
 /// `image`: PNG and TIFF files (8/16-bit, grey or colour → grey by BT.601 luma, multi-page
 /// TIFF as a 3D volume `[height, width, pages]`).
