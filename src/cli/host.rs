@@ -66,14 +66,6 @@ pub fn load_config(plugins: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<(Re
     Ok((registry, config))
 }
 
-/// Fails with a clear message if `path` does not exist.
-pub fn require_file(path: &Path, what: &str) -> anyhow::Result<()> {
-    if !path.exists() {
-        anyhow::bail!("{what} {}: no such file", path.display());
-    }
-    Ok(())
-}
-
 /// Fails with a clear message if `path` is not a regular file (missing, a folder, a FIFO, a
 /// device), before anything opens it.
 pub fn require_regular_file(path: &Path, what: &str) -> anyhow::Result<()> {

@@ -17,10 +17,12 @@ mod plugins;
 mod predict;
 mod raster;
 mod register;
+mod register_model;
 mod report;
 mod run_folder;
 pub mod stdout;
 mod train;
+mod trained_run;
 mod vis;
 mod warp;
 
@@ -299,12 +301,12 @@ enum WarpPadding {
 
 #[derive(Debug, Args)]
 struct RegisterArgs {
-    /// Moving image (NIfTI).
-    #[arg(long, required = true)]
-    moving: PathBuf,
-    /// Fixed image (NIfTI).
-    #[arg(long, required = true)]
-    fixed: PathBuf,
+    /// Moving image (NIfTI; with --model also .npz, .png, .tif).
+    #[arg(long, required_unless_present = "pairs")]
+    moving: Option<PathBuf>,
+    /// Fixed image (NIfTI; with --model also .npz, .png, .tif).
+    #[arg(long, required_unless_present = "pairs")]
+    fixed: Option<PathBuf>,
     /// Moving label (NIfTI, one channel): warped too, and used by label losses and metrics.
     #[arg(long = "moving-label", alias = "moving_label")]
     moving_label: Option<PathBuf>,
@@ -324,6 +326,37 @@ struct RegisterArgs {
     /// Output folder (must be new or empty).
     #[arg(short = 'o', long, default_value = "registered")]
     out: PathBuf,
+    /// Register with a trained network instead of optimising: a run folder, a checkpoint
+    /// folder (`<run>/save/ckpt-<epoch>`) or a weights file. Writes --moved and --warp.
+    #[arg(long, value_name = "RUN_OR_CHECKPOINT", conflicts_with_all = ["transform", "iterations", "out", "config_path"])]
+    model: Option<PathBuf>,
+    /// With --model: the moving image warped onto the fixed image's grid, in its original
+    /// intensities (.nii, .nii.gz or .npz).
+    #[arg(long, requires = "model")]
+    moved: Option<PathBuf>,
+    /// With --model: the displacement field on the fixed image's grid, `(*fixed, ndim)` in
+    /// voxels, DeepReg's layout (.nii, .nii.gz or .npz).
+    #[arg(long, requires = "model")]
+    warp: Option<PathBuf>,
+    /// With --model: the moving label warped by nearest neighbour onto the fixed grid.
+    #[arg(long = "moved-label", alias = "moved_label", requires = "moving_label")]
+    moved_label: Option<PathBuf>,
+    /// With --model: a CSV of pairs instead of --moving/--fixed, with the header columns
+    /// `moving,fixed,moved,warp` and optionally `moving_label,fixed_label,moved_label`;
+    /// relative paths are taken from the CSV's folder.
+    #[arg(long, requires = "model", conflicts_with_all = ["moving", "fixed", "moved", "warp", "moving_label", "fixed_label", "moved_label"])]
+    pairs: Option<PathBuf>,
+    /// With --model: set a hyperparameter of the trained run (HyperMorph's lambda),
+    /// NAME=VALUE (repeatable).
+    #[arg(long = "hyper", value_name = "NAME=VALUE", requires = "model")]
+    hyper: Vec<String>,
+    /// With --model: the array read from .npz files (VoxelMorph's `vol`); labels read
+    /// `--npz-label-key`. Written .npz files use the same keys.
+    #[arg(long = "npz-key", default_value = "vol")]
+    npz_key: String,
+    /// With --model: the array read from .npz label files (VoxelMorph's `seg`).
+    #[arg(long = "npz-label-key", default_value = "seg")]
+    npz_label_key: String,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -410,7 +443,10 @@ impl Cli {
             Command::Train(args) => train::train(&plugins, &args),
             Command::Predict(args) => predict::predict(&plugins, &args),
             Command::Warp(args) => warp::warp(&args),
-            Command::Register(args) => register::register(&plugins, &args),
+            Command::Register(args) => match &args.model {
+                Some(_) => register_model::register_with_model(&plugins, &args),
+                None => register::register(&plugins, &args),
+            },
             Command::Vis(args) => vis::vis(&args),
             Command::Dataset(DatasetCommand::FromTemplate(args)) => dataset::from_template(&args),
         }

@@ -11,7 +11,7 @@ use voxreg::engine::{self, Evaluation, Model};
 use super::device::DeviceChoice;
 use super::pair_outputs::{Formats, PairWriter};
 use super::stdout::say;
-use super::{host, hyper, report, run_folder, PredictArgs};
+use super::{host, hyper, report, run_folder, trained_run, PredictArgs};
 
 /// Loads the run's configuration (or `--config-path`), builds the model with the
 /// checkpoint's weights, evaluates it on `--split` in batches of `--batch-size`, prints the
@@ -46,21 +46,9 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
             sweeps.join(", ")
         ),
     };
-    host::require_file(&args.ckpt_path, "checkpoint")?;
-    // A checkpoint folder carries its run's config.yaml; otherwise (an older checkpoint, or
-    // a weights file <run>/save/weights.safetensors) DeepReg's rule: the run folder is two
-    // levels up.
+    let trained = trained_run::locate(&args.ckpt_path, "checkpoint", None)?;
     let config_paths = if args.config_path.is_empty() {
-        let inside = Some(args.ckpt_path.join("config.yaml")).filter(|c| c.is_file());
-        let run = args.ckpt_path.parent().and_then(|save| save.parent());
-        let config = inside.or_else(|| run.map(|r| r.join("config.yaml")).filter(|c| c.is_file()));
-        match config {
-            Some(config) => vec![config],
-            None => bail!(
-                "no config.yaml in {} or two folders above it (a run folder's save/ checkpoint): give --config-path",
-                args.ckpt_path.display()
-            ),
-        }
+        vec![trained.config.clone()]
     } else {
         args.config_path.clone()
     };
@@ -83,7 +71,7 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
         }
     }
     let mut model = Model::build(&config, &Device::Cpu)?;
-    model.load_weights(&engine::checkpoint::weights_file(&args.ckpt_path))?;
+    model.load_weights(&trained.weights)?;
     for (name, value) in &settings {
         model.set_hyper(name, *value)?;
     }

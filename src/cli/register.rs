@@ -160,10 +160,13 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
     let mut config = sources.resolve(&registry)?;
     DeviceChoice::of(&args.device)?.apply(&mut config);
 
-    let fixed_volume = read_image(&args.fixed, "fixed image")?;
+    let (Some(moving_path), Some(fixed_path)) = (&args.moving, &args.fixed) else {
+        bail!("give --moving and --fixed (a CSV of pairs, --pairs, needs --model)");
+    };
+    let fixed_volume = read_image(fixed_path, "fixed image")?;
     let shape = fixed_volume.shape.clone();
-    let moving = image_on_grid(&args.moving, "moving image", &shape)?;
-    let fixed = image_on_grid(&args.fixed, "fixed image", &shape)?;
+    let moving = image_on_grid(moving_path, "moving image", &shape)?;
+    let fixed = image_on_grid(fixed_path, "fixed image", &shape)?;
     let labels = match (&args.moving_label, &args.fixed_label) {
         (Some(m), Some(f)) => {
             let moving = labels_on_grid(m, "moving label", &shape)?;
@@ -246,8 +249,8 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
 
     say!(
         "registered {} to {} ({} iterations); outputs in {}",
-        args.moving.display(),
-        args.fixed.display(),
+        moving_path.display(),
+        fixed_path.display(),
         args.iterations,
         args.out.display()
     )?;

@@ -66,7 +66,10 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
     };
     let mut observer = Progress::new(&run_dir);
     let (model, summary) = match engine::train(&config, &options, &mut observer) {
-        Ok(trained) => trained,
+        Ok(trained) => {
+            observer.board.open(&run_dir);
+            trained
+        }
         Err(error) => {
             if args.exp_name.is_none() {
                 run_folder::remove_if_empty(&run_dir);
@@ -136,13 +139,18 @@ impl<'a> Progress<'a> {
 
 /// The run's TensorBoard event files, as DeepReg's Keras callback lays them out:
 /// `<run>/train/` (`batch_loss` per step; `epoch_loss`, `epoch_<term>`, `epoch_<metric>` per
-/// epoch) and `<run>/validation/` (the epoch scalars of the validation pass). Created at
-/// the first write; a failure is a warning and stops TensorBoard logging, not training.
+/// epoch) and `<run>/validation/` (the epoch scalars of the validation pass). Until the run
+/// has results (the first epoch's end, or training returning), scalars are held in memory,
+/// so a run that fails in its first epoch leaves no folder behind; then the folders are
+/// created and written at every event. A failure is a warning and stops TensorBoard
+/// logging, not training.
 #[derive(Default)]
 struct Board {
     train: Option<tensorboard::EventWriter>,
     validation: Option<tensorboard::EventWriter>,
     failed: bool,
+    open: bool,
+    pending: Vec<(&'static str, usize, Vec<(String, f64)>)>,
 }
 
 /// The epoch scalars of a split: `epoch_loss`, then `epoch_<name>` for every term and metric.
@@ -158,9 +166,31 @@ fn epoch_scalars(log: &SplitLog) -> Vec<(String, f64)> {
 }
 
 impl Board {
-    /// Writes `scalars` at `step` into `<run>/<folder>/`.
-    fn write(&mut self, run_dir: &Path, folder: &str, step: usize, scalars: &[(String, f64)]) {
+    /// The run has results: writes what was held and every later event straight away.
+    fn open(&mut self, run_dir: &Path) {
+        if self.open {
+            return;
+        }
+        self.open = true;
+        for (folder, step, scalars) in std::mem::take(&mut self.pending) {
+            self.write(run_dir, folder, step, &scalars);
+        }
+    }
+
+    /// Writes `scalars` at `step` into `<run>/<folder>/` (`train` or `validation`), or holds
+    /// them until [`Board::open`].
+    fn write(
+        &mut self,
+        run_dir: &Path,
+        folder: &'static str,
+        step: usize,
+        scalars: &[(String, f64)],
+    ) {
         if self.failed {
+            return;
+        }
+        if !self.open {
+            self.pending.push((folder, step, scalars.to_vec()));
             return;
         }
         let slot = if folder == "train" {
@@ -241,6 +271,7 @@ impl TrainObserver for Progress<'_> {
             bar.finish_and_clear();
         }
         tracing::info!("epoch {} train: {}", log.epoch, describe(&log.train));
+        self.board.open(self.run_dir);
         if let Some(valid) = &log.valid {
             tracing::info!("epoch {} valid: {}", log.epoch, describe(valid));
         }

@@ -28,6 +28,9 @@ pub mod names {
     pub const PRED_FIXED_IMAGE: &str = "pred_fixed_image";
     /// The moving labels warped onto the fixed grid, or the conditional prediction.
     pub const PRED_FIXED_LABEL: &str = "pred_fixed_label";
+    /// The fixed image warped onto the moving grid by the inverse transform (the `bidir`
+    /// option of the `ddf` and `dvf` methods).
+    pub const PRED_MOVING_IMAGE: &str = "pred_moving_image";
     /// A ground-truth DDF (supervised registration).
     pub const TRUE_DDF: &str = "true_ddf";
     /// A ground-truth inverse DDF.

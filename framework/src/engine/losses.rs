@@ -50,7 +50,15 @@ fn add<K: ComponentKind + ?Sized>(
     build: impl Fn(&K) -> Result<Box<dyn Loss>, ComponentError>,
 ) -> Result<(), EngineError> {
     for term in configured.iter().filter(|t| !t.weight.is_zero()) {
-        let name = term_name(section, term);
+        let base = term_name(section, term);
+        // A second term of one loss in a section (e.g. VoxelMorph's bidirectional image
+        // terms) is logged as `<name>_2`, and so on, so every term keeps its own column.
+        let mut name = base.clone();
+        let mut count = 1;
+        while terms.iter().any(|t| t.name == name) {
+            count += 1;
+            name = format!("{base}_{count}");
+        }
         let loss = build(&term.config).map_err(|source| EngineError::Build {
             what: format!("{} loss", section.key()),
             source: Box::new(source),

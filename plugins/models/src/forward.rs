@@ -55,9 +55,28 @@ fn dense(output: BackboneOutput, method: &str) -> candle::Result<Tensor> {
     }
 }
 
+/// VoxelMorph's `bidir`: the fixed image warped onto the moving grid by `inverse_ddf` (an
+/// approximate inverse of the forward transform), added to `out` as `pred_moving_image`, for
+/// an image loss on `[pred_moving_image, moving_image]`.
+fn warp_fixed(batch: &Batch, inverse_ddf: &Tensor, out: &mut Tensors) -> candle::Result<()> {
+    let image = ops::warp(
+        batch.fixed_image()?,
+        inverse_ddf,
+        Interp::Linear,
+        Padding::Zeros,
+    )?;
+    out.put(names::PRED_MOVING_IMAGE, Kind::Image, Grid::Moving, image);
+    Ok(())
+}
+
 /// `ddf`: predicts the DDF (directly, or from the affine of a `global` backbone) and warps
-/// the moving image and labels with it.
-pub(crate) fn ddf_forward(backbone: &dyn Backbone, batch: &Batch) -> candle::Result<Tensors> {
+/// the moving image and labels with it; with `bidir` also the fixed image by the negated
+/// DDF (VoxelMorph's non-diffeomorphic `bidir`).
+pub(crate) fn ddf_forward(
+    backbone: &dyn Backbone,
+    bidir: bool,
+    batch: &Batch,
+) -> candle::Result<Tensors> {
     let input = backbone_input(batch, false)?;
     let mut out = Tensors::new();
     match backbone.forward(&input)? {
@@ -70,21 +89,77 @@ pub(crate) fn ddf_forward(backbone: &dyn Backbone, batch: &Batch) -> candle::Res
     }
     let ddf = out.require(names::DDF)?.clone();
     warp_moving(batch, &ddf, &mut out)?;
+    if bidir {
+        warp_fixed(batch, &ddf.neg()?, &mut out)?;
+    }
     Ok(out)
 }
 
-/// `dvf`: predicts a velocity field, integrates it into a DDF by scaling and squaring in
-/// `int_steps` steps, and warps the moving image and labels with it.
+/// How the `dvf` method integrates its velocity field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Integration {
+    /// Scaling-and-squaring steps.
+    pub steps: usize,
+    /// Integrate at `1/downsize` of the resolution (VoxelMorph's `int_downsize`); 1: full.
+    pub downsize: usize,
+}
+
+/// The grid a field of `size` is integrated on at `1/downsize` of its resolution:
+/// `⌊s / downsize⌋` per axis (PyTorch's `interpolate(scale_factor=1/downsize)`).
+pub(crate) fn integration_size(size: &[usize], downsize: usize) -> Vec<usize> {
+    size.iter().map(|s| s / downsize.max(1)).collect()
+}
+
+/// Resizes a displacement or velocity field `(N, ndim, *s)` to `size` with corners aligned
+/// (VoxelMorph's `ResizeTransform`), scaling each component by its axis's voxel ratio
+/// `(size − 1)/(s − 1)` so it stays in voxels of the new grid. VoxelMorph scales by the
+/// nominal factor (`int_downsize` or its inverse) instead, which differs from the ratio by
+/// `(s − 1)/(s' − 1)` vs `s/s'` (3 % at 32 → 16 voxels): voxreg keeps the field exact.
+fn resize_field(field: &Tensor, size: &[usize]) -> candle::Result<Tensor> {
+    let from = field.dims()[2..].to_vec();
+    if from == size {
+        return Ok(field.clone());
+    }
+    let resized = ops::resize(field, size, ops::ResizeMode::Linear, ops::Align::Corners)?;
+    let components = (0..size.len())
+        .map(|axis| {
+            let ratio = (size[axis].max(2) - 1) as f64 / (from[axis].max(2) - 1) as f64;
+            resized.narrow(1, axis, 1)?.affine(ratio, 0.0)
+        })
+        .collect::<candle::Result<Vec<_>>>()?;
+    Tensor::cat(&components, 1)
+}
+
+/// Integrates `dvf` by scaling and squaring, at reduced resolution when
+/// `integration.downsize > 1` (resized down, integrated, resized back, see
+/// [`resize_field`]).
+fn integrate(dvf: &Tensor, integration: Integration) -> candle::Result<Tensor> {
+    if integration.downsize <= 1 {
+        return ops::dvf_to_ddf(dvf, integration.steps);
+    }
+    let size = dvf.dims()[2..].to_vec();
+    let low = resize_field(dvf, &integration_size(&size, integration.downsize))?;
+    resize_field(&ops::dvf_to_ddf(&low, integration.steps)?, &size)
+}
+
+/// `dvf`: predicts a velocity field, integrates it into a DDF by scaling and squaring (see
+/// [`Integration`]), and warps the moving image and labels with it; with `bidir` also the
+/// fixed image by the integral of the negated velocity (the inverse transform, VoxelMorph's
+/// diffeomorphic `bidir`).
 pub(crate) fn dvf_forward(
     backbone: &dyn Backbone,
-    int_steps: usize,
+    integration: Integration,
+    bidir: bool,
     batch: &Batch,
 ) -> candle::Result<Tensors> {
     let input = backbone_input(batch, false)?;
     let dvf = dense(backbone.forward(&input)?, "dvf")?;
-    let ddf = ops::dvf_to_ddf(&dvf, int_steps)?;
+    let ddf = integrate(&dvf, integration)?;
     let mut out = Tensors::new();
     out.put(names::DDF, Kind::Field, Grid::Fixed, ddf.clone());
+    if bidir {
+        warp_fixed(batch, &integrate(&dvf.neg()?, integration)?, &mut out)?;
+    }
     out.put(names::DVF, Kind::Velocity, Grid::Fixed, dvf);
     warp_moving(batch, &ddf, &mut out)?;
     Ok(out)
@@ -197,6 +272,11 @@ mod tests {
     /// A backbone that always outputs the same tensor.
     struct Fixed(BackboneOutput);
 
+    /// Integration at full resolution in `steps` steps.
+    fn full(steps: usize) -> Integration {
+        Integration { steps, downsize: 1 }
+    }
+
     impl Backbone for Fixed {
         fn forward(&self, _input: &Tensor) -> candle::Result<BackboneOutput> {
             Ok(self.0.clone())
@@ -213,7 +293,7 @@ mod tests {
                 &VarMap::new(),
             );
             let b = batch(&size, &size, 2)?;
-            let out = ddf_forward(net.as_ref(), &b)?;
+            let out = ddf_forward(net.as_ref(), false, &b)?;
             let ddf = output(&out, names::DDF);
             assert_eq!(ddf.dims(), &[&[2, size.len()][..], &size].concat()[..]);
             assert_eq!(max_abs(&ddf)?, 0.0);
@@ -232,7 +312,7 @@ mod tests {
         let net = build(&local(None, None), &fixed, field_io(2), &VarMap::new());
         let b = batch(&[12, 10], &fixed, 1)?;
         assert_eq!(backbone_input(&b, false)?.dims(), &[2, 2, 8, 8]);
-        let out = ddf_forward(net.as_ref(), &b)?;
+        let out = ddf_forward(net.as_ref(), false, &b)?;
         assert_eq!(output(&out, names::PRED_FIXED_IMAGE).dims(), &[2, 1, 8, 8]);
         assert_eq!(output(&out, names::PRED_FIXED_LABEL).dims(), &[2, 1, 8, 8]);
         Ok(())
@@ -252,7 +332,7 @@ mod tests {
         };
         let fixed = [8, 8, 8];
         let net = build(&config, &fixed, field_io(3), &VarMap::new());
-        let out = ddf_forward(net.as_ref(), &batch(&fixed, &fixed, 0)?)?;
+        let out = ddf_forward(net.as_ref(), false, &batch(&fixed, &fixed, 0)?)?;
         let theta = output(&out, names::THETA);
         assert_eq!(theta.dims(), &[2, 4, 3]);
         let ddf = output(&out, names::DDF);
@@ -274,7 +354,7 @@ mod tests {
         )?;
         let net = Fixed(BackboneOutput::Dense(dvf.clone()));
         let b = batch(&[6, 6, 6], &[6, 6, 6], 0)?;
-        let out = dvf_forward(&net, 7, &b)?;
+        let out = dvf_forward(&net, full(7), false, &b)?;
         assert!(max_abs(&(output(&out, names::DDF) - &dvf)?)? < 1e-5);
         let warped = output(&out, names::PRED_FIXED_IMAGE);
         let shifted = b.moving_image()?.narrow(2, 1, 5)?;
@@ -282,7 +362,85 @@ mod tests {
         assert!(out.get(names::DVF).is_some());
         // An affine backbone cannot drive the dvf method.
         let theta = ops::identity_theta(2, 3, DType::F32, &dev)?;
-        assert!(dvf_forward(&Fixed(BackboneOutput::Affine(theta)), 7, &b).is_err());
+        assert!(dvf_forward(&Fixed(BackboneOutput::Affine(theta)), full(7), false, &b).is_err());
+        Ok(())
+    }
+
+    /// A field `(2, 3, n, n, n)` of `value` along axis 0 and zero along the others.
+    fn along_axis_0(value: f32, n: usize) -> candle::Result<Tensor> {
+        let dev = Device::Cpu;
+        Tensor::cat(
+            &[
+                (Tensor::ones((2, 1, n, n, n), DType::F32, &dev)? * f64::from(value))?,
+                Tensor::zeros((2, 2, n, n, n), DType::F32, &dev)?,
+            ],
+            1,
+        )
+    }
+
+    #[test]
+    fn bidir_warps_the_fixed_image_by_the_inverse_shift() -> candle::Result<()> {
+        let b = batch(&[6, 6, 6], &[6, 6, 6], 0)?;
+        // The fixed image moved back by one voxel along axis 0: output p samples p − 1.
+        let expected = b.fixed_image()?.narrow(2, 0, 5)?;
+        let ddf_net = Fixed(BackboneOutput::Dense(along_axis_0(1.0, 6)?));
+        let dvf_net = Fixed(BackboneOutput::Dense(along_axis_0(1.0, 6)?));
+        let outputs = [
+            ddf_forward(&ddf_net, true, &b)?,
+            dvf_forward(&dvf_net, full(7), true, &b)?,
+        ];
+        for out in &outputs {
+            let inverse = output(out, names::PRED_MOVING_IMAGE);
+            assert!(max_abs(&(inverse.narrow(2, 1, 5)? - &expected)?)? < 1e-5);
+            assert!(max_abs(&inverse.narrow(2, 0, 1)?)? < 1e-6, "zero outside");
+        }
+        assert!(ddf_forward(&ddf_net, false, &b)?
+            .get(names::PRED_MOVING_IMAGE)
+            .is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn resized_fields_stay_in_voxels_of_their_grid() -> candle::Result<()> {
+        // u(x) = 0.3 x along axis 0 on 8 voxels; on 4 voxels with corners aligned
+        // (x = y · 7/3) it must be 0.3 y in the new voxels (VoxelMorph's factor ½ would
+        // give 0.35 y).
+        let dev = Device::Cpu;
+        let ramp: Vec<f32> = (0..8).map(|x| 0.3 * x as f32).collect();
+        let axis0 = Tensor::from_vec(ramp, (1, 1, 8, 1, 1), &dev)?.broadcast_as((1, 1, 8, 8, 8))?;
+        let field = Tensor::cat(
+            &[
+                axis0.contiguous()?,
+                Tensor::zeros((1, 2, 8, 8, 8), DType::F32, &dev)?,
+            ],
+            1,
+        )?;
+        let low = resize_field(&field, &[4, 4, 4])?;
+        let values = low.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        for (index, value) in values.iter().enumerate() {
+            let y = (index / 16) as f32;
+            assert!((value - 0.3 * y).abs() < 1e-5, "{index}: {value}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn integration_at_half_resolution_keeps_a_translation() -> candle::Result<()> {
+        let dvf = along_axis_0(1.5, 8)?;
+        let net = Fixed(BackboneOutput::Dense(dvf.clone()));
+        let b = batch(&[8, 8, 8], &[8, 8, 8], 0)?;
+        let integration = Integration {
+            steps: 7,
+            downsize: 2,
+        };
+        assert_eq!(integration_size(&[8, 9, 5], 2), [4, 4, 2]);
+        let out = dvf_forward(&net, integration, false, &b)?;
+        assert!(max_abs(&(output(&out, names::DDF) - &dvf)?)? < 1e-5);
+        assert_eq!(
+            output(&out, names::DVF).dims(),
+            dvf.dims(),
+            "dvf at full resolution"
+        );
         Ok(())
     }
 
@@ -292,7 +450,7 @@ mod tests {
         let fixed = [8, 8];
         let net = build(&local(None, None), &fixed, field_io(2), &varmap);
         let b = batch(&fixed, &fixed, 0)?;
-        let out = dvf_forward(net.as_ref(), 3, &b)?;
+        let out = dvf_forward(net.as_ref(), full(3), false, &b)?;
         let loss = (output(&out, names::PRED_FIXED_IMAGE) - b.fixed_image()?)?
             .sqr()?
             .mean_all()?;

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use voxreg_framework::candle;
 use voxreg_framework::prelude::*;
 
-use crate::forward::{conditional_forward, ddf_forward, dvf_forward};
+use crate::forward::{
+    conditional_forward, ddf_forward, dvf_forward, integration_size, Integration,
+};
 
 /// The backbone of a dense-input method: the moving and fixed images in, `out_channels`
 /// out, with `head` as the output layer.
@@ -49,6 +51,37 @@ fn warped_decls(context: &MethodContext<'_>) -> Vec<Decl> {
     decls
 }
 
+/// With `bidir`, `pred_moving_image` on the moving grid; `bidir` needs moving and fixed
+/// images of one shape (the inverse field lives on the fixed grid).
+fn bidir_decls(bidir: bool) -> Vec<Decl> {
+    if bidir {
+        vec![Decl::new(
+            names::PRED_MOVING_IMAGE,
+            Kind::Image,
+            Grid::Moving,
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+fn check_bidir(
+    method: &str,
+    bidir: bool,
+    context: &MethodContext<'_>,
+) -> Result<(), ComponentError> {
+    if bidir && context.shapes.moving != context.shapes.fixed {
+        return Err(ComponentError::invalid(
+            format!("method `{method}`"),
+            format!(
+                "`bidir` needs moving and fixed images of one shape (the fixed image is warped onto the moving grid), got {:?} and {:?}",
+                context.shapes.moving, context.shapes.fixed
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `ddf`: the backbone predicts a dense displacement field directly (or, with the `global`
 /// backbone, an affine transform turned into a DDF).
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -56,16 +89,21 @@ pub struct DdfMethod {
     /// The network (default: `train.backbone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone: Option<Component<dyn BackboneConfig>>,
+    /// VoxelMorph's `bidir`: also output `pred_moving_image`, the fixed image warped by the
+    /// negated DDF, for a loss term on `[pred_moving_image, moving_image]`.
+    #[serde(default)]
+    pub bidir: bool,
 }
 
 /// A built `ddf` method.
 pub(crate) struct Ddf {
     pub(crate) backbone: Box<dyn Backbone>,
+    pub(crate) bidir: bool,
 }
 
 impl Method for Ddf {
     fn forward(&self, batch: &Batch) -> candle::Result<Tensors> {
-        ddf_forward(&*self.backbone, batch)
+        ddf_forward(&*self.backbone, self.bidir, batch)
     }
 }
 
@@ -76,6 +114,7 @@ impl MethodConfig for DdfMethod {
         context: &MethodContext<'_>,
         params: VarBuilder<'_>,
     ) -> Result<Box<dyn Method>, ComponentError> {
+        check_bidir("ddf", self.bidir, context)?;
         let ndim = context.spatial_dims();
         let (backbone, _) = build_backbone(
             "ddf",
@@ -86,7 +125,10 @@ impl MethodConfig for DdfMethod {
             Head::Field,
             params,
         )?;
-        Ok(Box::new(Ddf { backbone }))
+        Ok(Box::new(Ddf {
+            backbone,
+            bidir: self.bidir,
+        }))
     }
 
     fn needs_backbone(&self) -> bool {
@@ -99,6 +141,7 @@ impl MethodConfig for DdfMethod {
             decls.push(Decl::new(names::THETA, Kind::Affine, Grid::None));
         }
         decls.extend(warped_decls(context));
+        decls.extend(bidir_decls(self.bidir));
         decls
     }
 }
@@ -117,9 +160,22 @@ pub struct DvfMethod {
     /// Scaling-and-squaring steps (DeepReg uses 7).
     #[serde(default = "default_int_steps")]
     pub int_steps: usize,
+    /// Integrate at `1/int_downsize` of the resolution, then resize the DDF back
+    /// (VoxelMorph's `int_downsize`, 2 in its scripts; 1, the default, is DeepReg's
+    /// full-resolution integration). The `dvf` output stays at full resolution.
+    #[serde(default = "default_int_downsize")]
+    pub int_downsize: usize,
+    /// VoxelMorph's `bidir`: also output `pred_moving_image`, the fixed image warped by the
+    /// integral of the negated velocity (the inverse transform).
+    #[serde(default)]
+    pub bidir: bool,
     /// The network (default: `train.backbone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone: Option<Component<dyn BackboneConfig>>,
+}
+
+fn default_int_downsize() -> usize {
+    1
 }
 
 fn default_int_steps() -> usize {
@@ -129,12 +185,13 @@ fn default_int_steps() -> usize {
 /// A built `dvf` method.
 struct Dvf {
     backbone: Box<dyn Backbone>,
-    int_steps: usize,
+    integration: Integration,
+    bidir: bool,
 }
 
 impl Method for Dvf {
     fn forward(&self, batch: &Batch) -> candle::Result<Tensors> {
-        dvf_forward(&*self.backbone, self.int_steps, batch)
+        dvf_forward(&*self.backbone, self.integration, self.bidir, batch)
     }
 }
 
@@ -145,6 +202,17 @@ impl MethodConfig for DvfMethod {
         context: &MethodContext<'_>,
         params: VarBuilder<'_>,
     ) -> Result<Box<dyn Method>, ComponentError> {
+        check_bidir("dvf", self.bidir, context)?;
+        let low = integration_size(&context.shapes.fixed, self.int_downsize);
+        if self.int_downsize == 0 || low.iter().any(|s| *s < 2) {
+            return Err(ComponentError::invalid(
+                "method `dvf`",
+                format!(
+                    "`int_downsize: {}` must be at least 1 and leave at least 2 voxels per axis of the fixed shape {:?}",
+                    self.int_downsize, context.shapes.fixed
+                ),
+            ));
+        }
         let ndim = context.spatial_dims();
         let (backbone, affine) = build_backbone(
             "dvf",
@@ -163,7 +231,11 @@ impl MethodConfig for DvfMethod {
         }
         Ok(Box::new(Dvf {
             backbone,
-            int_steps: self.int_steps,
+            integration: Integration {
+                steps: self.int_steps,
+                downsize: self.int_downsize,
+            },
+            bidir: self.bidir,
         }))
     }
 
@@ -177,6 +249,7 @@ impl MethodConfig for DvfMethod {
             Decl::new(names::DVF, Kind::Velocity, Grid::Fixed),
         ];
         decls.extend(warped_decls(context));
+        decls.extend(bidir_decls(self.bidir));
         decls
     }
 }

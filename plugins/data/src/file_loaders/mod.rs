@@ -2,6 +2,7 @@
 //! VoxelMorph's NumPy `.npz` volumes, and 2D image files (PNG, TIFF) in the same folders.
 
 mod affine;
+mod by_extension;
 mod h5;
 mod nifti;
 mod nifti_read;
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use voxreg_framework::prelude::*;
 
+pub use self::by_extension::{read_volume_file, write_volume_file, FileKind};
 pub use self::h5::{write_h5, H5Format};
 pub use self::nifti::{read_nifti, write_nifti, NiftiFormat};
 pub use self::npz::{read_npz, write_npz, NpzFormat};
@@ -39,7 +41,9 @@ fn image_id(
             let name = file.file_name().unwrap_or_default().to_string_lossy();
             return Err(data_error(
                 file,
-                format!("grouped data keeps each image in a group folder: <dir>/<kind>/<group>/{name}"),
+                format!(
+                    "grouped data keeps each image in a group folder: <dir>/<kind>/<group>/{name}"
+                ),
             ));
         }
         Some(parts.remove(0))

@@ -29,8 +29,7 @@ impl FileLoaderConfig for RasterFormat {
         grouped: bool,
     ) -> Result<Box<dyn FileLoader>, ComponentError> {
         if let Some(size) = &self.voxel_size {
-            if !(2..=3).contains(&size.len()) || size.iter().any(|v| !(v.is_finite() && *v > 0.0))
-            {
+            if !(2..=3).contains(&size.len()) || size.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
                 return Err(ComponentError::invalid(
                     "file_loader `image`",
                     format!("`voxel_size` must list 2 or 3 positive sizes, got {size:?}"),

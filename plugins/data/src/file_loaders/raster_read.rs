@@ -215,7 +215,11 @@ fn tiff_channels(path: &Path, page: usize, color: ColorType) -> Result<usize, Co
     }
 }
 
-fn tiff_samples(path: &Path, page: usize, decoded: DecodingResult) -> Result<Vec<f32>, ComponentError> {
+fn tiff_samples(
+    path: &Path,
+    page: usize,
+    decoded: DecodingResult,
+) -> Result<Vec<f32>, ComponentError> {
     Ok(match decoded {
         DecodingResult::U8(v) => v.into_iter().map(f32::from).collect(),
         DecodingResult::U16(v) => v.into_iter().map(f32::from).collect(),
