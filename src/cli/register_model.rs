@@ -69,7 +69,8 @@ pub fn register_with_model(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::
     };
     check_outputs(&jobs)?;
     let trained = trained_run::locate(model_path, "model", None)?;
-    let (_registry, mut config) = host::load_config(plugins, &[trained.config.clone()])?;
+    let (_registry, mut config) =
+        host::load_config(plugins, std::slice::from_ref(&trained.config))?;
     DeviceChoice::of(&args.device)?.apply(&mut config);
     let mut model = Model::build(&config, &Device::Cpu)?;
     model

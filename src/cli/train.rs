@@ -137,6 +137,9 @@ impl<'a> Progress<'a> {
     }
 }
 
+/// Scalars held until the run has results: the folder, the step, the values.
+type HeldScalars = (&'static str, usize, Vec<(String, f64)>);
+
 /// The run's TensorBoard event files, as DeepReg's Keras callback lays them out:
 /// `<run>/train/` (`batch_loss` per step; `epoch_loss`, `epoch_<term>`, `epoch_<metric>` per
 /// epoch) and `<run>/validation/` (the epoch scalars of the validation pass). Until the run
@@ -150,7 +153,7 @@ struct Board {
     validation: Option<tensorboard::EventWriter>,
     failed: bool,
     open: bool,
-    pending: Vec<(&'static str, usize, Vec<(String, f64)>)>,
+    pending: Vec<HeldScalars>,
 }
 
 /// The epoch scalars of a split: `epoch_loss`, then `epoch_<name>` for every term and metric.
