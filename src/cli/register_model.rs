@@ -461,9 +461,10 @@ fn register_pair(model: &Model, job: &PairJob, keys: &NpzKeys<'_>) -> anyhow::Re
     })
 }
 
-/// Dice per label before → after: on the native fixed grid (masks warped by nearest
-/// neighbour with the native field; before: the identity sample) and on the training grid
-/// (masks resized linearly as the data loaders do, warped linearly by the network's field).
+/// Dice per label before → after, each mask warped linearly and thresholded at 0.5 as
+/// predict (and DeepReg) measures it: on the native fixed grid (the native field; before:
+/// the identity sample) and on the training grid (masks resized linearly as the data
+/// loaders do, warped by the network's field). With equal grids the two agree exactly.
 fn label_dice(
     moving: &Labels,
     fixed: &Labels,
@@ -491,7 +492,7 @@ fn label_dice(
         };
         let native_mask = tensor(std::slice::from_ref(moving_mask), moving_native)?;
         let on_native = |field: &Tensor| -> anyhow::Result<f64> {
-            let warped = ops::warp(&native_mask, field, Interp::Nearest, Padding::Zeros)?;
+            let warped = ops::warp(&native_mask, field, Interp::Linear, Padding::Zeros)?;
             Ok(metrics::binary_dice(fixed_mask, &channels(&warped)?[0]))
         };
         let train_mask = tensor(

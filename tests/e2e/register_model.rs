@@ -232,3 +232,52 @@ fn bad_requests_are_refused_with_the_reason() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "--moved needs --model");
 }
+
+#[test]
+fn at_the_training_shape_native_dice_equals_the_training_grid_dice() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let checkpoint = train_tiny_model(
+        dir.path(),
+        &logs,
+        "native",
+        "dataset: {moving_image_shape: [32, 32, 32], fixed_image_shape: [32, 32, 32]}\n",
+    );
+    let flag = std::ffi::OsStr::new;
+    let (moving, fixed) = (
+        demo("moving_images", "case_015"),
+        demo("fixed_images", "case_015"),
+    );
+    let (moving_label, fixed_label) = (
+        demo("moving_labels", "case_015"),
+        demo("fixed_labels", "case_015"),
+    );
+    let (moved, warp) = (dir.path().join("m.nii.gz"), dir.path().join("w.nii.gz"));
+    let output = register(
+        &checkpoint,
+        &[
+            flag("--moving"),
+            os(&moving),
+            flag("--fixed"),
+            os(&fixed),
+            flag("--moving-label"),
+            os(&moving_label),
+            flag("--fixed-label"),
+            os(&fixed_label),
+            flag("--moved"),
+            os(&moved),
+            flag("--warp"),
+            os(&warp),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for label in ["label 0", "label 1"] {
+        let [native_before, native_after, train_before, train_after] = dice_line(&text, label);
+        assert_eq!(
+            (native_before, native_after),
+            (train_before, train_after),
+            "{text}"
+        );
+    }
+}
