@@ -234,12 +234,11 @@ fn read_spatial(path: &Path, what: &str, key: &str, ndim: usize) -> anyhow::Resu
 }
 
 /// A label file as one mask per label on its spatial grid `shape`: a 4D (3D) label is one
-/// mask per channel (DeepReg's layout, thresholded later at 0.5); a label of the image's
-/// rank holding values other than 0 and 1 is an integer segmentation (VoxelMorph's `seg`),
-/// one mask per non-zero value, in increasing order.
+/// mask per channel (DeepReg's layout, thresholded later at 0.5), as is a label of the
+/// image's rank with values in `[0, 1]`; one with other values is an integer segmentation
+/// (VoxelMorph's `seg`), one mask per non-zero value, in increasing order.
+#[derive(Debug)]
 struct Labels {
-    /// The file's values, channel-last as read.
-    volume: Volume,
     /// The channels to warp: `(*spatial)` each.
     channels: Vec<Vec<f32>>,
     /// The masks Dice is taken on, with the name of each.
@@ -265,13 +264,13 @@ fn read_labels(path: &Path, what: &str, key: &str, spatial: &[usize]) -> anyhow:
     let channels: Vec<Vec<f32>> = (0..count)
         .map(|c| label_channel(&volume.data, count, c))
         .collect();
-    let binary = volume.data.iter().all(|v| *v == 0.0 || *v == 1.0);
-    let masks = if count == 1 && !binary {
+    let in_unit_range = volume.data.iter().all(|v| (0.0..=1.0).contains(v));
+    let masks = if count == 1 && !in_unit_range {
         let mut values: Vec<i64> = Vec::new();
         for v in &volume.data {
             if v.fract() != 0.0 || *v < 0.0 {
                 bail!(
-                    "{what} {}: value {v} is neither a 0/1 mask nor a non-negative integer segmentation",
+                    "{what} {}: value {v} is neither a mask in [0, 1] nor a non-negative integer segmentation",
                     path.display()
                 );
             }
@@ -299,11 +298,7 @@ fn read_labels(path: &Path, what: &str, key: &str, spatial: &[usize]) -> anyhow:
             .map(|(index, channel)| (format!("label {index}"), channel.clone()))
             .collect()
     };
-    Ok(Labels {
-        volume,
-        channels,
-        masks,
-    })
+    Ok(Labels { channels, masks })
 }
 
 /// A `(1, C, *shape)` tensor from C channels on `shape`.
@@ -438,7 +433,6 @@ fn register_pair(model: &Model, job: &PairJob, keys: &NpzKeys<'_>) -> anyhow::Re
             Padding::Zeros,
         )?;
         write_output(out, &channels(&warped)?, &fixed, keys.label)?;
-        tracing::debug!("labels read as {:?}", labels.volume.shape);
     }
 
     let dice = match (&moving_labels, &fixed_labels) {
@@ -654,6 +648,56 @@ mod tests {
             "{:?}",
             field[0]
         );
+    }
+
+    #[test]
+    fn integer_segmentations_give_one_mask_per_value_and_masks_stay_channels() {
+        let dir = tempfile::tempdir().unwrap();
+        let affine = [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let write = |name: &str, data: Vec<f32>, shape: Vec<usize>| {
+            let path = dir.path().join(name);
+            let volume = Volume {
+                data,
+                shape,
+                affine,
+            };
+            voxreg::data::write_nifti(&path, &volume).unwrap();
+            path
+        };
+        let seg = write("seg.nii", vec![0.0, 5.0, 2.0, 5.0], vec![2, 2]);
+        let labels = read_labels(&seg, "label", "seg", &[2, 2]).unwrap();
+        let names: Vec<&str> = labels.masks.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["label 2", "label 5"]);
+        assert_eq!(labels.masks[1].1, [0.0, 1.0, 0.0, 1.0]);
+        assert_eq!(labels.channels, [vec![0.0, 5.0, 2.0, 5.0]]);
+        let masks = write(
+            "masks.nii",
+            vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0],
+            vec![2, 2, 2],
+        );
+        let labels = read_labels(&masks, "label", "seg", &[2, 2]).unwrap();
+        assert_eq!(
+            labels.channels,
+            [vec![1.0, 0.0, 1.0, 0.0], vec![0.0, 1.0, 1.0, 0.0]]
+        );
+        assert_eq!(labels.masks.len(), 2);
+        let soft = write("soft.nii", vec![0.0, 0.5, 1.5, 1.0], vec![2, 2]);
+        let error = read_labels(&soft, "label", "seg", &[2, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("neither a mask in [0, 1]"), "{error}");
+        let probability = write("p.nii", vec![0.0, 0.5, 0.25, 1.0], vec![2, 2]);
+        let labels = read_labels(&probability, "label", "seg", &[2, 2]).unwrap();
+        assert_eq!(labels.masks.len(), 1, "a probability map is one mask");
+        let wrong = read_labels(&seg, "label", "seg", &[2, 3])
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("expected its image's shape"), "{wrong}");
     }
 
     fn job(name: &str) -> PairJob {
