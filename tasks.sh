@@ -5,7 +5,7 @@
 #   ./tasks.sh hypermorph  build the 2D HyperMorph demo data, train configs/hypermorph.yaml,
 #                     and sweep lambda over the test split
 #   ./tasks.sh test   run the whole test suite (what CI runs)
-#   ./tasks.sh lint   rustfmt and clippy checks
+#   ./tasks.sh lint   rustfmt, framework feature pins and clippy checks
 #   ./tasks.sh peer   compare losses, ops and metrics with MONAI, PyTorch and DeepReg's formulas
 #                     (tests/peer; a Python venv with tests/peer/requirements.txt in
 #                     target/peer-venv, or the interpreter named by VOXREG_PEER_PYTHON)
@@ -46,6 +46,29 @@ install_rust() {
         components="$(rustup component list --installed 2>/dev/null || true)"
         grep -q '^clippy' <<<"$components" || rustup component add clippy rustfmt
     fi
+}
+
+# Every crate the framework depends on must get the same features whether cargo builds a
+# plugin on its own or the voxreg binary: otherwise the two builds hash the framework
+# differently and the plugin cannot load. Names the crates whose features differ, so the
+# fix (a pin in framework/Cargo.toml) is one line.
+check_framework_feature_pins() {
+    local framework_deps plugin_alone binary_alone differ=0
+    framework_deps="$(cargo tree -p voxreg-framework -e normal,build --prefix none -f '{p}' \
+        | sed 's/ (\*)//' | awk '{print $1" "$2}' | sort -u)"
+    plugin_alone="$(cargo tree -p custom_backbone -e normal,build --prefix none -f '{p} [{f}]' | sort -u)"
+    binary_alone="$(cargo tree -p voxreg -e normal,build --prefix none -f '{p} [{f}]' | sort -u)"
+    while read -r name version; do
+        local in_plugin in_binary
+        in_plugin="$(grep -m1 "^$name $version " <<<"$plugin_alone" || true)"
+        in_binary="$(grep -m1 "^$name $version " <<<"$binary_alone" || true)"
+        if [ "$in_plugin" != "$in_binary" ]; then
+            echo "feature pin needed in framework/Cargo.toml: plugin alone builds '$in_plugin'," \
+                "the binary builds '$in_binary'" >&2
+            differ=1
+        fi
+    done <<<"$framework_deps"
+    return "$differ"
 }
 
 task="${1:-}"
@@ -102,6 +125,7 @@ case "$task" in
         install_system_packages
         install_rust
         cargo fmt --all -- --check
+        check_framework_feature_pins
         cargo clippy --workspace --all-targets -- -D warnings
         ;;
     peer)
