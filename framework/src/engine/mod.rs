@@ -10,6 +10,7 @@ mod check;
 pub mod checkpoint;
 mod evaluate;
 mod finite;
+mod gradients;
 mod hyper_groups;
 mod logs;
 mod losses;

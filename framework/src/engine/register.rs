@@ -109,7 +109,8 @@ pub fn register(
                 "the loss became {loss} at iteration {iteration}: lower the learning rate (train.optimizer.learning_rate)"
             )));
         }
-        let grads = total.backward().map_err(tensor_error("back-propagation"))?;
+        let grads = super::gradients::backward_detached(&total, [&parameters])
+            .map_err(tensor_error("back-propagation"))?;
         if let Some(gradient) = grads.get(&parameters) {
             if let Some(value) = first_non_finite(gradient)? {
                 return Err(EngineError::Config(format!(

@@ -115,8 +115,10 @@ impl Trainer {
         if !loss.is_finite() {
             return Err(non_finite("the total loss".to_owned(), loss));
         }
-        let grads = total.backward().map_err(tensor_error("back-propagation"))?;
-        for (name, var) in self.model.named_trainable() {
+        let trainable = self.model.named_trainable();
+        let grads = super::gradients::backward_detached(&total, trainable.iter().map(|(_, v)| v))
+            .map_err(tensor_error("back-propagation"))?;
+        for (name, var) in trainable {
             if let Some(gradient) = grads.get(&var) {
                 if let Some(value) = first_non_finite(gradient)? {
                     return Err(non_finite(
