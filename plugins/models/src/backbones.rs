@@ -6,8 +6,10 @@ use voxreg_framework::prelude::*;
 use crate::nets::{Bottom, EncoderDecoder, Head, Plan, Upsampling};
 use crate::nn::{Activation, KernelInit};
 
+mod dlir_affine;
 mod vxm_unet;
 
+pub use dlir_affine::{DlirAffineConfig, Filters, Parametrisation};
 pub use vxm_unet::VxmUNetConfig;
 
 /// A kernel size for every level, or one per level.

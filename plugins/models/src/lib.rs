@@ -2,11 +2,14 @@
 //!
 //! Methods (`train.method`): `ddf`, `dvf`, `conditional`, and the methods made of methods,
 //! `cascade` and `inverse`. Backbones (`train.backbone.name`):
-//! `unet`, `local`, `global`, with DeepReg's keys and defaults, and `vxm_unet`, VoxelMorph's
-//! U-Net with MONAI's keys and defaults.
+//! `unet`, `local`, `global`, with DeepReg's keys and defaults, `vxm_unet`, VoxelMorph's
+//! U-Net with MONAI's keys and defaults, and `dlir_affine`, DLIR's affine ConvNet with
+//! TorchIR's keys and defaults.
 
+mod affine_head;
 mod backbones;
 mod composite;
+mod dlir_net;
 mod forward;
 mod hypernet;
 mod methods;
@@ -15,7 +18,8 @@ pub mod nn;
 mod vxm_net;
 
 pub use backbones::{
-    ControlPoints, GlobalNetConfig, KernelSizes, LocalNetConfig, UNetConfig, VxmUNetConfig,
+    ControlPoints, DlirAffineConfig, Filters, GlobalNetConfig, KernelSizes, LocalNetConfig,
+    Parametrisation, UNetConfig, VxmUNetConfig,
 };
 pub use composite::{stage_prefix, CascadeMethod, InverseMethod};
 pub use forward::{backbone_input, warp_moving};
