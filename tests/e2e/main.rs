@@ -6,6 +6,7 @@ mod compat;
 mod composite;
 mod configs;
 mod deepreg_layout;
+mod dlir;
 mod docs;
 mod dynamic_plugins;
 mod errors;
