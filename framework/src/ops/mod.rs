@@ -16,6 +16,7 @@
 //! | batch normalisation (+ ReLU) | [`batch_norm`] |
 //! | finite differences | [`central_diff`], [`central_diffs`] |
 //! | bias + rectifier (fused) | [`bias_rectify`] ([`Rectifier`]) |
+//! | cubic B-spline fields | [`bspline_ddf`], [`bspline_grid_shape`], [`bounded_coefficients`] |
 //! | transforms | [`reference_grid`], [`affine_to_ddf`], [`identity_theta`], [`compose_ddf`], [`dvf_to_ddf`], [`random_ddf`] |
 //!
 //! Conventions: a DDF is `(N, ndim, *spatial)` in voxel units, component `i` displacing along
@@ -25,6 +26,7 @@
 //! op is a `CustomOp` whose `cuda_fwd` can be added without touching callers.
 
 pub mod activation;
+pub mod bspline;
 pub mod common;
 pub mod conv;
 pub mod diff;
@@ -36,6 +38,7 @@ pub mod transform;
 pub mod warp;
 
 pub use activation::{bias_rectify, Rectifier};
+pub use bspline::{bounded_coefficients, bspline_ddf, bspline_grid_shape};
 pub use conv::{conv, conv_transpose, same_padding, up_padding, valid_padding};
 pub use diff::{central_diff, central_diffs};
 pub use filter::{
