@@ -33,7 +33,8 @@ pub trait Optimizer: Send {
     /// Applies one update from `grads` (variables without a gradient are left unchanged).
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()>;
 
-    /// The state to save in a checkpoint.
+    /// The state to save in a checkpoint. Its tensors may share storage with buffers that
+    /// the next `step` updates in place: save (or copy) them before stepping again.
     fn state(&self) -> OptimizerState;
 
     /// Restores a saved state; an error if it does not fit these variables.

@@ -17,6 +17,7 @@
 //! | finite differences | [`central_diff`], [`central_diffs`] |
 //! | bias + rectifier (fused) | [`bias_rectify`] ([`Rectifier`]) |
 //! | cubic B-spline fields | [`bspline_ddf`], [`bspline_grid_shape`], [`bounded_coefficients`] |
+//! | in-place optimiser updates (CPU) | [`inplace::moment_update`], [`inplace::maximum_update`], [`inplace::adam_update`] |
 //! | transforms | [`reference_grid`], [`affine_to_ddf`], [`identity_theta`], [`compose_ddf`], [`dvf_to_ddf`], [`random_ddf`] |
 //!
 //! Conventions: a DDF is `(N, ndim, *spatial)` in voxel units, component `i` displacing along
@@ -31,6 +32,7 @@ pub mod common;
 pub mod conv;
 pub mod diff;
 pub mod filter;
+pub mod inplace;
 pub mod norm;
 pub mod pool;
 pub mod resize;

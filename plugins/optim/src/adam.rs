@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use voxreg_framework::candle::backprop::GradStore;
-use voxreg_framework::candle::{self, Var};
+use voxreg_framework::candle::{self, Tensor, Var};
+use voxreg_framework::ops::inplace;
 use voxreg_framework::prelude::*;
 
 use crate::state::{check_rate, Slots};
@@ -86,6 +87,45 @@ struct Adam {
     step: u64,
 }
 
+impl Adam {
+    /// The update of weight `index` in one pass over its buffers where the in-place kernels
+    /// apply (contiguous f32 / f64 on the CPU): the same values as the tensor-op form
+    /// below, without its full-size temporaries. Returns whether it ran.
+    fn step_in_place(
+        &self,
+        index: usize,
+        var: &Var,
+        grad: &Tensor,
+        step_size: f64,
+    ) -> candle::Result<bool> {
+        let (m, v, v_max) = (self.m.get(index), self.v.get(index), self.v_max.get(index));
+        let mut buffers = vec![var.as_tensor(), grad, m, v];
+        if self.config.amsgrad {
+            buffers.push(v_max);
+        }
+        if !inplace::applies(&buffers) {
+            return Ok(false);
+        }
+        let AdamConfig {
+            beta_1,
+            beta_2,
+            epsilon,
+            amsgrad,
+            ..
+        } = self.config;
+        inplace::moment_update(m, grad, beta_1, false)?;
+        inplace::moment_update(v, grad, beta_2, true)?;
+        let denominator = if amsgrad {
+            inplace::maximum_update(v_max, v)?;
+            v_max
+        } else {
+            v
+        };
+        inplace::adam_update(var.as_tensor(), m, denominator, step_size, epsilon)?;
+        Ok(true)
+    }
+}
+
 impl Optimizer for Adam {
     fn step(&mut self, grads: &GradStore) -> candle::Result<()> {
         self.step += 1;
@@ -102,6 +142,9 @@ impl Optimizer for Adam {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            if self.step_in_place(index, var, grad, step_size)? {
+                continue;
+            }
             let m = ((self.m.get(index) * beta_1)? + (grad * (1.0 - beta_1))?)?;
             let v = ((self.v.get(index) * beta_2)? + (grad.sqr()? * (1.0 - beta_2))?)?;
             let denominator = if amsgrad {

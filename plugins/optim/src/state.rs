@@ -19,6 +19,8 @@ impl Slots {
         Ok(Slots { prefix, tensors })
     }
 
+    /// Buffer `index`. Optimisers may update it in place: each buffer's storage is its own
+    /// (created here, or restored as a copy).
     pub(crate) fn get(&self, index: usize) -> &Tensor {
         &self.tensors[index]
     }
@@ -27,7 +29,8 @@ impl Slots {
         self.tensors[index] = value;
     }
 
-    /// The buffers as named state tensors.
+    /// The buffers as named state tensors. They share storage with the buffers, which later
+    /// steps update in place: a caller saves them before the next step (as checkpoints do).
     pub(crate) fn export(&self, out: &mut Vec<(String, Tensor)>) {
         for (index, tensor) in self.tensors.iter().enumerate() {
             out.push((format!("{}.{index}", self.prefix), tensor.clone()));
@@ -60,9 +63,13 @@ impl Slots {
                     ),
                 ));
             }
-            *slot = saved.to_dtype(slot.dtype()).map_err(|e| {
-                ComponentError::tensor(format!("{optimizer}: restoring `{name}`"), e)
-            })?;
+            // A copy the optimiser owns: it updates its buffers in place.
+            *slot = saved
+                .to_dtype(slot.dtype())
+                .and_then(|t| t.copy())
+                .map_err(|e| {
+                    ComponentError::tensor(format!("{optimizer}: restoring `{name}`"), e)
+                })?;
         }
         Ok(())
     }
