@@ -8,7 +8,7 @@
 //! mismatched shapes): the caller then uses the tensor-op form. No gradient flows through
 //! them: they are for state that is not differentiated.
 
-use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// Values per rayon task: large enough that splitting costs nothing next to the pass.
@@ -124,30 +124,25 @@ fn run<K: Kernel<N>, const N: usize>(
     dst_l: &Layout,
     sources: [(&CpuStorage, &Layout); N],
 ) -> Result<()> {
-    let dst_range = range(dst_l)?;
     match dst {
-        CpuStorage::F32(dst) => {
-            let mut slices: [&[f32]; N] = [&[]; N];
-            for (slot, (storage, layout)) in slices.iter_mut().zip(sources) {
-                let CpuStorage::F32(values) = storage else {
-                    candle_core::bail!("in-place update: buffers of one dtype");
-                };
-                *slot = &values[range(layout)?];
-            }
-            kernel.apply(&mut dst[dst_range], slices);
-        }
-        CpuStorage::F64(dst) => {
-            let mut slices: [&[f64]; N] = [&[]; N];
-            for (slot, (storage, layout)) in slices.iter_mut().zip(sources) {
-                let CpuStorage::F64(values) = storage else {
-                    candle_core::bail!("in-place update: buffers of one dtype");
-                };
-                *slot = &values[range(layout)?];
-            }
-            kernel.apply(&mut dst[dst_range], slices);
-        }
+        CpuStorage::F32(dst) => run_typed(kernel, dst, dst_l, sources),
+        CpuStorage::F64(dst) => run_typed(kernel, dst, dst_l, sources),
         _ => candle_core::bail!("in-place update: f32 or f64 buffers only"),
     }
+}
+
+/// [`run`] for one float type: the sources must hold it too.
+fn run_typed<T: Float + WithDType, K: Kernel<N>, const N: usize>(
+    kernel: &K,
+    dst: &mut [T],
+    dst_l: &Layout,
+    sources: [(&CpuStorage, &Layout); N],
+) -> Result<()> {
+    let mut slices: [&[T]; N] = [&[]; N];
+    for (slot, (storage, layout)) in slices.iter_mut().zip(sources) {
+        *slot = &storage.as_slice::<T>()?[range(layout)?];
+    }
+    kernel.apply(&mut dst[range(dst_l)?], slices);
     Ok(())
 }
 
