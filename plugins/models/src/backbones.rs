@@ -7,9 +7,11 @@ use crate::nets::{Bottom, EncoderDecoder, Head, Plan, Upsampling};
 use crate::nn::{Activation, KernelInit};
 
 mod dlir_affine;
+mod dlir_bspline;
 mod vxm_unet;
 
 pub use dlir_affine::{DlirAffineConfig, Filters, Parametrisation};
+pub use dlir_bspline::{DlirBsplineConfig, GridSpacing};
 pub use vxm_unet::VxmUNetConfig;
 
 /// A kernel size for every level, or one per level.

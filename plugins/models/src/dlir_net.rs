@@ -31,7 +31,7 @@ pub(crate) struct DlirPlan {
 }
 
 /// PyTorch's default initialisation (TorchIR's): weights and bias uniform in `±1/√fan_in`.
-fn torch_default(fan_in: usize) -> Init {
+pub(crate) fn torch_default(fan_in: usize) -> Init {
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
     Init::Uniform {
         lo: -bound,
@@ -40,14 +40,15 @@ fn torch_default(fan_in: usize) -> Init {
 }
 
 /// A convolution with bias, `same` padding, stride 1.
-struct ConvLayer {
+pub(crate) struct ConvLayer {
     weight: Tensor,
     bias: Tensor,
     kernel: Vec<usize>,
 }
 
 impl ConvLayer {
-    fn new(
+    /// PyTorch-default initialised `weight` `(cout, cin, k, …)` and `bias` `(cout)`.
+    pub(crate) fn new(
         params: &VarBuilder<'_>,
         ndim: usize,
         cin: usize,
@@ -55,16 +56,29 @@ impl ConvLayer {
         kernel: usize,
     ) -> candle::Result<Self> {
         let fan_in = cin * kernel.pow(ndim as u32);
+        Self::with_init(params, ndim, (cin, cout), kernel, torch_default(fan_in))
+    }
+
+    /// `weight` and `bias` both initialised by `init` (`Init::Const(0.0)` for a layer that
+    /// starts at zero output).
+    pub(crate) fn with_init(
+        params: &VarBuilder<'_>,
+        ndim: usize,
+        (cin, cout): (usize, usize),
+        kernel: usize,
+        init: Init,
+    ) -> candle::Result<Self> {
         let mut shape = vec![cout, cin];
         shape.extend(std::iter::repeat_n(kernel, ndim));
         Ok(Self {
-            weight: params.get_with_hints(shape, "weight", torch_default(fan_in))?,
-            bias: params.get_with_hints(cout, "bias", torch_default(fan_in))?,
+            weight: params.get_with_hints(shape, "weight", init)?,
+            bias: params.get_with_hints(cout, "bias", init)?,
             kernel: vec![kernel; ndim],
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+    /// The convolution with `same` padding.
+    pub(crate) fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
         let stride = vec![1; self.kernel.len()];
         let padding = ops::same_padding(&x.dims()[2..], &self.kernel, &stride);
         ops::conv(x, &self.weight, Some(&self.bias), &stride, &padding)

@@ -3,12 +3,13 @@
 //! Methods (`train.method`): `ddf`, `dvf`, `conditional`, and the methods made of methods,
 //! `cascade` and `inverse`. Backbones (`train.backbone.name`):
 //! `unet`, `local`, `global`, with DeepReg's keys and defaults, `vxm_unet`, VoxelMorph's
-//! U-Net with MONAI's keys and defaults, and `dlir_affine`, DLIR's affine ConvNet with
-//! TorchIR's keys and defaults.
+//! U-Net with MONAI's keys and defaults, and `dlir_affine` and `dlir_bspline`, DLIR's affine
+//! ConvNet and deformable B-spline stage with TorchIR's keys and defaults.
 
 mod affine_head;
 mod backbones;
 mod composite;
+mod dlir_bspline_net;
 mod dlir_net;
 mod forward;
 mod hypernet;
@@ -18,8 +19,8 @@ pub mod nn;
 mod vxm_net;
 
 pub use backbones::{
-    ControlPoints, DlirAffineConfig, Filters, GlobalNetConfig, KernelSizes, LocalNetConfig,
-    Parametrisation, UNetConfig, VxmUNetConfig,
+    ControlPoints, DlirAffineConfig, DlirBsplineConfig, Filters, GlobalNetConfig, GridSpacing,
+    KernelSizes, LocalNetConfig, Parametrisation, UNetConfig, VxmUNetConfig,
 };
 pub use composite::{stage_prefix, CascadeMethod, InverseMethod};
 pub use forward::{backbone_input, warp_moving};
