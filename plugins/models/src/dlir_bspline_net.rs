@@ -9,7 +9,7 @@ use voxreg_framework::candle_nn::Init;
 use voxreg_framework::ops;
 use voxreg_framework::prelude::*;
 
-use crate::dlir_net::ConvLayer;
+use crate::dlir_net::{check_pair_input, ConvLayer};
 
 /// The bound of the optional diffeomorphic limit, as a fraction of the spacing: cubic
 /// B-spline coefficients within `±0.4·s` give an invertible field.
@@ -102,26 +102,13 @@ impl DlirBsplineNet {
         })
     }
 
-    fn check_input(&self, input: &Tensor) -> candle::Result<()> {
-        let dims = input.dims();
-        let ndim = self.plan.ndim;
-        if dims.len() != ndim + 2 || dims[1] != 2 || dims[2..].contains(&0) {
-            candle::bail!(
-                "{}: input must be (N, 2, {}) (moving and fixed image as channels), got {dims:?}",
-                self.name,
-                if ndim == 2 { "H, W" } else { "D, H, W" }
-            );
-        }
-        Ok(())
-    }
-
     /// The B-spline coefficients (bounded when the plan asks for it), one control point per
     /// cell of `spacing` voxels.
     ///
     /// # Shapes
     /// * `input`: `(N, 2, *s)`; output `(N, ndim, *⌈s / spacing⌉)`.
     pub fn coefficients(&self, input: &Tensor) -> candle::Result<Tensor> {
-        self.check_input(input)?;
+        check_pair_input(self.name, self.plan.ndim, input)?;
         let mut x = input.clone();
         for (i, conv) in self.convs.iter().enumerate() {
             x = conv.forward(&x)?.elu(1.0)?;

@@ -39,6 +39,19 @@ pub(crate) fn torch_default(fan_in: usize) -> Init {
     }
 }
 
+/// Checks that `input` is a non-empty `(N, 2, *s)` pair (moving and fixed image as
+/// channels) with `ndim` spatial axes; the error names the network `name`.
+pub(crate) fn check_pair_input(name: &str, ndim: usize, input: &Tensor) -> candle::Result<()> {
+    let dims = input.dims();
+    if dims.len() != ndim + 2 || dims[1] != 2 || dims[2..].contains(&0) {
+        candle::bail!(
+            "{name}: input must be (N, 2, {}) (moving and fixed image as channels), got {dims:?}",
+            if ndim == 2 { "H, W" } else { "D, H, W" }
+        );
+    }
+    Ok(())
+}
+
 /// A convolution with bias, `same` padding, stride 1.
 pub(crate) struct ConvLayer {
     weight: Tensor,
@@ -166,19 +179,6 @@ impl DlirAffineNet {
         })
     }
 
-    fn check_input(&self, input: &Tensor) -> candle::Result<()> {
-        let dims = input.dims();
-        let ndim = self.plan.ndim;
-        if dims.len() != ndim + 2 || dims[1] != 2 || dims[2..].contains(&0) {
-            candle::bail!(
-                "{}: input must be (N, 2, {}) (moving and fixed image as channels), got {dims:?}",
-                self.name,
-                if ndim == 2 { "H, W" } else { "D, H, W" }
-            );
-        }
-        Ok(())
-    }
-
     /// One pipeline: convolution → ELU (→ 2× average pooling for the first
     /// `num_downsamplings` layers), then the mean over space.
     ///
@@ -207,7 +207,7 @@ impl DlirAffineNet {
     /// # Shapes
     /// * `input`: `(N, 2, *s)` (channel 0 moving, 1 fixed); output `(N, 2 · filters.last())`.
     pub fn features(&self, input: &Tensor) -> candle::Result<Tensor> {
-        self.check_input(input)?;
+        check_pair_input(self.name, self.plan.ndim, input)?;
         let dims = input.dims();
         let n = dims[0];
         let mut single = vec![2 * n, 1];

@@ -18,6 +18,30 @@ pub enum Filters {
     PerLayer(Vec<usize>),
 }
 
+impl Filters {
+    /// The count of each of `layers` convolutions, each in `1..=MAX_FILTERS`; the message
+    /// says what would work.
+    pub(crate) fn per_layer(&self, layers: usize) -> Result<Vec<usize>, String> {
+        let filters = match self {
+            Filters::Uniform(k) => vec![*k; layers],
+            Filters::PerLayer(list) if list.len() == layers => list.clone(),
+            Filters::PerLayer(list) => {
+                return Err(format!(
+                    "kernels must be one number or one per convolution ({layers} values for \
+                     num_conv_layers {layers}), got {} ({list:?})",
+                    list.len()
+                ))
+            }
+        };
+        if filters.iter().any(|&f| f == 0 || f > MAX_FILTERS) {
+            return Err(format!(
+                "kernels must be in 1..={MAX_FILTERS} per convolution, got {filters:?}; e.g. 32"
+            ));
+        }
+        Ok(filters)
+    }
+}
+
 /// The affine parametrisation of the `dlir_affine` head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,24 +157,7 @@ impl DlirAffineConfig {
                 self.num_downsamplings
             ));
         }
-        let filters = match &self.kernels {
-            Filters::Uniform(k) => vec![*k; layers],
-            Filters::PerLayer(list) => {
-                if list.len() != layers {
-                    return Err(format!(
-                        "kernels must be one number or one per convolution ({layers} values \
-                         for num_conv_layers {layers}), got {} ({list:?})",
-                        list.len()
-                    ));
-                }
-                list.clone()
-            }
-        };
-        if filters.iter().any(|&f| f == 0 || f > MAX_FILTERS) {
-            return Err(format!(
-                "kernels must be in 1..={MAX_FILTERS} per convolution, got {filters:?}; e.g. 32"
-            ));
-        }
+        let filters = self.kernels.per_layer(layers)?;
         if self.linear_nodes == 0 || self.linear_nodes > MAX_NODES {
             return Err(format!(
                 "linear_nodes must be in 1..={MAX_NODES}, got {}; e.g. 64",

@@ -78,7 +78,6 @@ register_component!(
 );
 
 /// Upper bounds that keep a config within memory: checked so that a typo is an error.
-const MAX_FILTERS: usize = 4096;
 const MAX_KERNEL: usize = 31;
 const MAX_LAYERS: usize = 64;
 const MAX_SPACING: usize = 1 << 12;
@@ -137,22 +136,7 @@ impl DlirBsplineConfig {
                  at least {poolings}"
             ));
         }
-        let filters = match &self.kernels {
-            Filters::Uniform(k) => vec![*k; layers],
-            Filters::PerLayer(list) if list.len() == layers => list.clone(),
-            Filters::PerLayer(list) => {
-                return Err(format!(
-                    "kernels must be one number or one per convolution ({layers} values for \
-                     num_conv_layers {layers}), got {} ({list:?})",
-                    list.len()
-                ))
-            }
-        };
-        if filters.iter().any(|&f| f == 0 || f > MAX_FILTERS) {
-            return Err(format!(
-                "kernels must be in 1..={MAX_FILTERS} per convolution, got {filters:?}; e.g. 32"
-            ));
-        }
+        let filters = self.kernels.per_layer(layers)?;
         if self.num_dense_layers > MAX_LAYERS {
             return Err(format!(
                 "num_dense_layers must be at most {MAX_LAYERS}, got {}; e.g. 2",
