@@ -13,4 +13,6 @@ pub use file_loaders::{
     read_image, read_nifti, read_npz, read_volume_file, write_h5, write_nifti, write_npz,
     write_volume_file, FileKind, H5Format, NiftiFormat, NpzFormat, RasterFormat, LUMA,
 };
-pub use loaders::{GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, UnpairedLoader};
+pub use loaders::{
+    GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, TilesLoader, UnpairedLoader,
+};

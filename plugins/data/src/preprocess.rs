@@ -73,6 +73,45 @@ fn resize_axis(data: &[f32], shape: &[usize], axis: usize, size: usize) -> Vec<f
     out
 }
 
+/// The largest shape with `from`'s aspect ratio that fits inside `within`: every axis scaled
+/// by `s = min_a within_a / from_a` and rounded, at least 1, at most `within_a` (the
+/// notebook's "resize keeping the aspect ratio to a longest side").
+pub fn fitted_shape(from: &[usize], within: &[usize]) -> Vec<usize> {
+    let scale = from
+        .iter()
+        .zip(within)
+        .map(|(&f, &w)| w as f64 / f.max(1) as f64)
+        .fold(f64::INFINITY, f64::min);
+    from.iter()
+        .zip(within)
+        .map(|(&f, &w)| ((f as f64 * scale).round() as usize).clamp(1, w))
+        .collect()
+}
+
+/// Places a C-order array of shape `from` at the start of a zero array of shape `to`
+/// (each `from_a ≤ to_a`): padding goes after the data on every axis, so voxel indices,
+/// and with them the voxel-to-world affine, are unchanged.
+pub fn pad_end(data: &[f32], from: &[usize], to: &[usize]) -> Vec<f32> {
+    if from == to {
+        return data.to_vec();
+    }
+    let mut out = vec![0.0f32; to.iter().product()];
+    let rows: usize = from[..from.len() - 1].iter().product();
+    let width = from[from.len() - 1];
+    for row in 0..rows {
+        let mut rest = row;
+        let mut target = 0;
+        let mut stride = to[to.len() - 1];
+        for axis in (0..from.len() - 1).rev() {
+            target += (rest % from[axis]) * stride;
+            rest /= from[axis];
+            stride *= to[axis];
+        }
+        out[target..target + width].copy_from_slice(&data[row * width..(row + 1) * width]);
+    }
+    out
+}
+
 /// One label channel `channel` of a label array whose last axis holds `channels` labels
 /// (C order, spatial axes first).
 pub fn label_channel(data: &[f32], channels: usize, channel: usize) -> Vec<f32> {
@@ -101,6 +140,32 @@ pub fn resized_affine(affine: &[[f64; 4]; 4], from: &[usize], to: &[usize]) -> [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fitted_shape_keeps_the_aspect_ratio_inside_the_bounds() {
+        assert_eq!(fitted_shape(&[512, 1024], &[256, 256]), vec![128, 256]);
+        assert_eq!(fitted_shape(&[300, 200], &[256, 256]), vec![256, 171]);
+        assert_eq!(fitted_shape(&[10, 1000], &[64, 64]), vec![1, 64]);
+        assert_eq!(fitted_shape(&[8, 8, 4], &[16, 16, 16]), vec![16, 16, 8]);
+    }
+
+    #[test]
+    fn padding_at_the_end_keeps_every_value_at_its_index() {
+        let data: Vec<f32> = (1..=6).map(|v| v as f32).collect();
+        let padded = pad_end(&data, &[2, 3], &[3, 4]);
+        assert_eq!(
+            padded,
+            vec![1.0, 2.0, 3.0, 0.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        );
+        let cube: Vec<f32> = (1..=8).map(|v| v as f32).collect();
+        let padded = pad_end(&cube, &[2, 2, 2], &[2, 3, 3]);
+        assert_eq!(padded.len(), 18);
+        assert_eq!(padded[0..2], [1.0, 2.0]);
+        assert_eq!(padded[3..5], [3.0, 4.0]);
+        assert_eq!(padded[9..11], [5.0, 6.0]);
+        assert_eq!(padded[12..14], [7.0, 8.0]);
+        assert_eq!(padded.iter().filter(|v| **v == 0.0).count(), 10);
+    }
 
     #[test]
     fn normalizes_to_the_unit_interval_with_deepregs_epsilon() {

@@ -11,7 +11,7 @@ use super::unpaired::UnpairedData;
 
 /// Label sampling: `sample_label` (default `sample`, one random label) applies to training;
 /// validation and test always take every label, so their metrics cover every label.
-fn sample_label(configured: Option<SampleLabel>, split: Split) -> SampleLabel {
+pub(super) fn sample_label(configured: Option<SampleLabel>, split: Split) -> SampleLabel {
     match split {
         Split::Train => configured.unwrap_or(SampleLabel::Sample),
         Split::Valid | Split::Test => SampleLabel::All,
@@ -19,12 +19,16 @@ fn sample_label(configured: Option<SampleLabel>, split: Split) -> SampleLabel {
 }
 
 /// Whether both sides found labels (a dataset without label files loads unlabelled).
-fn labeled(moving: &Side, fixed: &Side) -> bool {
+pub(super) fn labeled(moving: &Side, fixed: &Side) -> bool {
     moving.labels.is_some() && fixed.labels.is_some()
 }
 
 /// Shapes must have 2 or 3 axes, each at least 1.
-fn check_shape(component: &str, key: &str, shape: &[usize]) -> Result<(), ComponentError> {
+pub(super) fn check_shape(
+    component: &str,
+    key: &str,
+    shape: &[usize],
+) -> Result<(), ComponentError> {
     if !(2..=3).contains(&shape.len()) || shape.contains(&0) {
         return Err(ComponentError::invalid(
             component,
@@ -34,7 +38,7 @@ fn check_shape(component: &str, key: &str, shape: &[usize]) -> Result<(), Compon
     Ok(())
 }
 
-fn data_error(source: &SplitSource<'_>, message: String) -> ComponentError {
+pub(super) fn data_error(source: &SplitSource<'_>, message: String) -> ComponentError {
     ComponentError::Data {
         path: source.dirs.first().cloned().unwrap_or_default(),
         message,
@@ -43,7 +47,10 @@ fn data_error(source: &SplitSource<'_>, message: String) -> ComponentError {
 
 /// Unpaired and grouped data: every image must carry the same number of labels, so any two
 /// can be paired.
-fn require_equal_label_counts(source: &SplitSource<'_>, side: &Side) -> Result<(), ComponentError> {
+pub(super) fn require_equal_label_counts(
+    source: &SplitSource<'_>,
+    side: &Side,
+) -> Result<(), ComponentError> {
     if let Some(first) = side.label_counts.first() {
         if let Some(index) = side.label_counts.iter().position(|c| c != first) {
             return Err(data_error(

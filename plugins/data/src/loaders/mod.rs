@@ -6,9 +6,11 @@ mod images;
 mod paired;
 mod pairs;
 mod sampling;
+mod tiles;
 mod unpaired;
 
 pub use config::{GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, UnpairedLoader};
+pub use tiles::TilesLoader;
 
 #[cfg(test)]
 mod tests;

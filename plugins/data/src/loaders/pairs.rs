@@ -10,7 +10,9 @@ use voxreg_framework::prelude::*;
 
 use super::config::SampleLabel;
 use super::images::ImageSet;
-use crate::preprocess::{label_channel, normalize, resize_linear, resized_affine};
+use crate::preprocess::{
+    fitted_shape, label_channel, normalize, pad_end, resize_linear, resized_affine,
+};
 
 /// Images (and labels) of one side of a pair.
 pub(crate) struct Side {
@@ -20,6 +22,9 @@ pub(crate) struct Side {
     pub label_counts: Vec<usize>,
     /// Shape images are resized to.
     pub shape: Vec<usize>,
+    /// Resize keeping the aspect ratio (to the largest shape inside `shape`, zero-padded
+    /// after the data) rather than stretching to `shape`.
+    pub keep_aspect: bool,
 }
 
 impl Side {
@@ -59,6 +64,7 @@ impl Side {
             labels,
             label_counts,
             shape: shape.to_vec(),
+            keep_aspect: false,
         })
     }
 
@@ -70,7 +76,25 @@ impl Side {
             labels: self.labels.clone(),
             label_counts: self.label_counts.clone(),
             shape: shape.to_vec(),
+            keep_aspect: self.keep_aspect,
         }
+    }
+}
+
+impl Side {
+    /// The shape an array of shape `from` is resized to before any padding.
+    fn resized_shape(&self, from: &[usize]) -> Vec<usize> {
+        if self.keep_aspect {
+            fitted_shape(from, &self.shape)
+        } else {
+            self.shape.clone()
+        }
+    }
+
+    /// Resizes `data` from `from` to `target` (from [`Side::resized_shape`]), then pads
+    /// it to `shape`.
+    fn resize(&self, data: &[f32], from: &[usize], target: &[usize]) -> Vec<f32> {
+        pad_end(&resize_linear(data, from, target), target, &self.shape)
     }
 }
 
@@ -205,8 +229,9 @@ fn load_image(side: &Side, index: usize) -> Result<(Vec<f32>, [[f64; 4]; 4]), Co
     }
     let mut data = volume.data;
     normalize(&mut data);
-    let affine = resized_affine(&volume.affine, &volume.shape, &side.shape);
-    Ok((resize_linear(&data, &volume.shape, &side.shape), affine))
+    let target = side.resized_shape(&volume.shape);
+    let affine = resized_affine(&volume.affine, &volume.shape, &target);
+    Ok((side.resize(&data, &volume.shape, &target), affine))
 }
 
 fn load_label(side: &Side, index: usize, label: usize) -> Result<Vec<f32>, ComponentError> {
@@ -244,7 +269,8 @@ fn load_label(side: &Side, index: usize, label: usize) -> Result<Vec<f32>, Compo
             ),
         });
     }
-    Ok(resize_linear(&channel, &spatial_shape, &side.shape))
+    let target = side.resized_shape(&spatial_shape);
+    Ok(side.resize(&channel, &spatial_shape, &target))
 }
 
 #[cfg(test)]
