@@ -1,6 +1,7 @@
 //! Evaluation metrics for predictions (not training losses): binary Dice per label, centroid
 //! distance (DeepReg's TRE) in voxels and millimetres, image SSD, and the Jacobian determinant
-//! statistics of a DDF. All work on plain C-order arrays, 2D or 3D.
+//! statistics of a DDF, and the distance of a DDF from the true one. All work on plain C-order
+//! arrays, 2D or 3D.
 
 /// DeepReg's ε, added to Dice's numerator and denominator.
 const EPS: f64 = 1.0e-5;
@@ -25,6 +26,25 @@ pub fn image_ssd(a: &[f32], b: &[f32]) -> f64 {
         .map(|(&x, &y)| f64::from(x - y).powi(2))
         .sum::<f64>()
         / n as f64
+}
+
+/// The mean end-point error of two channel-first DDFs `(ndim, *shape)` of `voxels` voxels:
+/// `(1 / V) Σ_p ‖a(p) − b(p)‖₂`, in their unit (voxels). With `b` zero it is the mean length
+/// of `a`. `None` unless both hold `ndim · voxels` values and `voxels > 0`.
+pub fn field_error(a: &[f32], b: &[f32], ndim: usize) -> Option<f64> {
+    if ndim == 0 || a.len() != b.len() || a.is_empty() || a.len() % ndim != 0 {
+        return None;
+    }
+    let voxels = a.len() / ndim;
+    let total: f64 = (0..voxels)
+        .map(|p| {
+            (0..ndim)
+                .map(|c| f64::from(a[c * voxels + p] - b[c * voxels + p]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .sum();
+    Some(total / voxels as f64)
 }
 
 /// The centroid (in voxel indices) of a label thresholded at 0.5, or `None` if it is empty.
@@ -137,6 +157,17 @@ pub fn jacobian_stats(ddf: &[f32], shape: &[usize]) -> Option<JacobianStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_field_error_is_the_mean_end_point_distance() {
+        // Two voxels, 2D, channel-first: displacements (3, 4) and (0, 0) against zero.
+        let a = [3.0, 0.0, 4.0, 0.0];
+        assert_eq!(field_error(&a, &[0.0; 4], 2), Some(2.5));
+        let b = [3.0, 1.0, 4.0, 0.0];
+        assert_eq!(field_error(&a, &b, 2), Some(0.5));
+        assert_eq!(field_error(&a, &b[..3], 2), None);
+        assert_eq!(field_error(&a[..3], &b[..3], 2), None);
+    }
 
     #[test]
     fn dice_of_hand_cases() {

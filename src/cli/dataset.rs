@@ -1,21 +1,29 @@
-//! `voxreg dataset from-template`: build a DeepReg-layout dataset from one template.
+//! `voxreg dataset from-template` and `voxreg dataset tiles`: build a DeepReg-layout dataset
+//! from one template, or a tile dataset from one 2D image.
 
 use anyhow::bail;
 use voxreg::component::Volume;
-use voxreg::data::read_nifti;
 use voxreg::data::synthetic::{build_paired_dataset, TemplateDataset};
+use voxreg::data::synthetic_tiles::{build_tile_dataset, TileDataset};
+use voxreg::data::{read_nifti, read_volume_file};
 
 use super::stdout::say;
-use super::FromTemplateArgs;
+use super::{FromTemplateArgs, TilesArgs};
+
+/// Refuses an output folder that exists and holds anything.
+fn require_new_folder(out: &std::path::Path) -> anyhow::Result<()> {
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        bail!(
+            "--out {}: the folder exists and is not empty; choose a new folder",
+            out.display()
+        );
+    }
+    Ok(())
+}
 
 /// Reads the template and label maps, writes the dataset, and prints the split folders.
 pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
-    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
-        bail!(
-            "--out {}: the folder exists and is not empty; choose a new folder",
-            args.out.display()
-        );
-    }
+    require_new_folder(&args.out)?;
     check_size("--shape", &args.shape, 1 + args.label.len())?;
     check_size("--low-res-size", &args.low_res_size, 1)?;
     if let Some(size) = &args.crop_size {
@@ -57,6 +65,53 @@ pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
     say!("wrote {} pairs in DeepReg's paired layout:", summary.pairs)?;
     for (split, dir) in ["train", "valid", "test"].iter().zip(&summary.split_dirs) {
         say!("  {split}: {}", dir.display())?;
+    }
+    Ok(())
+}
+
+/// Reads the image (one plane of it with `--slice`), cuts and writes the tiles, and prints
+/// the split folders with the nominal step between neighbours.
+pub fn tiles(args: &TilesArgs) -> anyhow::Result<()> {
+    require_new_folder(&args.out)?;
+    let pair = |flag: &str, values: &[usize]| -> anyhow::Result<[usize; 2]> {
+        match values {
+            &[rows, columns] => Ok([rows, columns]),
+            _ => bail!("{flag} takes ROWS,COLUMNS, got {values:?}"),
+        }
+    };
+    let [train, valid, test] = args.mosaics[..] else {
+        bail!("--mosaics takes three counts: train,valid,test");
+    };
+    let mut image = read_volume_file(&args.image, "vol")?;
+    if let Some(slice) = args.slice.as_deref() {
+        let &[axis, index] = slice else {
+            bail!("--slice takes AXIS,INDEX");
+        };
+        image = slice_plane(image, axis, index).map_err(|problem| {
+            anyhow::anyhow!(
+                "--slice {axis},{index}: {}: {problem}",
+                args.image.display()
+            )
+        })?;
+    }
+    let options = TileDataset {
+        image,
+        tile: pair("--tile", &args.tile)?,
+        grid: pair("--grid", &args.grid)?,
+        overlap: args.overlap,
+        jitter: args.jitter,
+        mosaics: [train, valid, test],
+        seed: args.seed,
+    };
+    let summary = build_tile_dataset(&args.out, &options)?;
+    say!(
+        "wrote {} tiles ({:?} per mosaic, step {:?} pixels) for the `tiles` data loader:",
+        summary.tiles.iter().map(Vec::len).sum::<usize>(),
+        options.grid,
+        summary.step
+    )?;
+    for (split, dir) in ["train", "valid", "test"].iter().zip(&summary.split_dirs) {
+        say!("  {split}: {} (origins in tiles.csv)", dir.display())?;
     }
     Ok(())
 }

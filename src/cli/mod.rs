@@ -82,6 +82,43 @@ enum DatasetCommand {
     /// image is the template warped by its own known random smooth field; label maps are
     /// warped alike (binary masks, one channel each); the true fields are written too.
     FromTemplate(FromTemplateArgs),
+    /// A tile dataset for the `tiles` data loader, cut from one 2D image (or one plane of a
+    /// 3D one, e.g. the MNI brain) as a microscope scans a slide: per mosaic a grid of
+    /// overlapping tiles at known origins (a regular step plus a small random stage error),
+    /// written as PNG files named `mosaic<k>_Y<row>_X<column>.png` in `<split>/images/`, the
+    /// origins in `<split>/tiles.csv`.
+    Tiles(TilesArgs),
+}
+
+#[derive(Debug, Args)]
+struct TilesArgs {
+    /// The source image: NIfTI, NumPy .npz (its array `vol`), PNG or TIFF.
+    #[arg(long, required = true)]
+    image: PathBuf,
+    /// Take one plane of a 3D image: AXIS,INDEX in voxels, e.g. 2,40.
+    #[arg(long, value_delimiter = ',', value_name = "AXIS,INDEX")]
+    slice: Option<Vec<usize>>,
+    /// Output folder (created; must be new or empty).
+    #[arg(short = 'o', long, required = true)]
+    out: PathBuf,
+    /// Tile size ROWS,COLUMNS in pixels.
+    #[arg(long, value_delimiter = ',', default_value = "32,32")]
+    tile: Vec<usize>,
+    /// Tiles per mosaic: ROWS,COLUMNS of the grid.
+    #[arg(long, value_delimiter = ',', default_value = "2,2")]
+    grid: Vec<usize>,
+    /// Fraction of a tile shared with a grid neighbour, in [0, 1).
+    #[arg(long, default_value_t = 0.5)]
+    overlap: f64,
+    /// Largest random error of a tile origin, in pixels per axis.
+    #[arg(long, default_value_t = 2)]
+    jitter: usize,
+    /// Mosaics in the train, valid and test splits.
+    #[arg(long, value_delimiter = ',', default_value = "4,1,1")]
+    mosaics: Vec<usize>,
+    /// Seed of the mosaic places and the jitter.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -449,6 +486,7 @@ impl Cli {
             },
             Command::Vis(args) => vis::vis(&args),
             Command::Dataset(DatasetCommand::FromTemplate(args)) => dataset::from_template(&args),
+            Command::Dataset(DatasetCommand::Tiles(args)) => dataset::tiles(&args),
         }
     }
 }

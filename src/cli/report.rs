@@ -32,6 +32,16 @@ pub fn print_improvement(split: Split, evaluation: &Evaluation) -> std::io::Resu
         evaluation.mean(|p| p.after.label_tre_mm),
     )?;
     row(
+        "field error, vx (mean)",
+        evaluation.mean(|p| p.before.field_error),
+        evaluation.mean(|p| p.after.field_error),
+    )?;
+    row(
+        "field error, vx (median)",
+        median(evaluation, |p| p.before.field_error),
+        median(evaluation, |p| p.after.field_error),
+    )?;
+    row(
         "image SSD (mean)",
         evaluation.mean(|p| Some(p.before.image_ssd)),
         evaluation.mean(|p| Some(p.after.image_ssd)),
@@ -48,12 +58,18 @@ pub fn print_improvement(split: Split, evaluation: &Evaluation) -> std::io::Resu
     Ok(())
 }
 
+/// The median of `metric` over the samples that have it.
+fn median(evaluation: &Evaluation, metric: impl Fn(&EvaluatedPair) -> Option<f64>) -> Option<f64> {
+    describe(evaluation.pairs.iter().filter_map(metric).collect()).map(|stats| stats[5])
+}
+
 /// Writes one row per sample to `path` (CSV, atomically). DeepReg's columns come first, in
 /// its order and formats: `image_ssd`, `label_binary_dice`, `label_tre` (voxels of the fixed,
 /// resized grid), `pair_index` (a Python list: `[3]` for a paired sample, `[1, 4]` for
 /// moving and fixed indices), `label_index` (`-1` without labels). Then voxreg's own:
 /// `label_tre_mm`, the image ids `moving` and `fixed`, the same metrics before
-/// registration, and the Jacobian determinant statistics.
+/// registration, and the Jacobian determinant statistics; when the data provide the true
+/// field, `ddf_error` and `ddf_error_before` (mean end-point error in voxels) last.
 pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result<()> {
     write_text(path, &metrics_csv(evaluation)?)
 }
@@ -102,8 +118,12 @@ fn optional(value: Option<f64>) -> String {
 /// The text of `metrics.csv`, written by a CSV writer so ids holding a comma, a quote or a
 /// line break are quoted and every row keeps its columns.
 fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
+    let with_field = evaluation
+        .pairs
+        .iter()
+        .any(|p| p.after.field_error.or(p.before.field_error).is_some());
     let mut csv = csv::Writer::from_writer(Vec::new());
-    csv.write_record([
+    let mut header = vec![
         "image_ssd",
         "label_binary_dice",
         "label_tre",
@@ -119,10 +139,14 @@ fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
         "jacobian_folding_count",
         "jacobian_folding_fraction",
         "jacobian_std",
-    ])?;
+    ];
+    if with_field {
+        header.extend(["ddf_error", "ddf_error_before"]);
+    }
+    csv.write_record(header)?;
     for pair in &evaluation.pairs {
         let jacobian = pair.jacobian.as_ref();
-        csv.write_record([
+        let mut row = vec![
             python_float(pair.after.image_ssd),
             optional(pair.after.label_dice),
             optional(pair.after.label_tre),
@@ -140,7 +164,14 @@ fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
                 .unwrap_or_default(),
             optional(jacobian.map(|j| j.folding_fraction)),
             optional(jacobian.map(|j| j.std)),
-        ])?;
+        ];
+        if with_field {
+            row.extend([
+                optional(pair.after.field_error),
+                optional(pair.before.field_error),
+            ]);
+        }
+        csv.write_record(row)?;
     }
     let bytes = csv
         .into_inner()
@@ -279,6 +310,7 @@ mod tests {
             label_dice: None,
             label_tre: None,
             label_tre_mm: None,
+            field_error: None,
         };
         let evaluation = Evaluation {
             pairs: vec![EvaluatedPair {

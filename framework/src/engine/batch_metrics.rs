@@ -37,6 +37,9 @@ pub(super) fn grid_shape(shapes: &ImageShapes, grid: Grid) -> &[usize] {
 /// * `label_tre`, `label_tre_mm`: distance of their centroids in voxels of the fixed grid and
 ///   in millimetres (when neither is empty);
 ///
+/// * `ddf_error`: mean end-point error of the DDF against the data's true field, in voxels
+///   (when the loader provides `true_ddf`);
+///
 /// the names and definitions of predict's `metrics.csv`.
 /// * `<field>_folding_fraction` for every displacement field the method outputs (by its
 ///   declaration): the fraction of voxels whose Jacobian determinant is ≤ 0.
@@ -83,6 +86,16 @@ pub(super) fn add_batch_metrics(
             {
                 add("label_tre", voxels);
                 add("label_tre_mm", mm);
+            }
+        }
+        if let (Some(truth), Some(ddf)) =
+            (batch.tensors.get(names::TRUE_DDF), output.get(names::DDF))
+        {
+            let ndim = shapes.fixed.len();
+            if let Some(error) =
+                metrics::field_error(&element(ddf, index)?, &element(truth, index)?, ndim)
+            {
+                add("ddf_error", error);
             }
         }
         for (metric, field, shape) in &fields {
@@ -160,13 +173,17 @@ mod tests {
             .unwrap()
             .reshape((1, 1, 2, 2, 2))
             .unwrap();
-        let batch = Batch::pair(
+        let mut batch = Batch::pair(
             image.clone(),
             image.clone(),
             Some(label.clone()),
             Some(label.clone()),
         );
         let zeros = Tensor::zeros((1, 3, 2, 2, 2), candle_core::DType::F32, &device).unwrap();
+        let ones = Tensor::ones((1, 3, 2, 2, 2), candle_core::DType::F32, &device).unwrap();
+        batch
+            .tensors
+            .put(names::TRUE_DDF, Kind::Field, Grid::Fixed, ones);
         let mut output = Tensors::new();
         output.put(names::DDF, Kind::Field, Grid::Fixed, zeros.clone());
         output.put(names::PRED_FIXED_IMAGE, Kind::Image, Grid::Fixed, image);
@@ -200,14 +217,16 @@ mod tests {
                 "label_binary_dice",
                 "label_tre",
                 "label_tre_mm",
+                "ddf_error",
                 "ddf_folding_fraction",
                 "inv/ddf_folding_fraction"
             ]
         );
+        assert!((seen[4].1 - 3f64.sqrt()).abs() < 1e-9, "|(1, 1, 1)|");
         assert_eq!(seen[0].1, 0.0);
         assert!((seen[1].1 - 1.0).abs() < 1e-9);
         assert_eq!(seen[2].1, 0.0);
         assert_eq!(seen[3].1, 0.0);
-        assert_eq!(seen[4].1, 0.0);
+        assert_eq!(seen[5].1, 0.0);
     }
 }

@@ -26,6 +26,10 @@ pub struct PairMetrics {
     pub label_tre: Option<f64>,
     /// The same distance in millimetres (through the fixed image's affine).
     pub label_tre_mm: Option<f64>,
+    /// When the data provide the true field (`true_ddf`): the mean end-point error of the
+    /// predicted DDF against it in voxels of the fixed grid ([`metrics::field_error`]);
+    /// before registration the true field's mean length (the error of the identity).
+    pub field_error: Option<f64>,
 }
 
 /// One evaluated sample.
@@ -229,9 +233,28 @@ fn evaluate_pair(
         Some(predicted) => channel_data(predicted)?,
         None => moving_image.clone(),
     };
+    let field_values = |name: &str| -> Result<Option<Vec<f32>>, EngineError> {
+        tensors
+            .get(name)
+            .map(|field| {
+                field
+                    .flatten_all()
+                    .and_then(|d| d.to_vec1::<f32>())
+                    .map_err(tensor_error(format!("reading `{name}`")))
+            })
+            .transpose()
+    };
+    let ndim = fixed_shape.len();
+    let (before_field, after_field) = match field_values(names::TRUE_DDF)? {
+        Some(truth) => (
+            metrics::field_error(&truth, &vec![0.0; truth.len()], ndim),
+            field_values(names::DDF)?.and_then(|ddf| metrics::field_error(&ddf, &truth, ndim)),
+        ),
+        None => (None, None),
+    };
     let mut jacobians = Vec::new();
     for (decl, field) in tensors.tensors.iter() {
-        if decl.kind != Kind::Field {
+        if decl.kind != Kind::Field || decl.name.starts_with("true_") {
             continue;
         }
         let data = field
@@ -255,12 +278,14 @@ fn evaluate_pair(
             label_dice: before_dice,
             label_tre: before_tre.map(|(voxels, _)| voxels),
             label_tre_mm: before_tre.map(|(_, mm)| mm),
+            field_error: before_field,
         },
         after: PairMetrics {
             image_ssd: metrics::image_ssd(&fixed_image, &after_image),
             label_dice: after_dice,
             label_tre: after_tre.map(|(voxels, _)| voxels),
             label_tre_mm: after_tre.map(|(_, mm)| mm),
+            field_error: after_field,
         },
         jacobian,
         jacobians,
@@ -371,6 +396,29 @@ mod tests {
         assert_eq!(evaluated.after.label_tre_mm, Some(0.0));
         assert_eq!(evaluated.jacobian.unwrap().folding_count, 0);
         assert_eq!(evaluated.jacobians.len(), 1);
+        assert_eq!(evaluated.after.field_error, None, "no true field");
+    }
+
+    #[test]
+    fn a_true_field_gives_the_field_error_before_and_after() {
+        let mut tensors = pair();
+        // The truth moves every voxel by (0, 3, 4): length 5; the prediction by (0, 3, 0).
+        let truth: Vec<f32> = [0.0, 3.0, 4.0].iter().flat_map(|&v| [v; 8]).collect();
+        let ddf: Vec<f32> = [0.0, 3.0, 0.0].iter().flat_map(|&v| [v; 8]).collect();
+        tensors
+            .tensors
+            .put(names::TRUE_DDF, Kind::Field, Grid::Fixed, tensor(&truth, 3));
+        tensors
+            .tensors
+            .put(names::DDF, Kind::Field, Grid::Fixed, tensor(&ddf, 3));
+        let evaluated = evaluate_pair(&tensors, &shapes()).unwrap();
+        assert_eq!(evaluated.before.field_error, Some(5.0));
+        assert_eq!(evaluated.after.field_error, Some(4.0));
+        assert_eq!(
+            evaluated.jacobians.len(),
+            1,
+            "the true field is not measured"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod file_loaders;
 mod loaders;
 pub mod preprocess;
 pub mod synthetic;
+pub mod synthetic_tiles;
 
 pub use augmentations::{AffineAugmentation, DdfAugmentation};
 pub use file_loaders::{

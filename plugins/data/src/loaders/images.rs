@@ -66,6 +66,11 @@ impl ImageSet {
         self.loaders[loader].shape(local)
     }
 
+    /// The position, in the split's directory list, of the directory volume `index` is in.
+    pub(crate) fn directory(&self, index: usize) -> Result<usize, ComponentError> {
+        Ok(self.locate(index)?.0)
+    }
+
     fn locate(&self, index: usize) -> Result<(usize, usize), ComponentError> {
         self.index.get(index).copied().ok_or_else(|| {
             ComponentError::invalid(

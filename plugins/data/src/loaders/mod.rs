@@ -6,6 +6,7 @@ mod images;
 mod paired;
 mod pairs;
 mod sampling;
+mod tile_origins;
 mod tiles;
 mod unpaired;
 

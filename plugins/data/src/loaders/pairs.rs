@@ -83,7 +83,7 @@ impl Side {
 
 impl Side {
     /// The shape an array of shape `from` is resized to before any padding.
-    fn resized_shape(&self, from: &[usize]) -> Vec<usize> {
+    pub(crate) fn resized_shape(&self, from: &[usize]) -> Vec<usize> {
         if self.keep_aspect {
             fitted_shape(from, &self.shape)
         } else {

@@ -13,6 +13,7 @@ use super::config::{
 };
 use super::pairs::{Pairs, Side};
 use super::sampling::{epoch_rng, shuffled};
+use super::tile_origins::TileOrigins;
 use rand::seq::IndexedRandom;
 
 const NAME: &str = "data_loader `tiles`";
@@ -40,6 +41,13 @@ pub struct TilesLoader {
     /// 128 × 256 plus 128 rows of zeros). Off: stretch to `image_shape`.
     #[serde(default)]
     pub keep_aspect: bool,
+    /// A CSV file in each data folder giving every tile's origin in the scanned image
+    /// (columns `file`, `origin_row`, `origin_column`, as `voxreg dataset tiles` writes
+    /// `tiles.csv`; 2D tiles only). The loader then provides each pair's true displacement
+    /// field `true_ddf`, so evaluation reports the field error (`ddf_error`, voxels) and a
+    /// `field` loss can use it.
+    #[serde(default)]
+    pub origins: Option<String>,
     /// Label sampling for training.
     #[serde(default)]
     pub sample_label: Option<SampleLabel>,
@@ -57,8 +65,25 @@ impl DataLoaderConfig for TilesLoader {
         }
     }
 
+    fn provides(&self, labeled: bool) -> Vec<Decl> {
+        let mut decls = pair_decls(labeled);
+        if self.origins.is_some() {
+            decls.push(Decl::new(names::TRUE_DDF, Kind::Field, Grid::Fixed));
+        }
+        decls
+    }
+
     fn build(&self, source: &SplitSource<'_>) -> Result<Box<dyn DataLoader>, ComponentError> {
         check_shape(NAME, "image_shape", &self.image_shape)?;
+        if self.origins.is_some() && self.image_shape.len() != 2 {
+            return Err(ComponentError::invalid(
+                NAME,
+                format!(
+                    "`origins` are 2D (origin_row, origin_column) but `image_shape` {:?} has 3 axes",
+                    self.image_shape
+                ),
+            ));
+        }
         let pattern = grid_pattern(&self.pattern)?;
         let mut moving = Side::open(source, "images", "labels", false, &self.image_shape)?;
         moving.keep_aspect = self.keep_aspect;
@@ -74,6 +99,11 @@ impl DataLoaderConfig for TilesLoader {
         let neighbours = grid
             .neighbours(self.diagonal)
             .map_err(|message| data_error(source, message))?;
+        let origins = self
+            .origins
+            .as_deref()
+            .map(|file| TileOrigins::read(source.dirs, file, &moving.images))
+            .transpose()?;
         let fixed = moving.with_shape(&self.image_shape);
         let has_labels = labeled(&moving, &fixed);
         Ok(Box::new(TileData {
@@ -84,6 +114,7 @@ impl DataLoaderConfig for TilesLoader {
                 sample_label: sample_label(self.sample_label, source.split),
             },
             neighbours,
+            origins,
             split: source.split,
             seed: self.seed,
         }))
@@ -218,6 +249,8 @@ pub(crate) struct TileData {
     pub pairs: Pairs,
     /// Per tile, its neighbours.
     pub neighbours: Vec<Vec<usize>>,
+    /// Known origins: each sample then carries its `true_ddf`.
+    pub origins: Option<TileOrigins>,
     pub split: Split,
     pub seed: Option<u64>,
 }
@@ -244,7 +277,29 @@ impl DataLoader for TileData {
     }
 
     fn load(&self, sample: &SampleRef) -> Result<Sample, ComponentError> {
-        self.pairs.load(sample)
+        let mut loaded = self.pairs.load(sample)?;
+        if let Some(origins) = &self.origins {
+            let (moving, fixed) = (&self.pairs.moving, &self.pairs.fixed);
+            let moving_shape = moving.images.shape(sample.moving)?;
+            let fixed_shape = fixed.images.shape(sample.fixed)?;
+            let field = origins.true_ddf(
+                sample.moving,
+                sample.fixed,
+                &moving_shape,
+                &moving.resized_shape(&moving_shape),
+                &fixed_shape,
+                &fixed.resized_shape(&fixed_shape),
+                &fixed.shape,
+            );
+            let mut shape = vec![2];
+            shape.extend_from_slice(&fixed.shape);
+            loaded.extra.push((
+                Decl::new(names::TRUE_DDF, Kind::Field, Grid::Fixed),
+                shape,
+                field,
+            ));
+        }
+        Ok(loaded)
     }
 }
 

@@ -45,6 +45,7 @@ fn config() -> TilesLoader {
         pattern: r"Y(\d+)_X(\d+)".to_owned(),
         diagonal: false,
         keep_aspect: false,
+        origins: None,
         sample_label: None,
         seed: None,
     }
@@ -232,4 +233,81 @@ fn keep_aspect_resizes_inside_the_shape_and_pads_after_the_data() {
         sample.moving_image[30..].iter().all(|v| *v > 0.5),
         "stretching fills the last row with data"
     );
+}
+
+#[test]
+fn known_origins_give_each_pair_its_true_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = Volume {
+        data: (0..40 * 40).map(|v| (v % 37) as f32).collect(),
+        shape: vec![40, 40],
+        affine: [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ],
+    };
+    let summary = crate::synthetic_tiles::build_tile_dataset(
+        dir.path(),
+        &crate::synthetic_tiles::TileDataset {
+            image,
+            tile: [16, 16],
+            grid: [2, 2],
+            overlap: 0.5,
+            jitter: 2,
+            mosaics: [1, 1, 0],
+            seed: 5,
+        },
+    )
+    .unwrap();
+    let dirs = [summary.split_dirs[1].clone()];
+    let known = TilesLoader {
+        image_shape: vec![8, 8],
+        origins: Some("tiles.csv".to_owned()),
+        ..config()
+    };
+    assert!(known
+        .provides(false)
+        .iter()
+        .any(|d| d.name == names::TRUE_DDF));
+    let loader = build(&known, Split::Valid, &dirs).unwrap();
+    let tiles = &summary.tiles[1];
+    for reference in loader.epoch(0, 0) {
+        let sample = loader.load(&reference).unwrap();
+        let (decl, shape, field) = &sample.extra[0];
+        assert_eq!(decl.name, names::TRUE_DDF);
+        assert_eq!(shape, &vec![2, 8, 8]);
+        let (m, f) = (&tiles[reference.moving], &tiles[reference.fixed]);
+        for axis in 0..2 {
+            // Tiles halved: the true shift is half the origin difference.
+            let expected = (f.origin[axis] as f32 - m.origin[axis] as f32) / 2.0;
+            assert!(
+                field[axis * 64..(axis + 1) * 64]
+                    .iter()
+                    .all(|v| (v - expected).abs() < 1e-5),
+                "{} → {}: axis {axis}",
+                m.file,
+                f.file
+            );
+        }
+    }
+    let missing = TilesLoader {
+        origins: Some("absent.csv".to_owned()),
+        ..known.clone()
+    };
+    let error = build(&missing, Split::Valid, &dirs)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("absent.csv"), "{error}");
+    let volumes = TilesLoader {
+        image_shape: vec![8, 8, 8],
+        ..known
+    };
+    let error = build(&volumes, Split::Valid, &dirs)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("2D"), "{error}");
 }
