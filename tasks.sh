@@ -4,6 +4,9 @@
 #   ./tasks.sh demo   build voxreg, train the quick-start model on the bundled demo data, report
 #   ./tasks.sh hypermorph  build the 2D HyperMorph demo data, train configs/hypermorph.yaml,
 #                     and sweep lambda over the test split
+#   ./tasks.sh dlir   build the 2D tile demo data, train configs/dlir_affine_2d.yaml, then the
+#                     B-spline stage of configs/dlir_cascade_2d.yaml on the frozen affine stage,
+#                     and evaluate both on the test tiles (field error against the known shifts)
 #   ./tasks.sh test   run the whole test suite (what CI runs)
 #   ./tasks.sh lint   rustfmt, framework feature pins and clippy checks
 #   ./tasks.sh peer   compare losses, ops and metrics with MONAI, PyTorch and DeepReg's formulas
@@ -109,6 +112,36 @@ case "$task" in
         "$voxreg" predict --ckpt-path "$last" --split test --hyper lambda=0:1:11 --no-nifti \
             --exp-name hypermorph-sweep --log-dir "$logs"
         ;;
+    dlir)
+        install_system_packages
+        install_rust
+        cargo build --release --bin voxreg
+        voxreg=./target/release/voxreg
+        data="demo/data/tiles_2d"
+        logs="target/demo-logs"
+        if [ ! -d "$data" ]; then
+            echo "== building $data: 3 x 3 mosaics of 32 x 32 tiles at known origins from an axial MNI plane"
+            "$voxreg" dataset tiles --image assets/mni152/t1.nii.gz --slice 2,40 --tile 32,32 \
+                --grid 3,3 --overlap 0.9 --jitter 2 --mosaics 16,2,4 --seed 1 --out "$data"
+        fi
+        rm -rf "$logs/dlir_affine_2d" "$logs/dlir_cascade_2d" "$logs/dlir_affine_2d-test" \
+            "$logs/dlir_cascade_2d-test"
+        mkdir -p "$logs"
+        echo "== training the affine stage: configs/dlir_affine_2d.yaml"
+        "$voxreg" train --config-path configs/dlir_affine_2d.yaml --exp-name dlir_affine_2d --log-dir "$logs"
+        affine="$(ls -d "$logs"/dlir_affine_2d/save/ckpt-* | sort -t- -k2 -n | tail -1)"
+        "$voxreg" predict --ckpt-path "$affine" --split test --no-nifti \
+            --exp-name dlir_affine_2d-test --log-dir "$logs"
+        stage0="$logs/dlir_stage0.yaml"
+        printf 'train:\n  parameters:\n    name: variables\n    freeze: [stage.0]\n    init_from: [{checkpoint: %s, from: "", to: stage.0}]\n' \
+            "$affine" >"$stage0"
+        echo "== training the B-spline stage on the frozen affine stage: configs/dlir_cascade_2d.yaml"
+        "$voxreg" train --config-path configs/dlir_cascade_2d.yaml --config-path "$stage0" \
+            --exp-name dlir_cascade_2d --log-dir "$logs"
+        cascade="$(ls -d "$logs"/dlir_cascade_2d/save/ckpt-* | sort -t- -k2 -n | tail -1)"
+        "$voxreg" predict --ckpt-path "$cascade" --split test --no-nifti \
+            --exp-name dlir_cascade_2d-test --log-dir "$logs"
+        ;;
     test)
         install_system_packages
         install_rust
@@ -141,7 +174,7 @@ case "$task" in
         "$python" tests/peer/run.py "${@:2}"
         ;;
     *)
-        echo "usage: $0 demo|hypermorph|test|lint|peer|deps" >&2
+        echo "usage: $0 demo|hypermorph|dlir|test|lint|peer|deps" >&2
         exit 2
         ;;
 esac

@@ -32,7 +32,7 @@ pub fn image_ssd(a: &[f32], b: &[f32]) -> f64 {
 /// `(1 / V) Σ_p ‖a(p) − b(p)‖₂`, in their unit (voxels). With `b` zero it is the mean length
 /// of `a`. `None` unless both hold `ndim · voxels` values and `voxels > 0`.
 pub fn field_error(a: &[f32], b: &[f32], ndim: usize) -> Option<f64> {
-    if ndim == 0 || a.len() != b.len() || a.is_empty() || a.len() % ndim != 0 {
+    if ndim == 0 || a.len() != b.len() || a.is_empty() || !a.len().is_multiple_of(ndim) {
         return None;
     }
     let voxels = a.len() / ndim;

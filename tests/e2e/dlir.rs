@@ -1,10 +1,14 @@
-//! DLIR's affine stage through the binary: `configs/dlir_affine.yaml` (the `dlir_affine`
-//! backbone under the `ddf` method) trains on the demo pairs and `predict` writes each pair's
-//! affine transform.
+//! DLIR through the binary: `configs/dlir_affine.yaml` (the `dlir_affine` backbone under the
+//! `ddf` method) trains on the demo pairs and `predict` writes each pair's affine transform;
+//! on 2D tiles built by `voxreg dataset tiles`, `configs/dlir_affine_2d.yaml` trains with the
+//! masked similarity and predict measures the field error against the known shifts, then
+//! `configs/dlir_cascade_2d.yaml` trains its B-spline stage on the loaded, frozen affine stage.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
-use crate::util::{repo_root, stderr, tiny_training_config, voxreg};
+use crate::cli::load_weights;
+use crate::util::{assert_clean_failure, repo_root, stderr, stdout, tiny_training_config, voxreg};
 
 /// The shipped DLIR config on 16³ crops with a smaller network, two epochs.
 const SMALL: &str = "train:
@@ -70,4 +74,187 @@ fn the_dlir_affine_config_trains_and_predicts_one_affine_per_pair() {
         - rows[0][1] * (rows[1][0] * rows[2][2] - rows[1][2] * rows[2][0])
         + rows[0][2] * (rows[1][0] * rows[2][1] - rows[1][1] * rows[2][0]);
     assert!(det > 0.0, "det {det}: {text}");
+}
+
+/// 2 × 2 mosaics of 16 × 16 tiles from an axial MNI plane in `dir/tiles`: 2 train, 1 valid,
+/// 1 test mosaic.
+fn tiles(dir: &Path) -> PathBuf {
+    let data = dir.join("tiles");
+    let output = voxreg()
+        .args(["dataset", "tiles", "--image"])
+        .arg(repo_root().join("assets/mni152/t1.nii.gz"))
+        .args(["--slice", "2,40", "--tile", "16,16", "--grid", "2,2"])
+        .args([
+            "--overlap",
+            "0.75",
+            "--jitter",
+            "1",
+            "--mosaics",
+            "2,1,1",
+            "--out",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("wrote 16 tiles"),
+        "{}",
+        stdout(&output)
+    );
+    data
+}
+
+/// The overlay pointing a tile config at `data`, with 16 × 16 tiles and small networks.
+fn tile_overlay(dir: &Path, data: &Path, cascade: bool) -> PathBuf {
+    let path = dir.join(if cascade {
+        "cascade.yaml"
+    } else {
+        "affine.yaml"
+    });
+    let split = |s: &str| data.join(s).display().to_string();
+    let affine = "{name: dlir_affine, kernels: 4, num_conv_layers: 2, num_downsamplings: 2, linear_nodes: 8, parametrisation: translation}";
+    let train = if cascade {
+        format!("  method:\n    name: cascade\n    stages:\n      - {{name: ddf, backbone: {affine}}}\n      - {{name: ddf, backbone: {{name: dlir_bspline, grid_spacing: 4, kernels: 4, num_conv_layers: 2, num_dense_layers: 1}}}}\n")
+    } else {
+        format!("  backbone: {affine}\n")
+    };
+    fs::write(
+        &path,
+        format!(
+            "dataset:\n  train: {{dir: {}}}\n  valid: {{dir: {}}}\n  test: {{dir: {}}}\n  image_shape: [16, 16]\ntrain:\n{train}  preprocess: {{batch_size: 4}}\n",
+            split("train"),
+            split("valid"),
+            split("test")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn tiles_train_the_affine_stage_then_the_cascade_and_predict_measures_the_field_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiles(dir.path());
+    assert!(fs::read_to_string(data.join("test/tiles.csv"))
+        .unwrap()
+        .starts_with("file,mosaic,row,column,origin_row,origin_column"));
+    let logs = dir.path().join("logs");
+    let output = voxreg()
+        .args(["train", "-c"])
+        .arg(repo_root().join("configs/dlir_affine_2d.yaml"))
+        .arg(tile_overlay(dir.path(), &data, false))
+        .args(["--exp-name", "affine", "--log-dir"])
+        .arg(&logs)
+        .args(["--max-epochs", "2"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "affine: {}", stderr(&output));
+    let header = fs::read_to_string(logs.join("affine/valid_metrics.csv")).unwrap();
+    assert!(
+        header.lines().next().unwrap().contains("ddf_error"),
+        "{header}"
+    );
+    let config = fs::read_to_string(logs.join("affine/config.yaml")).unwrap();
+    assert!(config.contains("mask: field_of_view"), "{config}");
+
+    let affine = logs.join("affine/save/ckpt-2");
+    let output = voxreg()
+        .args(["predict", "--split", "test", "--no-nifti", "--ckpt-path"])
+        .arg(&affine)
+        .arg("--log-dir")
+        .arg(&logs)
+        .args(["--exp-name", "affine-test"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "predict: {}", stderr(&output));
+    assert!(
+        stdout(&output).contains("field error, vx (median)"),
+        "{}",
+        stdout(&output)
+    );
+    let metrics = fs::read_to_string(logs.join("affine-test/test/metrics.csv")).unwrap();
+    let mut rows = metrics.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let column = header
+        .iter()
+        .position(|h| *h == "ddf_error_before")
+        .unwrap();
+    // 4 tiles in a 2 × 2 grid: 8 ordered neighbour pairs, each shifted by 4 ± 2 pixels.
+    let before: Vec<f64> = rows
+        .map(|row| row.split(',').nth(column).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(before.len(), 8, "{metrics}");
+    assert!(before.iter().all(|e| (2.0..=7.0).contains(e)), "{before:?}");
+    let theta = fs::read_to_string(logs.join("affine-test/test/pair_0_1/affine.txt")).unwrap();
+    let linear: Vec<f64> = theta
+        .lines()
+        .take(2)
+        .flat_map(|line| line.split(',').map(|v| v.trim().parse::<f64>().unwrap()))
+        .collect();
+    assert_eq!(linear, [1.0, 0.0, 0.0, 1.0], "a pure translation: {theta}");
+
+    let stage0 = dir.path().join("stage0.yaml");
+    fs::write(
+        &stage0,
+        format!(
+            "train:\n  parameters:\n    name: variables\n    freeze: [stage.0]\n    init_from: [{{checkpoint: {}, from: \"\", to: stage.0}}]\n",
+            affine.display()
+        ),
+    )
+    .unwrap();
+    let output = voxreg()
+        .args(["train", "-c"])
+        .arg(repo_root().join("configs/dlir_cascade_2d.yaml"))
+        .arg(tile_overlay(dir.path(), &data, true))
+        .arg(&stage0)
+        .args(["--exp-name", "cascade", "--log-dir"])
+        .arg(&logs)
+        .args(["--max-epochs", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "cascade: {}", stderr(&output));
+    let trained = load_weights(&affine.join("weights.safetensors"));
+    let cascade = load_weights(&logs.join("cascade/save/ckpt-1/weights.safetensors"));
+    for (name, values) in &trained {
+        let loaded = cascade
+            .iter()
+            .find(|(n, _)| *n == format!("stage.0.{name}"))
+            .unwrap_or_else(|| panic!("stage.0.{name} in the cascade"));
+        assert_eq!(
+            &loaded.1, values,
+            "the frozen affine stage is unchanged: {name}"
+        );
+    }
+    assert!(cascade.iter().any(|(n, _)| n.starts_with("stage.1.")));
+}
+
+#[test]
+fn an_unknown_mask_or_one_outside_the_image_section_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    fs::write(
+        &bad,
+        "train:\n  loss:\n    regularization: {name: bending, mask: field_of_view}\n",
+    )
+    .unwrap();
+    let output = voxreg()
+        .args(["config", "check"])
+        .arg(repo_root().join("configs/dlir_affine_2d.yaml"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_clean_failure(&output, &["mask", "only image terms"]);
+    fs::write(
+        &bad,
+        "train:\n  loss:\n    image: {name: gncc, mask: everything}\n",
+    )
+    .unwrap();
+    let output = voxreg()
+        .args(["config", "check"])
+        .arg(repo_root().join("configs/dlir_affine_2d.yaml"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_clean_failure(&output, &["unknown mask `everything`", "field_of_view"]);
 }

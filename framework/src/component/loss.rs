@@ -32,6 +32,25 @@ pub trait Loss: Send + Sync {
     ///
     /// Errors: a missing target where one is needed, or shapes that do not fit.
     fn loss(&self, prediction: &Tensor, target: Option<&Tensor>) -> candle_core::Result<Tensor>;
+
+    /// The loss over the voxels `mask` weights (a term's `mask`, e.g. the field of view).
+    /// The default refuses: a loss opts in by defining its masked form.
+    ///
+    /// # Shapes
+    /// `prediction`, `target`: `(N, C, *spatial)`; `mask`: `(N, 1, *spatial)`, values in
+    /// `[0, 1]` → `(N,)`.
+    fn masked_loss(
+        &self,
+        prediction: &Tensor,
+        target: Option<&Tensor>,
+        mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let _ = (prediction, target, mask);
+        Err(candle_core::Error::Msg(
+            "this loss has no masked form (`mask` works with the image losses gncc and ssd)"
+                .to_owned(),
+        ))
+    }
 }
 
 /// The target of a two-input loss, or an error naming the loss.

@@ -29,7 +29,7 @@ pub use path::{KeyPath, Segment};
 pub use problem::{Location, Problem, Problems};
 pub use schema::{Config, DatasetConfig, LossConfig, PreprocessConfig, SplitConfig, TrainConfig};
 pub use sources::ConfigSources;
-pub use terms::{LossTerm, Section, Weight};
+pub use terms::{LossTerm, Section, TermMask, Weight};
 pub use value::{
     key, kind_name, merge, to_value, to_yaml_string, ConfigDocument, ConfigMapping, ConfigValue,
 };

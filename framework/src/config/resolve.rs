@@ -12,7 +12,7 @@ use super::problem::Problem;
 use super::schema::{
     Config, DatasetConfig, LossConfig, PreprocessConfig, SplitConfig, TrainConfig,
 };
-use super::terms::{LossTerm, Section, Weight};
+use super::terms::{LossTerm, Section, TermMask, Weight};
 use super::value::{self, ConfigMapping, ConfigValue};
 use crate::component::{Decl, MethodConfig, MethodContext};
 use crate::registry::{ComponentKind, DecodeError, Registry};
@@ -598,12 +598,44 @@ impl Walker<'_> {
                 self.check_inputs(section, inputs, &path.key("inputs"));
             }
         }
+        let mask = match mapping.remove(value::key("mask")) {
+            None | Some(ConfigValue::Null) => Some(None),
+            Some(v) => self.term_mask(v, K::CATEGORY, &path.key("mask")),
+        };
         let config = self.component(ConfigValue::Mapping(mapping), path);
         Some(LossTerm {
             weight: weight?,
             inputs: inputs?,
+            mask: mask?,
             config: config?,
         })
+    }
+
+    /// A term's `mask`: `field_of_view`, on image terms only.
+    fn term_mask(
+        &mut self,
+        value: ConfigValue,
+        category: crate::registry::Category,
+        path: &KeyPath,
+    ) -> Option<Option<TermMask>> {
+        let name = self.typed::<String>(value, path)?;
+        if category != Section::Image.category() {
+            self.problem(
+                path.clone(),
+                "only image terms (train.loss.image) take a mask".to_owned(),
+            );
+            return None;
+        }
+        match name.as_str() {
+            "field_of_view" => Some(Some(TermMask::FieldOfView)),
+            other => {
+                self.problem(
+                    path.clone(),
+                    format!("unknown mask `{other}`: the one mask is `field_of_view`"),
+                );
+                None
+            }
+        }
     }
 
     /// A term's weight: a number ≥ 0, or `{hyper: <name>, complement: <bool>, scale: <number>}`.

@@ -274,6 +274,12 @@ fn insert_terms<K: Serialize + ?Sized>(
                 let inputs = inputs.iter().cloned().map(ConfigValue::String).collect();
                 mapping.insert(value::key("inputs"), ConfigValue::Sequence(inputs));
             }
+            if let Some(mask) = term.mask {
+                mapping.insert(
+                    value::key("mask"),
+                    ConfigValue::String(mask.key().to_owned()),
+                );
+            }
             Ok(ConfigValue::Mapping(mapping))
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;

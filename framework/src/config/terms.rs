@@ -126,6 +126,26 @@ impl Weight {
     }
 }
 
+/// Which voxels an image term compares (`mask` of an image term).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TermMask {
+    /// `field_of_view`: only fixed voxels whose sampling point lies inside the moving image,
+    /// weighted by how much of their linear interpolation does (the moving grid's ones
+    /// warped by the DDF, zeros outside; treated as a constant, no gradient). Voxels filled
+    /// with the warp's zero padding are left out, so moving the image out of view is not
+    /// rewarded (DLIR's tiles overlap only partly).
+    FieldOfView,
+}
+
+impl TermMask {
+    /// The YAML spelling.
+    pub fn key(self) -> &'static str {
+        match self {
+            TermMask::FieldOfView => "field_of_view",
+        }
+    }
+}
+
 /// A loss component with its weight and inputs.
 #[derive(Debug)]
 pub struct LossTerm<K: ?Sized> {
@@ -134,6 +154,8 @@ pub struct LossTerm<K: ?Sized> {
     /// `inputs`: the names of the tensors the loss gets (`[prediction, target]` or
     /// `[field]`); `None` for the section's defaults.
     pub inputs: Option<Vec<String>>,
+    /// `mask` (image terms): compare only these voxels; `None`: all.
+    pub mask: Option<TermMask>,
     /// The loss component.
     pub config: Box<K>,
 }

@@ -5,7 +5,8 @@ use candle_core::Tensor;
 
 use super::{tensor_error, EngineError};
 use crate::component::{Batch, ComponentError, Loss, Tensors};
-use crate::config::{Config, LossTerm, Section, Weight};
+use crate::config::{Config, LossTerm, Section, TermMask, Weight};
+use crate::ops::{self, Interp, Padding};
 use crate::registry::ComponentKind;
 
 /// One built term: its name (`image/lncc`, `label/dice`, `regularization/bending`), its
@@ -16,6 +17,8 @@ struct Term {
     inputs: Vec<String>,
     /// Whether the config named the inputs (a missing one is then an error, not a skip).
     explicit: bool,
+    /// Which voxels the term compares.
+    mask: Option<TermMask>,
     loss: Box<dyn Loss>,
 }
 
@@ -79,6 +82,7 @@ fn add<K: ComponentKind + ?Sized>(
             weight: term.weight.clone(),
             inputs,
             explicit,
+            mask: term.mask,
             loss,
         });
     }
@@ -130,10 +134,17 @@ impl LossTerms {
                 }
             }
             let context = || tensor_error(term.name.clone());
-            let per_sample = term
-                .loss
-                .loss(inputs[0], inputs.get(1).copied())
-                .map_err(context())?;
+            let per_sample = match term.mask {
+                None => term.loss.loss(inputs[0], inputs.get(1).copied()),
+                Some(TermMask::FieldOfView) => {
+                    let mask = field_of_view(batch, output).map_err(|problem| {
+                        EngineError::Config(format!("loss term `{}`: {problem}", term.name))
+                    })?;
+                    term.loss
+                        .masked_loss(inputs[0], inputs.get(1).copied(), &mask)
+                }
+            }
+            .map_err(context())?;
             let value = per_sample.mean_all().map_err(context())?;
             let weighted = match &term.weight {
                 Weight::Constant(weight) => (&value * *weight).map_err(context())?,
@@ -175,6 +186,26 @@ impl LossTerms {
         }
         Ok(values)
     }
+}
+
+/// The field of view of the moving image on the fixed grid: ones on the moving grid warped
+/// by the method's `ddf` (linear, zeros outside), detached.
+///
+/// # Shapes
+/// Output: `(N, 1, *fixed)`.
+fn field_of_view(batch: &Batch, output: &Tensors) -> Result<Tensor, String> {
+    let ddf = output.get(crate::component::names::DDF).ok_or_else(|| {
+        "`mask: field_of_view` needs the method's displacement field `ddf`".to_owned()
+    })?;
+    let moving = batch
+        .moving_image()
+        .map_err(|e| format!("the batch's moving image: {e}"))?;
+    let ones = moving
+        .narrow(1, 0, 1)
+        .and_then(|m| m.ones_like())
+        .and_then(|ones| ops::warp(&ones, &ddf.detach(), Interp::Linear, Padding::Zeros))
+        .map_err(|e| format!("the field of view: {e}"))?;
+    Ok(ones.detach())
 }
 
 /// The weighted total `Σ weighted` of the terms (attached to the graph) and its value.

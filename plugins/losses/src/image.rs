@@ -26,6 +26,37 @@ impl ImageLoss for Ssd {
     fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor> {
         self.value(fixed, warped)
     }
+
+    /// `Σ m (f − w)² / (Σ m + ε)` per sample: the mean squared difference over the voxels
+    /// the mask `m` weights; 0 when it weights none.
+    fn masked(
+        &self,
+        fixed: &Tensor,
+        warped: &Tensor,
+        mask: &Tensor,
+    ) -> Option<candle::Result<Tensor>> {
+        Some((|| {
+            check_pair(self.component, self.spatial_dims, fixed, warped)?;
+            let (m, total) = mask_weights(mask, fixed)?;
+            let squared = (fixed - warped)?.sqr()?.flatten_from(1)?;
+            (squared * &m)?.sum(1)? / (total + EPS)?
+        })())
+    }
+}
+
+/// The mask `(N, 1, *spatial)` flattened to `(N, V)` (cast to the images' dtype), checked
+/// against the images `(N, 1, *spatial)`, and its total weight `(N,)`.
+fn mask_weights(mask: &Tensor, image: &Tensor) -> candle::Result<(Tensor, Tensor)> {
+    if mask.dims() != image.dims() {
+        candle::bail!(
+            "the mask {:?} must match the one-channel images {:?}",
+            mask.dims(),
+            image.dims()
+        );
+    }
+    let m = mask.to_dtype(image.dtype())?.flatten_from(1)?;
+    let total = m.sum(1)?;
+    Ok((m, total))
 }
 
 impl LabelLoss for Ssd {
@@ -53,6 +84,34 @@ impl ImageLoss for Gncc {
         let variances = (f.sqr()?.mean(1)? * w.sqr()?.mean(1)?)?;
         let ncc = ((covariance.sqr()? + EPS)? / (variances + EPS)?)?;
         ncc.neg()
+    }
+
+    /// The same moments weighted by the mask `m`: `W = Σ m + ε`, `μ_x = Σ m x / W`,
+    /// `cov = Σ m (f − μ_f)(w − μ_w) / W`, `var_x = Σ m (x − μ_x)² / W`, and
+    /// `−cov² / (var_f · var_w + ε)`. Unlike the unmasked form there is no ε in the
+    /// numerator: a pair with no voxel in view, or a flat warped image, scores 0 (no match),
+    /// not −1 (a perfect one).
+    fn masked(
+        &self,
+        fixed: &Tensor,
+        warped: &Tensor,
+        mask: &Tensor,
+    ) -> Option<candle::Result<Tensor>> {
+        Some((|| {
+            check_pair("image_loss `gncc`", self.spatial_dims, fixed, warped)?;
+            let (m, total) = mask_weights(mask, fixed)?;
+            let total = (total + EPS)?.unsqueeze(1)?;
+            let weighted_mean = |x: &Tensor| (x * &m)?.sum_keepdim(1)?.broadcast_div(&total);
+            let centred = |x: &Tensor| -> candle::Result<Tensor> {
+                let x = x.flatten_from(1)?;
+                x.broadcast_sub(&weighted_mean(&x)?)
+            };
+            let (f, w) = (centred(fixed)?, centred(warped)?);
+            let covariance = weighted_mean(&(&f * &w)?)?.squeeze(1)?;
+            let variances =
+                (weighted_mean(&f.sqr()?)?.squeeze(1)? * weighted_mean(&w.sqr()?)?.squeeze(1)?)?;
+            (covariance.sqr()? / (variances + EPS)?)?.neg()
+        })())
     }
 }
 
@@ -580,6 +639,95 @@ mod tests {
                 check_gradient(|x| loss.loss(f, x), w, 1e-6);
                 check_gradient(|x| loss.loss(x, w), f, 1e-6);
             }
+        }
+    }
+
+    /// `masked_loss(prediction = warped, target = fixed, mask)` through the framework trait.
+    fn masked(
+        loss: &Pair,
+        fixed: &Tensor,
+        warped: &Tensor,
+        mask: &Tensor,
+    ) -> candle::Result<Tensor> {
+        loss.0.masked_loss(warped, Some(fixed), mask)
+    }
+
+    /// The masked GNCC written as loops over one sample.
+    fn masked_gncc_by_loops(f: &[f64], w: &[f64], m: &[f64]) -> f64 {
+        let total: f64 = m.iter().sum::<f64>() + EPS;
+        let mean = |x: &[f64]| x.iter().zip(m).map(|(x, m)| x * m).sum::<f64>() / total;
+        let (mf, mw) = (mean(f), mean(w));
+        let mut moments = [0.0; 3];
+        for i in 0..f.len() {
+            let (a, b) = (f[i] - mf, w[i] - mw);
+            moments[0] += m[i] * a * b / total;
+            moments[1] += m[i] * a * a / total;
+            moments[2] += m[i] * b * b / total;
+        }
+        -moments[0].powi(2) / (moments[1] * moments[2] + EPS)
+    }
+
+    #[test]
+    fn masked_ssd_and_gncc_compare_only_the_voxels_in_view() -> candle::Result<()> {
+        let ssd = ImageLossConfig::build(&SsdConfig::default(), 2)
+            .map(Pair)
+            .unwrap();
+        let gncc = GnccConfig::default().build(2).map(Pair).unwrap();
+        let fixed = image(&[0.0, 1.0, 2.0, 3.0, 0.5, 0.2, 0.9, 0.4], &[2, 1, 2, 2]);
+        // Equal to the fixed image where the mask is 1, far off where it is 0.
+        let warped = image(&[0.0, 1.0, 9.0, -4.0, 0.5, 0.2, 0.9, 7.0], &[2, 1, 2, 2]);
+        let mask = image(&[1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0], &[2, 1, 2, 2]);
+        let value = masked(&ssd, &fixed, &warped, &mask)?;
+        assert_close(&value, &[0.0, 0.0], 1e-9);
+        let value = masked(&gncc, &fixed, &warped, &mask)?;
+        // −cov² / (var² + ε): 1 up to ε / var² (var ≈ 0.08 in the second sample).
+        assert_close(&value, &[-1.0, -1.0], 2e-3);
+        // A soft mask: against the loops.
+        let soft = pseudo_random(&[2, 1, 2, 2], 0.0, 1.0, 3);
+        let other = pseudo_random(&[2, 1, 2, 2], 0.0, 1.0, 4);
+        let rows = |t: &Tensor| -> Vec<Vec<f64>> { t.flatten_from(1).unwrap().to_vec2().unwrap() };
+        let (f, w, m) = (rows(&fixed), rows(&other), rows(&soft));
+        let expected: Vec<f64> = (0..2)
+            .map(|n| masked_gncc_by_loops(&f[n], &w[n], &m[n]))
+            .collect();
+        assert_close(&masked(&gncc, &fixed, &other, &soft)?, &expected, 1e-12);
+        let expected: Vec<f64> = (0..2)
+            .map(|n| {
+                let weight: f64 = m[n].iter().sum();
+                (0..4)
+                    .map(|i| m[n][i] * (f[n][i] - w[n][i]).powi(2))
+                    .sum::<f64>()
+                    / (weight + EPS)
+            })
+            .collect();
+        assert_close(&masked(&ssd, &fixed, &other, &soft)?, &expected, 1e-12);
+        // Nothing in view, or a flat warped image: no match (0), not a perfect one.
+        let none = image(&[0.0; 8], &[2, 1, 2, 2]);
+        assert_close(&masked(&gncc, &fixed, &warped, &none)?, &[0.0, 0.0], 1e-12);
+        assert_close(&masked(&ssd, &fixed, &warped, &none)?, &[0.0, 0.0], 1e-12);
+        let flat = image(&[0.3; 8], &[2, 1, 2, 2]);
+        let ones = image(&[1.0; 8], &[2, 1, 2, 2]);
+        assert_close(&masked(&gncc, &fixed, &flat, &ones)?, &[0.0, 0.0], 1e-12);
+        // A mask of the wrong shape and a loss without a masked form are refused.
+        assert!(masked(&gncc, &fixed, &warped, &mask.narrow(0, 0, 1)?).is_err());
+        let lncc = lncc(3, LnccKernel::Gaussian).build(2).map(Pair).unwrap();
+        let error = masked(&lncc, &fixed, &warped, &mask)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no masked form"), "{error}");
+        Ok(())
+    }
+
+    #[test]
+    fn masked_loss_gradients_match_finite_differences() {
+        let fixed = pseudo_random(&[2, 1, 3, 2], 0.05, 0.95, 17);
+        let warped = pseudo_random(&[2, 1, 3, 2], 0.05, 0.95, 18);
+        let mask = pseudo_random(&[2, 1, 3, 2], 0.0, 1.0, 19);
+        let configs: [&dyn ImageLossConfig; 2] = [&SsdConfig::default(), &GnccConfig::default()];
+        for config in configs {
+            let loss = config.build(2).map(Pair).unwrap();
+            check_gradient(|x| masked(&loss, &fixed, x, &mask), &warped, 1e-6);
+            check_gradient(|x| masked(&loss, x, &warped, &mask), &fixed, 1e-6);
         }
     }
 }

@@ -9,6 +9,18 @@ use voxreg_framework::prelude::*;
 pub(crate) trait ImageLoss: Send + Sync {
     /// The loss between the fixed image and the warped moving image.
     fn loss(&self, fixed: &Tensor, warped: &Tensor) -> candle::Result<Tensor>;
+
+    /// The loss over the voxels `mask` `(N, 1, *spatial)` weights, for losses that have a
+    /// masked form; `None` for those that do not.
+    fn masked(
+        &self,
+        fixed: &Tensor,
+        warped: &Tensor,
+        mask: &Tensor,
+    ) -> Option<candle::Result<Tensor>> {
+        let _ = (fixed, warped, mask);
+        None
+    }
 }
 
 /// A loss between two labels `(N, L, *spatial)` → `(N,)`, averaged over the labels.
@@ -29,6 +41,21 @@ pub(crate) struct Images<L>(pub(crate) L, pub(crate) &'static str);
 impl<L: ImageLoss> Loss for Images<L> {
     fn loss(&self, prediction: &Tensor, target: Option<&Tensor>) -> candle::Result<Tensor> {
         self.0.loss(required_target(self.1, target)?, prediction)
+    }
+
+    fn masked_loss(
+        &self,
+        prediction: &Tensor,
+        target: Option<&Tensor>,
+        mask: &Tensor,
+    ) -> candle::Result<Tensor> {
+        let target = required_target(self.1, target)?;
+        self.0.masked(target, prediction, mask).unwrap_or_else(|| {
+            candle::bail!(
+                "{} has no masked form: `mask` works with the image losses gncc and ssd",
+                self.1
+            )
+        })
     }
 }
 

@@ -20,15 +20,18 @@ pub(crate) enum AffineKind {
     Bounded,
     /// A free matrix in normalised coordinates, see [`raw_theta`].
     Raw,
+    /// A translation in voxels, see [`translation_theta`].
+    Translation,
 }
 
 impl AffineKind {
     /// Number of raw outputs the head predicts for `ndim` spatial axes: bounded 7 (2D) / 15
-    /// (3D), raw `ndim · (ndim + 1)`.
+    /// (3D), raw `ndim · (ndim + 1)`, translation `ndim`.
     pub fn outputs(self, ndim: usize) -> usize {
         match self {
             Self::Bounded => ndim + rotations(ndim) + ndim + ndim * (ndim - 1),
             Self::Raw => ndim * (ndim + 1),
+            Self::Translation => ndim,
         }
     }
 
@@ -40,6 +43,7 @@ impl AffineKind {
         match self {
             Self::Bounded => bounded_theta(raw, size),
             Self::Raw => raw_theta(raw, size),
+            Self::Translation => translation_theta(raw, size),
         }
     }
 }
@@ -215,6 +219,22 @@ pub(crate) fn raw_theta(raw: &Tensor, size: &[usize]) -> candle::Result<Tensor> 
     let t_mat = a.broadcast_mul(&rows)?.broadcast_mul(&cols)?;
     let t_vec = b.broadcast_mul(&h.unsqueeze(0)?)?;
     theta_about_centre(&t_mat, &t_vec, size)
+}
+
+/// A pure translation: the outputs are `t` (`ndim` values, voxels) and `q = p + t`, i.e.
+/// `θ = [I; tᵀ]`; zero outputs are the identity.
+///
+/// # Shapes
+/// * `raw`: `(N, ndim)`; output `(N, ndim + 1, ndim)`.
+pub(crate) fn translation_theta(raw: &Tensor, size: &[usize]) -> candle::Result<Tensor> {
+    let ndim = size.len();
+    let ndim = check(raw, size, ndim.clamp(2, 3), "translation head")?;
+    let n = raw.dim(0)?;
+    let eye = Tensor::eye(ndim, raw.dtype(), raw.device())?
+        .unsqueeze(0)?
+        .broadcast_as((n, ndim, ndim))?
+        .contiguous()?;
+    theta_about_centre(&eye, raw, size)
 }
 
 #[cfg(test)]

@@ -161,7 +161,7 @@ impl DlirAffineNet {
         let outputs = plan.kind.outputs(plan.ndim);
         let head = Dense::new(&params.pp("head"), width, outputs, true)?;
         let identity = match plan.kind {
-            AffineKind::Bounded => None,
+            AffineKind::Bounded | AffineKind::Translation => None,
             AffineKind::Raw => {
                 let n = plan.ndim;
                 let eye = Tensor::eye(n, head.bias.dtype(), head.bias.device())?;

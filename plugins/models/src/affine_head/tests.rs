@@ -262,5 +262,25 @@ fn head_gradients_match_finite_differences() {
     for size in [vec![5usize, 9], vec![4, 6, 3]] {
         check_gradient(AffineKind::Bounded, &size);
         check_gradient(AffineKind::Raw, &size);
+        check_gradient(AffineKind::Translation, &size);
     }
+}
+
+#[test]
+fn the_translation_head_moves_every_voxel_by_t() {
+    let t = Tensor::new(&[[1.5f64, -2.0]], &Device::Cpu).unwrap();
+    let theta = translation_theta(&t, &[5, 9]).unwrap();
+    assert_close(
+        &theta_rows(&theta),
+        &[vec![1.0, 0.0], vec![0.0, 1.0], vec![1.5, -2.0]],
+        1e-12,
+    );
+    for p in [[0, 0], [2, 4], [4, 8]] {
+        assert_close(&[ddf_at(&theta, &[5, 9], p)], &[vec![1.5, -2.0]], 1e-12);
+    }
+    assert_eq!(AffineKind::Translation.outputs(3), 3);
+    assert!(
+        translation_theta(&t, &[5, 9, 2]).is_err(),
+        "3 outputs in 3D"
+    );
 }

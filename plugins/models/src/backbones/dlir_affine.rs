@@ -52,6 +52,10 @@ pub enum Parametrisation {
     /// The notebook's: a free `ndim × (ndim + 1)` matrix on coordinates normalised to
     /// `[−1, 1]` about the centre, starting at `[I | 0]`.
     Raw,
+    /// A translation only (`ndim` outputs, voxels, unbounded; `T = I`): for images that
+    /// differ by a shift, such as the tiles of a microscope scan, where the other degrees of
+    /// freedom only let a similarity loss zoom into the overlap.
+    Translation,
 }
 
 /// `dlir_affine`: twin feature pipelines with shared weights for the moving and the fixed
@@ -180,6 +184,7 @@ impl DlirAffineConfig {
             kind: match self.parametrisation {
                 Parametrisation::Bounded => AffineKind::Bounded,
                 Parametrisation::Raw => AffineKind::Raw,
+                Parametrisation::Translation => AffineKind::Translation,
             },
         })
     }
