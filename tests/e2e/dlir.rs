@@ -229,6 +229,58 @@ fn tiles_train_the_affine_stage_then_the_cascade_and_predict_measures_the_field_
     assert!(cascade.iter().any(|(n, _)| n.starts_with("stage.1.")));
 }
 
+/// The notebook's setting: a free affine matrix, a large learning rate, the unmasked local
+/// NCC. The transform leaves the image within the first steps, the warped tiles turn flat
+/// and the loss sits at −1 (DeepReg's LNCC scores flat windows as a perfect match); the
+/// detector names the epoch and step.
+#[test]
+fn the_collapse_of_the_notebooks_setting_is_reported_with_epoch_and_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiles(dir.path());
+    let collapse = dir.path().join("collapse.yaml");
+    fs::write(
+        &collapse,
+        "train:\n  backbone: {parametrisation: raw}\n  loss:\n    image: {name: lncc, kernel_size: 5}\n  optimizer: {name: Adam, learning_rate: 1.0}\n",
+    )
+    .unwrap();
+    let output = voxreg()
+        .args(["train", "-c"])
+        .arg(repo_root().join("configs/dlir_affine_2d.yaml"))
+        .arg(tile_overlay(dir.path(), &data, false))
+        .arg(&collapse)
+        .args(["--exp-name", "collapse", "--log-dir"])
+        .arg(dir.path().join("logs"))
+        .args(["--max-epochs", "3"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("the warped moving image is constant in") && err.contains(", step "),
+        "{err}"
+    );
+    assert!(err.contains("of the sampling points fall outside"), "{err}");
+    let metrics = fs::read_to_string(dir.path().join("logs/collapse/train_metrics.csv")).unwrap();
+    let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
+    let column = header
+        .iter()
+        .position(|h| *h == "constant_warped_fraction")
+        .unwrap();
+    let last: f64 = metrics
+        .lines()
+        .last()
+        .unwrap()
+        .split(',')
+        .nth(column)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        last > 0.5,
+        "most warped tiles are flat by the last epoch: {metrics}"
+    );
+}
+
 #[test]
 fn an_unknown_mask_or_one_outside_the_image_section_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 
 use candle_core::Tensor;
 
+use super::collapse::{is_constant, out_of_view_fraction, CONSTANT_WARPED, OUT_OF_VIEW};
 use super::{tensor_error, EngineError};
 use crate::component::{names, Batch, Grid, ImageShapes, Kind, Tensors};
 use crate::data::BatchInfo;
@@ -36,11 +37,12 @@ pub(super) fn grid_shape(shapes: &ImageShapes, grid: Grid) -> &[usize] {
 /// * `label_binary_dice`: binary Dice of the fixed and the predicted label (labelled data);
 /// * `label_tre`, `label_tre_mm`: distance of their centroids in voxels of the fixed grid and
 ///   in millimetres (when neither is empty);
-///
 /// * `ddf_error`: mean end-point error of the DDF against the data's true field, in voxels
 ///   (when the loader provides `true_ddf`);
 ///
 /// the names and definitions of predict's `metrics.csv`.
+/// * with a DDF and a warped image, the collapse measures (see `collapse`):
+///   `out_of_view_fraction` and `constant_warped_fraction` (0 or 1 per sample);
 /// * `<field>_folding_fraction` for every displacement field the method outputs (by its
 ///   declaration): the fraction of voxels whose Jacobian determinant is ≤ 0.
 pub(super) fn add_batch_metrics(
@@ -87,6 +89,16 @@ pub(super) fn add_batch_metrics(
                 add("label_tre", voxels);
                 add("label_tre_mm", mm);
             }
+        }
+        if let (Some(ddf), Some(predicted)) =
+            (output.get(names::DDF), output.get(names::PRED_FIXED_IMAGE))
+        {
+            add(
+                OUT_OF_VIEW,
+                out_of_view_fraction(&element(ddf, index)?, &shapes.fixed, &shapes.moving),
+            );
+            let flat = is_constant(&element(predicted, index)?);
+            add(CONSTANT_WARPED, f64::from(u8::from(flat)));
         }
         if let (Some(truth), Some(ddf)) =
             (batch.tensors.get(names::TRUE_DDF), output.get(names::DDF))
@@ -217,16 +229,19 @@ mod tests {
                 "label_binary_dice",
                 "label_tre",
                 "label_tre_mm",
+                "out_of_view_fraction",
+                "constant_warped_fraction",
                 "ddf_error",
                 "ddf_folding_fraction",
                 "inv/ddf_folding_fraction"
             ]
         );
-        assert!((seen[4].1 - 3f64.sqrt()).abs() < 1e-9, "|(1, 1, 1)|");
+        assert_eq!((seen[4].1, seen[5].1), (0.0, 0.0), "in view, not flat");
+        assert!((seen[6].1 - 3f64.sqrt()).abs() < 1e-9, "|(1, 1, 1)|");
         assert_eq!(seen[0].1, 0.0);
         assert!((seen[1].1 - 1.0).abs() < 1e-9);
         assert_eq!(seen[2].1, 0.0);
         assert_eq!(seen[3].1, 0.0);
-        assert_eq!(seen[5].1, 0.0);
+        assert_eq!(seen[7].1, 0.0);
     }
 }

@@ -8,6 +8,7 @@
 mod batch_metrics;
 mod check;
 pub mod checkpoint;
+mod collapse;
 mod evaluate;
 mod finite;
 mod gradients;

@@ -8,6 +8,7 @@ use candle_core::Device;
 
 use super::batch_metrics::add_batch_metrics;
 use super::checkpoint::{self, Progress};
+use super::collapse::CollapseWatch;
 use super::logs::{write_csv, Accumulator, EpochLog};
 use super::run_dir::{config_yaml, save_weights, NewRunDir};
 use super::step::Trainer;
@@ -165,6 +166,7 @@ pub fn train(
             .as_ref()
             .is_some_and(|flag| flag.load(Ordering::SeqCst))
     };
+    let mut collapse = CollapseWatch::default();
     for epoch in progress.epoch + 1..=epochs {
         let mut samples = loader.epoch(epoch as u64 - 1, seed);
         let mut generator = SplitMix::new(mix(&[seed, epoch as u64]));
@@ -215,8 +217,10 @@ pub fn train(
             accumulator.add_loss(outcome.loss);
             let shapes = &trainer.model.shapes;
             add_batch_metrics(&batch, &info, &outcome.output, shapes, |name, value| {
+                collapse.record(name, value);
                 accumulator.add_metric(name, value)
             })?;
+            collapse.finish_step(epoch, step);
             summary.steps += 1;
             observer.step_finished(step, outcome.loss);
             if stop_requested() {
