@@ -122,7 +122,7 @@ case "$task" in
         if [ ! -d "$data" ]; then
             echo "== building $data: 3 x 3 mosaics of 32 x 32 tiles at known origins from an axial MNI plane"
             "$voxreg" dataset tiles --image assets/mni152/t1.nii.gz --slice 2,40 --tile 32,32 \
-                --grid 3,3 --overlap 0.9 --jitter 2 --mosaics 16,2,4 --seed 1 --out "$data"
+                --grid 3,3 --overlap 0.9 --jitter 2 --mosaics 64,4,8 --seed 1 --out "$data"
         fi
         rm -rf "$logs/dlir_affine_2d" "$logs/dlir_cascade_2d" "$logs/dlir_affine_2d-test" \
             "$logs/dlir_cascade_2d-test"

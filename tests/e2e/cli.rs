@@ -191,7 +191,7 @@ fn train_runs_on_the_demo_data_with_deepregs_flag_spellings() {
     let mut lines = epochs.lines();
     assert_eq!(
         lines.next(),
-        Some("epoch,loss,image/lncc,label/dice,regularization/bending,image_ssd,label_binary_dice,label_tre,label_tre_mm,ddf_folding_fraction"),
+        Some("epoch,loss,image/lncc,label/dice,regularization/bending,image_ssd,label_binary_dice,label_tre,label_tre_mm,out_of_view_fraction,constant_warped_fraction,ddf_folding_fraction"),
         "{epochs}"
     );
     assert!(lines.next().unwrap().starts_with("1,-"), "{epochs}");

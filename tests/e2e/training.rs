@@ -60,6 +60,8 @@ fn training_writes_train_and_validation_metrics_and_a_loss_curve() {
         "label_binary_dice",
         "label_tre",
         "label_tre_mm",
+        "out_of_view_fraction",
+        "constant_warped_fraction",
         "ddf_folding_fraction",
     ];
     for file in ["train_metrics.csv", "valid_metrics.csv"] {
