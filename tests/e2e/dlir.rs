@@ -284,29 +284,19 @@ fn the_collapse_of_the_notebooks_setting_is_reported_with_epoch_and_step() {
 #[test]
 fn an_unknown_mask_or_one_outside_the_image_section_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.yaml");
-    fs::write(
-        &bad,
-        "train:\n  loss:\n    regularization: {name: bending, mask: field_of_view}\n",
-    )
-    .unwrap();
-    let output = voxreg()
-        .args(["config", "check"])
-        .arg(repo_root().join("configs/dlir_affine_2d.yaml"))
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let check = |overlay: &str| {
+        let bad = dir.path().join("bad.yaml");
+        fs::write(&bad, overlay).unwrap();
+        voxreg()
+            .args(["config", "check"])
+            .arg(repo_root().join("configs/dlir_affine_2d.yaml"))
+            .arg(&bad)
+            .output()
+            .unwrap()
+    };
+    let output =
+        check("train:\n  loss:\n    regularization: {name: bending, mask: field_of_view}\n");
     assert_clean_failure(&output, &["mask", "only image terms"]);
-    fs::write(
-        &bad,
-        "train:\n  loss:\n    image: {name: gncc, mask: everything}\n",
-    )
-    .unwrap();
-    let output = voxreg()
-        .args(["config", "check"])
-        .arg(repo_root().join("configs/dlir_affine_2d.yaml"))
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let output = check("train:\n  loss:\n    image: {name: gncc, mask: everything}\n");
     assert_clean_failure(&output, &["unknown mask `everything`", "field_of_view"]);
 }
