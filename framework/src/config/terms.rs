@@ -131,7 +131,8 @@ impl Weight {
 pub enum TermMask {
     /// `field_of_view`: only fixed voxels whose sampling point lies inside the moving image,
     /// weighted by how much of their linear interpolation does (the moving grid's ones
-    /// warped by the DDF, zeros outside; treated as a constant, no gradient). Voxels filled
+    /// warped by the DDF, zeros outside; differentiable in the DDF, so the loss the gradient
+    /// sees is the loss that is measured). Voxels filled
     /// with the warp's zero padding are left out, so moving the image out of view is not
     /// rewarded (DLIR's tiles overlap only partly).
     FieldOfView,

@@ -189,7 +189,10 @@ impl LossTerms {
 }
 
 /// The field of view of the moving image on the fixed grid: ones on the moving grid warped
-/// by the method's `ddf` (linear, zeros outside), detached.
+/// by the method's `ddf` (linear, zeros outside). It is not detached: the gradient also sees
+/// how the field moves voxels into and out of view (with a detached mask, a B-spline stage
+/// after a frozen affine stage made the masked NCC worse as it trained; see the tile demo in
+/// the quick start).
 ///
 /// # Shapes
 /// Output: `(N, 1, *fixed)`.
@@ -203,9 +206,9 @@ fn field_of_view(batch: &Batch, output: &Tensors) -> Result<Tensor, String> {
     let ones = moving
         .narrow(1, 0, 1)
         .and_then(|m| m.ones_like())
-        .and_then(|ones| ops::warp(&ones, &ddf.detach(), Interp::Linear, Padding::Zeros))
+        .and_then(|ones| ops::warp(&ones, ddf, Interp::Linear, Padding::Zeros))
         .map_err(|e| format!("the field of view: {e}"))?;
-    Ok(ones.detach())
+    Ok(ones)
 }
 
 /// The weighted total `Σ weighted` of the terms (attached to the graph) and its value.
