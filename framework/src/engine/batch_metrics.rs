@@ -90,23 +90,21 @@ pub(super) fn add_batch_metrics(
                 add("label_tre_mm", mm);
             }
         }
-        if let (Some(ddf), Some(predicted)) =
-            (output.get(names::DDF), output.get(names::PRED_FIXED_IMAGE))
-        {
+        let ddf = output
+            .get(names::DDF)
+            .map(|ddf| element(ddf, index))
+            .transpose()?;
+        if let (Some(ddf), Some(predicted)) = (&ddf, output.get(names::PRED_FIXED_IMAGE)) {
             add(
                 OUT_OF_VIEW,
-                out_of_view_fraction(&element(ddf, index)?, &shapes.fixed, &shapes.moving),
+                out_of_view_fraction(ddf, &shapes.fixed, &shapes.moving),
             );
             let flat = is_constant(&element(predicted, index)?);
             add(CONSTANT_WARPED, f64::from(u8::from(flat)));
         }
-        if let (Some(truth), Some(ddf)) =
-            (batch.tensors.get(names::TRUE_DDF), output.get(names::DDF))
-        {
+        if let (Some(truth), Some(ddf)) = (batch.tensors.get(names::TRUE_DDF), &ddf) {
             let ndim = shapes.fixed.len();
-            if let Some(error) =
-                metrics::field_error(&element(ddf, index)?, &element(truth, index)?, ndim)
-            {
+            if let Some(error) = metrics::field_error(ddf, &element(truth, index)?, ndim) {
                 add("ddf_error", error);
             }
         }

@@ -23,16 +23,12 @@ pub(crate) fn out_of_view_fraction(ddf: &[f32], fixed: &[usize], moving: &[usize
     if voxels == 0 || moving.len() != ndim || ddf.len() != ndim * voxels {
         return 0.0;
     }
+    let strides: Vec<usize> = (0..ndim).map(|a| fixed[a + 1..].iter().product()).collect();
     let outside = (0..voxels)
         .filter(|&flat| {
-            let mut rest = flat;
-            let mut index = vec![0usize; ndim];
-            for axis in (0..ndim).rev() {
-                index[axis] = rest % fixed[axis];
-                rest /= fixed[axis];
-            }
             (0..ndim).any(|axis| {
-                let q = index[axis] as f64 + f64::from(ddf[axis * voxels + flat]);
+                let index = (flat / strides[axis]) % fixed[axis];
+                let q = index as f64 + f64::from(ddf[axis * voxels + flat]);
                 !(0.0..=(moving[axis] as f64 - 1.0)).contains(&q)
             })
         })

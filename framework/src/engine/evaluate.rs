@@ -233,38 +233,37 @@ fn evaluate_pair(
         Some(predicted) => channel_data(predicted)?,
         None => moving_image.clone(),
     };
-    let field_values = |name: &str| -> Result<Option<Vec<f32>>, EngineError> {
-        tensors
-            .get(name)
-            .map(|field| {
-                field
-                    .flatten_all()
-                    .and_then(|d| d.to_vec1::<f32>())
-                    .map_err(tensor_error(format!("reading `{name}`")))
-            })
-            .transpose()
-    };
-    let ndim = fixed_shape.len();
-    let (before_field, after_field) = match field_values(names::TRUE_DDF)? {
-        Some(truth) => (
-            metrics::field_error(&truth, &vec![0.0; truth.len()], ndim),
-            field_values(names::DDF)?.and_then(|ddf| metrics::field_error(&ddf, &truth, ndim)),
-        ),
-        None => (None, None),
+    let field_values = |name: &str, field: &Tensor| -> Result<Vec<f32>, EngineError> {
+        field
+            .flatten_all()
+            .and_then(|d| d.to_vec1::<f32>())
+            .map_err(tensor_error(format!("reading `{name}`")))
     };
     let mut jacobians = Vec::new();
+    let mut ddf_values = None;
     for (decl, field) in tensors.tensors.iter() {
         if decl.kind != Kind::Field || decl.name.starts_with("true_") {
             continue;
         }
-        let data = field
-            .flatten_all()
-            .and_then(|d| d.to_vec1::<f32>())
-            .map_err(tensor_error(format!("reading `{}`", decl.name)))?;
+        let data = field_values(&decl.name, field)?;
         if let Some(stats) = metrics::jacobian_stats(&data, grid_shape(shapes, decl.grid)) {
             jacobians.push((decl.name.clone(), stats));
         }
+        if decl.name == names::DDF {
+            ddf_values = Some(data);
+        }
     }
+    let ndim = fixed_shape.len();
+    let (before_field, after_field) = match tensors.get(names::TRUE_DDF) {
+        Some(truth) => {
+            let truth = field_values(names::TRUE_DDF, truth)?;
+            (
+                metrics::field_error(&truth, &vec![0.0; truth.len()], ndim),
+                ddf_values.and_then(|ddf| metrics::field_error(&ddf, &truth, ndim)),
+            )
+        }
+        None => (None, None),
+    };
     let jacobian = jacobians
         .iter()
         .find(|(name, _)| name == names::DDF)
