@@ -7,6 +7,9 @@
 #   ./tasks.sh dlir   build the 2D tile demo data, train configs/dlir_affine_2d.yaml, then the
 #                     B-spline stage of configs/dlir_cascade_2d.yaml on the frozen affine stage,
 #                     and evaluate both on the test tiles (field error against the known shifts)
+#   ./tasks.sh atlalign  build the 2D atlalign demo data (voxreg dataset augment), train
+#                     configs/atlalign_global.yaml and configs/atlalign_local.yaml, merge them
+#                     with configs/atlalign_merged.yaml, and evaluate each on the test sections
 #   ./tasks.sh test   run the whole test suite (what CI runs)
 #   ./tasks.sh lint   rustfmt, framework feature pins and clippy checks
 #   ./tasks.sh peer   compare losses, ops and metrics with MONAI, PyTorch and DeepReg's formulas
@@ -142,6 +145,41 @@ case "$task" in
         "$voxreg" predict --ckpt-path "$cascade" --split test --no-nifti \
             --exp-name dlir_cascade_2d-test --log-dir "$logs"
         ;;
+    atlalign)
+        install_system_packages
+        install_rust
+        cargo build --release --bin voxreg
+        voxreg=./target/release/voxreg
+        data="demo/data/atlalign_2d"
+        logs="target/demo-logs"
+        if [ ! -d "$data" ]; then
+            echo "== building $data: coronal MNI sections under known random affine + smooth warps"
+            "$voxreg" dataset augment --reference assets/mni152/t1.nii.gz --axis 1 --shape 64,80 \
+                --sections 12,3,3 --samples-per-section 4 --seed 2026 --out "$data"
+        fi
+        rm -rf "$logs/atlalign_global" "$logs/atlalign_local" "$logs/atlalign_merged" \
+            "$logs/atlalign_global-test" "$logs/atlalign_local-test" "$logs/atlalign_merged-test"
+        mkdir -p "$logs"
+        for model in global local; do
+            echo "== training configs/atlalign_$model.yaml"
+            "$voxreg" train --config-path "configs/atlalign_$model.yaml" --exp-name "atlalign_$model" \
+                --log-dir "$logs"
+            last="$(ls -d "$logs/atlalign_$model"/save/ckpt-* | sort -t- -k2 -n | tail -1)"
+            "$voxreg" predict --ckpt-path "$last" --split test --no-nifti \
+                --exp-name "atlalign_$model-test" --log-dir "$logs"
+        done
+        global="$(ls -d "$logs"/atlalign_global/save/ckpt-* | sort -t- -k2 -n | tail -1)"
+        local_="$(ls -d "$logs"/atlalign_local/save/ckpt-* | sort -t- -k2 -n | tail -1)"
+        stages="$logs/atlalign_stages.yaml"
+        printf 'train:\n  parameters:\n    name: variables\n    freeze: [stage.0]\n    init_from:\n      - {checkpoint: %s, from: "", to: stage.0}\n      - {checkpoint: %s, from: "", to: stage.1}\n' \
+            "$global" "$local_" >"$stages"
+        echo "== merging them: configs/atlalign_merged.yaml (global frozen, local fine-tuned)"
+        "$voxreg" train --config-path configs/atlalign_merged.yaml --config-path "$stages" \
+            --exp-name atlalign_merged --log-dir "$logs"
+        merged="$(ls -d "$logs"/atlalign_merged/save/ckpt-* | sort -t- -k2 -n | tail -1)"
+        "$voxreg" predict --ckpt-path "$merged" --split test --no-nifti \
+            --exp-name atlalign_merged-test --log-dir "$logs"
+        ;;
     test)
         install_system_packages
         install_rust
@@ -174,7 +212,7 @@ case "$task" in
         "$python" tests/peer/run.py "${@:2}"
         ;;
     *)
-        echo "usage: $0 demo|hypermorph|dlir|test|lint|peer|deps" >&2
+        echo "usage: $0 demo|hypermorph|dlir|atlalign|test|lint|peer|deps" >&2
         exit 2
         ;;
 esac

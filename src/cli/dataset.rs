@@ -4,11 +4,12 @@
 use anyhow::bail;
 use voxreg::component::Volume;
 use voxreg::data::synthetic::{build_paired_dataset, TemplateDataset};
+use voxreg::data::synthetic_atlalign::{build_augmented_dataset, AugmentDataset};
 use voxreg::data::synthetic_tiles::{build_tile_dataset, TileDataset};
 use voxreg::data::{read_nifti, read_volume_file};
 
 use super::stdout::say;
-use super::{FromTemplateArgs, TilesArgs};
+use super::{AugmentArgs, FromTemplateArgs, TilesArgs};
 
 /// Refuses an output folder that exists and holds anything.
 fn require_new_folder(out: &std::path::Path) -> anyhow::Result<()> {
@@ -113,6 +114,79 @@ pub fn tiles(args: &TilesArgs) -> anyhow::Result<()> {
     for (split, dir) in ["train", "valid", "test"].iter().zip(&summary.split_dirs) {
         say!("  {split}: {} (origins in tiles.csv)", dir.display())?;
     }
+    Ok(())
+}
+
+/// Reads the reference volume, writes the augmented sections, and prints the split folders
+/// with the inverse error.
+pub fn augment(args: &AugmentArgs) -> anyhow::Result<()> {
+    require_new_folder(&args.out)?;
+    let pair = |flag: &str, values: &[usize]| -> anyhow::Result<[usize; 2]> {
+        match values {
+            &[rows, columns] if rows > 0 && columns > 0 => Ok([rows, columns]),
+            _ => bail!("{flag} takes ROWS,COLUMNS (positive), got {values:?}"),
+        }
+    };
+    let shape = pair("--shape", &args.shape)?;
+    let [train, valid, test] = args.sections[..] else {
+        bail!("--sections takes three counts: train,valid,test");
+    };
+    // Every sample's image and two fields are held until its split is written.
+    let samples = (train + valid + test).saturating_mul(args.samples_per_section);
+    check_size("--shape", &[samples.max(1), shape[0], shape[1]], 2)?;
+    for (flag, value) in [
+        ("--field-strength", args.field_strength),
+        ("--rotation", args.rotation),
+        ("--scale", args.scale),
+        ("--translation", args.translation),
+    ] {
+        if !(value.is_finite() && value >= 0.0) {
+            bail!("{flag} must be a number >= 0, got {value}");
+        }
+    }
+    if args.scale >= 1.0 {
+        bail!(
+            "--scale must be below 1 (a relative change), got {}",
+            args.scale
+        );
+    }
+    let options = AugmentDataset {
+        reference: read_volume_file(&args.reference, "vol")?,
+        axis: args.axis,
+        shape,
+        sections: [train, valid, test],
+        samples_per_section: args.samples_per_section,
+        field_strength: args.field_strength,
+        low_res_size: pair("--low-res-size", &args.low_res_size)?,
+        rotation: args.rotation,
+        scale: args.scale,
+        translation: args.translation,
+        seed: args.seed,
+        max_folded_pixels: args.max_folded_pixels,
+        max_trials: args.max_trials,
+    };
+    let summary = build_augmented_dataset(&args.out, &options)?;
+    say!(
+        "wrote {} samples ({} per section; {} undeformed after {} folding draws) for the `atlalign` data loader:",
+        summary.samples.iter().sum::<usize>(),
+        args.samples_per_section,
+        summary.undeformed,
+        args.max_trials
+    )?;
+    for (split, (dir, n)) in ["train", "valid", "test"]
+        .iter()
+        .zip(summary.split_dirs.iter().zip(summary.samples))
+    {
+        say!(
+            "  {split}: {} ({n} samples)",
+            dir.join("dataset.h5").display()
+        )?;
+    }
+    say!("  reference: {}", summary.reference.display())?;
+    let [p50, p95, p99, max] = summary.inverse_error;
+    say!(
+        "inverse error |d(p) + v(p + d(p))|: median {p50:.4}, 95th percentile {p95:.4}, 99th {p99:.4}, max {max:.4} pixels"
+    )?;
     Ok(())
 }
 

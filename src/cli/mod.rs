@@ -88,6 +88,58 @@ enum DatasetCommand {
     /// written as PNG files named `mosaic<k>_Y<row>_X<column>.png` in `<split>/images/`, the
     /// origins in `<split>/tiles.csv`.
     Tiles(TilesArgs),
+    /// An atlalign-format dataset (`<out>/<split>/dataset.h5` and `<out>/reference.nii.gz`)
+    /// for the `atlalign` data loader: sections of a reference volume, each deformed by known
+    /// random smooth fields whose inverse is computed numerically; folding draws are redrawn
+    /// (atlalign's `DatasetAugmenter` rule). Train, valid and test use different sections.
+    Augment(AugmentArgs),
+}
+
+#[derive(Debug, Args)]
+struct AugmentArgs {
+    /// The reference volume (3D): NIfTI, NumPy .npy / .npz (its array `vol`).
+    #[arg(long, required = true)]
+    reference: PathBuf,
+    /// The axis the sections are cut across (0, 1 or 2; 1 is coronal in the MNI template).
+    #[arg(long, default_value_t = 1)]
+    axis: usize,
+    /// Output folder (created; must be new or empty).
+    #[arg(short = 'o', long, required = true)]
+    out: PathBuf,
+    /// Section size ROWS,COLUMNS in pixels (atlalign's 320,456).
+    #[arg(long, value_delimiter = ',', default_value = "64,80")]
+    shape: Vec<usize>,
+    /// Distinct sections in the train, valid and test splits.
+    #[arg(long, value_delimiter = ',', default_value = "12,3,3")]
+    sections: Vec<usize>,
+    /// Deformed samples per section (atlalign's n_iter).
+    #[arg(long = "samples-per-section", default_value_t = 4)]
+    samples_per_section: usize,
+    /// Largest standard deviation of the random fields, in pixels.
+    #[arg(long = "field-strength", default_value_t = 3.0)]
+    field_strength: f64,
+    /// Size of the random low-resolution fields ROWS,COLUMNS.
+    #[arg(long = "low-res-size", value_delimiter = ',', default_value = "4,4")]
+    low_res_size: Vec<usize>,
+    /// Largest rotation of the random affine part, degrees.
+    #[arg(long, default_value_t = 5.0)]
+    rotation: f64,
+    /// Largest relative scale change of the random affine part, per axis.
+    #[arg(long, default_value_t = 0.05)]
+    scale: f64,
+    /// Largest translation of the random affine part, pixels per axis.
+    #[arg(long, default_value_t = 3.0)]
+    translation: f64,
+    /// Redraw a sample whose forward or inverse field folds this many pixels or more
+    /// (atlalign's max_corrupted_pixels).
+    #[arg(long = "max-folded-pixels", default_value_t = 1)]
+    max_folded_pixels: usize,
+    /// Draws per sample before its section is stored undeformed (atlalign's max_trials).
+    #[arg(long = "max-trials", default_value_t = 5)]
+    max_trials: usize,
+    /// Seed of the fields.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -487,6 +539,7 @@ impl Cli {
             Command::Vis(args) => vis::vis(&args),
             Command::Dataset(DatasetCommand::FromTemplate(args)) => dataset::from_template(&args),
             Command::Dataset(DatasetCommand::Tiles(args)) => dataset::tiles(&args),
+            Command::Dataset(DatasetCommand::Augment(args)) => dataset::augment(&args),
         }
     }
 }

@@ -42,6 +42,11 @@ pub fn print_improvement(split: Split, evaluation: &Evaluation) -> std::io::Resu
         median(evaluation, |p| p.after.field_error),
     )?;
     row(
+        "inverse field error, vx",
+        evaluation.mean(|p| p.before.inverse_field_error),
+        evaluation.mean(|p| p.after.inverse_field_error),
+    )?;
+    row(
         "image SSD (mean)",
         evaluation.mean(|p| Some(p.before.image_ssd)),
         evaluation.mean(|p| Some(p.after.image_ssd)),
@@ -69,7 +74,9 @@ fn median(evaluation: &Evaluation, metric: impl Fn(&EvaluatedPair) -> Option<f64
 /// moving and fixed indices), `label_index` (`-1` without labels). Then voxreg's own:
 /// `label_tre_mm`, the image ids `moving` and `fixed`, the same metrics before
 /// registration, and the Jacobian determinant statistics; when the data provide the true
-/// field, `ddf_error` and `ddf_error_before` (mean end-point error in voxels) last.
+/// field, `ddf_error` and `ddf_error_before` (mean end-point error in voxels), and with a
+/// true inverse field and the `inverse` method, `inv_ddf_error` and `inv_ddf_error_before`,
+/// last.
 pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result<()> {
     write_text(path, &metrics_csv(evaluation)?)
 }
@@ -143,6 +150,13 @@ fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
     if with_field {
         header.extend(["ddf_error", "ddf_error_before"]);
     }
+    let with_inverse = evaluation
+        .pairs
+        .iter()
+        .any(|p| p.after.inverse_field_error.is_some());
+    if with_inverse {
+        header.extend(["inv_ddf_error", "inv_ddf_error_before"]);
+    }
     csv.write_record(header)?;
     for pair in &evaluation.pairs {
         let jacobian = pair.jacobian.as_ref();
@@ -169,6 +183,12 @@ fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
             row.extend([
                 optional(pair.after.field_error),
                 optional(pair.before.field_error),
+            ]);
+        }
+        if with_inverse {
+            row.extend([
+                optional(pair.after.inverse_field_error),
+                optional(pair.before.inverse_field_error),
             ]);
         }
         csv.write_record(row)?;
@@ -311,6 +331,7 @@ mod tests {
             label_tre: None,
             label_tre_mm: None,
             field_error: None,
+            inverse_field_error: None,
         };
         let evaluation = Evaluation {
             pairs: vec![EvaluatedPair {

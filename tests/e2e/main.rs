@@ -1,6 +1,7 @@
 //! End-to-end tests: the `voxreg` binary, plugin loading (static and dynamic), and the
 //! shipped configs. One test binary with a module per area.
 
+mod atlalign;
 mod cli;
 mod compat;
 mod composite;

@@ -331,6 +331,36 @@ def vxm_dice():
     return loss
 
 
+# --- atlalign's field losses, re-expressed from atlalign/ml_utils/losses.py (0.6.2) -----------
+# atlalign's fields are channel-last with x (the column displacement) first, (B, h, w, 2); its
+# losses average over the batch as well: here each sample is scored as a batch of one.
+
+
+def _atlalign_layout(u):
+    """voxreg's `(N, 2, H, W)` (row component first) → atlalign's `(N, H, W, 2)`, x first."""
+    return u.movedim(1, -1).flip(-1)
+
+
+def atlalign_vector_distance():
+    def loss(t, p):
+        err = _atlalign_layout(t) - _atlalign_layout(p)
+        return torch.sqrt(torch.abs((err * err).sum(-1) + 0.001)).reshape(t.shape[0], -1).mean(1)
+
+    return loss
+
+
+def atlalign_vdclip(value=20.0, power=3.0):
+    return lambda t, p: (atlalign_vector_distance()(t, p) / value) ** power
+
+
+def atlalign_mse_po():
+    def loss(t, p):
+        err = _atlalign_layout(t) - _atlalign_layout(p)
+        return (err[..., 0] ** 2 + err[..., 1] ** 2).reshape(t.shape[0], -1).mean(1)
+
+    return loss
+
+
 # --- MONAI's components, as shipped -----------------------------------------------------------
 
 

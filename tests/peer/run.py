@@ -265,6 +265,26 @@ def build_cases(inputs):
             [("VoxelMorph", on_ddf(peers.vxm_grad("l2", 2.0)))],
         )
 
+        if d == 2:
+            truth = inputs.uniform("true_ddf2", s["ddf"], -3.0, 3.0)
+            fields = [("true", truth), ("pred", ddf)]
+            on_fields = lambda f: (lambda true, pred: f(true, pred))
+            field = lambda cid, config, agree: cases.append(
+                Case(f"{cid}_{d}d", "field_loss", d, fields, ["pred"], agree, config=config)
+            )
+            field("vector_distance", {"name": "vector_distance"}, [("atlalign", on_fields(peers.atlalign_vector_distance()))])
+            field(
+                "vdclip2",
+                {"name": "vdclip", "power": 2.0},
+                [("atlalign vdclip2 (per sample)", on_fields(peers.atlalign_vdclip(20.0, 2.0)))],
+            )
+            field(
+                "vdclip_threshold_2",
+                {"name": "vdclip", "threshold": 2.0, "power": 3.0},
+                [("atlalign VDClipper(2, 3) (per sample)", on_fields(peers.atlalign_vdclip(2.0, 3.0)))],
+            )
+            field("mse_po", {"name": "mse_po"}, [("atlalign", on_fields(peers.atlalign_mse_po()))])
+
         img = inputs.uniform(f"warp_image{d}", (2, 2) + s["ddf"][2:])
         shift = inputs.uniform(f"warp_ddf{d}", s["ddf"], -3.0, 3.0)
         zero = inputs.add(f"zero_ddf{d}", np.zeros(s["ddf"]))

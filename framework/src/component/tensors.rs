@@ -33,6 +33,9 @@ pub mod names {
     pub const PRED_MOVING_IMAGE: &str = "pred_moving_image";
     /// A ground-truth DDF (supervised registration).
     pub const TRUE_DDF: &str = "true_ddf";
+    /// The moving image warped by the ground-truth DDF (a supervised image target, as
+    /// atlalign trains its image loss).
+    pub const TRUE_PRED_FIXED_IMAGE: &str = "true_pred_fixed_image";
     /// A ground-truth inverse DDF.
     pub const TRUE_INV_DDF: &str = "true_inv_ddf";
     /// The prefix of the `inverse` method's outputs on the swapped pair.

@@ -38,7 +38,8 @@ pub(super) fn grid_shape(shapes: &ImageShapes, grid: Grid) -> &[usize] {
 /// * `label_tre`, `label_tre_mm`: distance of their centroids in voxels of the fixed grid and
 ///   in millimetres (when neither is empty);
 /// * `ddf_error`: mean end-point error of the DDF against the data's true field, in voxels
-///   (when the loader provides `true_ddf`);
+///   (when the loader provides `true_ddf`); `inv/ddf_error` likewise for the `inverse`
+///   method's `inv/ddf` against `true_inv_ddf`;
 ///
 /// the names and definitions of predict's `metrics.csv`.
 /// * with a DDF and a warped image, the collapse measures (see `collapse`):
@@ -106,6 +107,16 @@ pub(super) fn add_batch_metrics(
             let ndim = shapes.fixed.len();
             if let Some(error) = metrics::field_error(ddf, &element(truth, index)?, ndim) {
                 add("ddf_error", error);
+            }
+        }
+        let inverse = format!("{}{}", names::INVERSE_PREFIX, names::DDF);
+        if let (Some(truth), Some(inv)) =
+            (batch.tensors.get(names::TRUE_INV_DDF), output.get(&inverse))
+        {
+            let ndim = shapes.moving.len();
+            let (truth, inv) = (element(truth, index)?, element(inv, index)?);
+            if let Some(error) = metrics::field_error(&inv, &truth, ndim) {
+                add("inv/ddf_error", error);
             }
         }
         for (metric, field, shape) in &fields {

@@ -30,6 +30,10 @@ pub struct PairMetrics {
     /// predicted DDF against it in voxels of the fixed grid ([`metrics::field_error`]);
     /// before registration the true field's mean length (the error of the identity).
     pub field_error: Option<f64>,
+    /// When the data provide the true inverse field (`true_inv_ddf`) and the method outputs
+    /// `inv/ddf` (the `inverse` method): its mean end-point error in voxels of the moving
+    /// grid; before registration the true inverse field's mean length.
+    pub inverse_field_error: Option<f64>,
 }
 
 /// One evaluated sample.
@@ -241,6 +245,8 @@ fn evaluate_pair(
     };
     let mut jacobians = Vec::new();
     let mut ddf_values = None;
+    let mut inverse_values = None;
+    let inverse_name = format!("{}{}", names::INVERSE_PREFIX, names::DDF);
     for (decl, field) in tensors.tensors.iter() {
         if decl.kind != Kind::Field || decl.name.starts_with("true_") {
             continue;
@@ -251,6 +257,8 @@ fn evaluate_pair(
         }
         if decl.name == names::DDF {
             ddf_values = Some(data);
+        } else if decl.name == inverse_name {
+            inverse_values = Some(data);
         }
     }
     let ndim = fixed_shape.len();
@@ -260,6 +268,16 @@ fn evaluate_pair(
             (
                 metrics::field_error(&truth, &vec![0.0; truth.len()], ndim),
                 ddf_values.and_then(|ddf| metrics::field_error(&ddf, &truth, ndim)),
+            )
+        }
+        None => (None, None),
+    };
+    let (before_inverse, after_inverse) = match tensors.get(names::TRUE_INV_DDF) {
+        Some(truth) => {
+            let truth = field_values(names::TRUE_INV_DDF, truth)?;
+            (
+                metrics::field_error(&truth, &vec![0.0; truth.len()], ndim),
+                inverse_values.and_then(|inv| metrics::field_error(&inv, &truth, ndim)),
             )
         }
         None => (None, None),
@@ -278,6 +296,7 @@ fn evaluate_pair(
             label_tre: before_tre.map(|(voxels, _)| voxels),
             label_tre_mm: before_tre.map(|(_, mm)| mm),
             field_error: before_field,
+            inverse_field_error: before_inverse,
         },
         after: PairMetrics {
             image_ssd: metrics::image_ssd(&fixed_image, &after_image),
@@ -285,6 +304,7 @@ fn evaluate_pair(
             label_tre: after_tre.map(|(voxels, _)| voxels),
             label_tre_mm: after_tre.map(|(_, mm)| mm),
             field_error: after_field,
+            inverse_field_error: after_inverse,
         },
         jacobian,
         jacobians,

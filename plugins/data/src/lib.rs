@@ -7,6 +7,7 @@ mod file_loaders;
 mod loaders;
 pub mod preprocess;
 pub mod synthetic;
+pub mod synthetic_atlalign;
 pub mod synthetic_tiles;
 
 pub use augmentations::{AffineAugmentation, DdfAugmentation};
@@ -15,5 +16,6 @@ pub use file_loaders::{
     write_volume_file, FileKind, H5Format, NiftiFormat, NpzFormat, RasterFormat, LUMA,
 };
 pub use loaders::{
-    GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, TilesLoader, UnpairedLoader,
+    write_atlalign, AtlalignLoader, AtlalignSamples, GroupedLoader, IntraGroupOption, PairedLoader,
+    SampleIndexes, SampleLabel, TilesLoader, UnpairedLoader,
 };

@@ -5,7 +5,8 @@
 //! `DIR/<id>.<dtype>.value.npy` and, for each input listed in `wrt`, the gradient of
 //! `Σ value · cotangent` as `DIR/<id>.<dtype>.grad.<input>.npy` (all f64).
 //!
-//! A case: `{"id", "kind": "image_loss" | "label_loss" | "regularization" | "op" | "metric",
+//! A case: `{"id", "kind": "image_loss" | "label_loss" | "regularization" | "field_loss" |
+//! "op" | "metric",
 //! "dims", "inputs": [[name, file]], "wrt": [name], "dtypes": ["f64" | "f32"], …}` with
 //! `"config"` (the component's YAML mapping) for losses, `"op": "warp"` (`"interp"`,
 //! `"padding"`) or `"dvf_to_ddf"` (`"steps"`) for ops, `"metric": "binary_dice" |
@@ -124,6 +125,12 @@ fn run_case(
             let (name, config) = component_config(case)?;
             let loss = registry.decode::<dyn RegularizationConfig>(&name, config)?;
             loss.build(dims)?.loss(input("ddf")?, None)?
+        }
+        "field_loss" => {
+            let (name, config) = component_config(case)?;
+            let loss = registry.decode::<dyn FieldLossConfig>(&name, config)?;
+            loss.build(dims)?
+                .loss(input("pred")?, Some(input("true")?))?
         }
         "op" => match text(case, "op")? {
             "warp" => {

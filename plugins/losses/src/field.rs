@@ -9,7 +9,7 @@ use voxreg_framework::prelude::*;
 use crate::util::check_spatial_dims;
 
 /// Checks that `a` and `b` are fields `(N, ndim, *spatial)` of one shape.
-fn check_fields(
+pub(crate) fn check_fields(
     component: &str,
     spatial_dims: usize,
     a: &Tensor,

@@ -10,6 +10,7 @@
 //! ground truth, `inverse_consistency` of a field and its inverse). Losses with `scales` average the loss
 //! over Gaussian- or Cauchy-smoothed copies of both inputs, as DeepReg's `MultiScaleMixin`.
 
+mod atlalign;
 mod config;
 mod cpu;
 mod deform;
@@ -30,6 +31,7 @@ mod util;
 mod voxelmorph;
 mod window;
 
+pub use atlalign::{MsePoConfig, VdClipConfig, VectorDistanceConfig, VECTOR_DISTANCE_EPSILON};
 pub use config::{
     BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig,
     JaccardConfig, LnccConfig, LnccKernel, OverlapConfig, ScaleKernel, SsdConfig,

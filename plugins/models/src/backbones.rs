@@ -6,10 +6,12 @@ use voxreg_framework::prelude::*;
 use crate::nets::{Bottom, EncoderDecoder, Head, Plan, Upsampling};
 use crate::nn::{Activation, KernelInit};
 
+mod atlalign;
 mod dlir_affine;
 mod dlir_bspline;
 mod vxm_unet;
 
+pub use atlalign::{AtlalignGlobalConfig, AtlalignLocalConfig};
 pub use dlir_affine::{DlirAffineConfig, Filters, Parametrisation};
 pub use dlir_bspline::{DlirBsplineConfig, GridSpacing};
 pub use vxm_unet::VxmUNetConfig;

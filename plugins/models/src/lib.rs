@@ -7,6 +7,7 @@
 //! ConvNet and deformable B-spline stage with TorchIR's keys and defaults.
 
 mod affine_head;
+mod atlalign_net;
 mod backbones;
 mod composite;
 mod dlir_bspline_net;
@@ -19,8 +20,9 @@ pub mod nn;
 mod vxm_net;
 
 pub use backbones::{
-    ControlPoints, DlirAffineConfig, DlirBsplineConfig, Filters, GlobalNetConfig, GridSpacing,
-    KernelSizes, LocalNetConfig, Parametrisation, UNetConfig, VxmUNetConfig,
+    AtlalignGlobalConfig, AtlalignLocalConfig, ControlPoints, DlirAffineConfig, DlirBsplineConfig,
+    Filters, GlobalNetConfig, GridSpacing, KernelSizes, LocalNetConfig, Parametrisation,
+    UNetConfig, VxmUNetConfig,
 };
 pub use composite::{stage_prefix, CascadeMethod, InverseMethod};
 pub use forward::{backbone_input, warp_moving};

@@ -7,6 +7,7 @@ use voxreg_framework::prelude::*;
 
 use super::data_error;
 use super::nifti::{read_nifti, write_nifti};
+use super::npy::read_npy;
 use super::npz::{read_npz, write_npz};
 use super::raster::read_image;
 
@@ -17,6 +18,8 @@ pub enum FileKind {
     Nifti,
     /// `.npz` (one array per key)
     Npz,
+    /// `.npy` (one array; read only)
+    Npy,
     /// `.png`, `.tif`, `.tiff` (read only)
     Raster,
 }
@@ -29,6 +32,8 @@ impl FileKind {
             Some(FileKind::Nifti)
         } else if name.ends_with(".npz") {
             Some(FileKind::Npz)
+        } else if name.ends_with(".npy") {
+            Some(FileKind::Npy)
         } else if [".png", ".tif", ".tiff"].iter().any(|e| name.ends_with(e)) {
             Some(FileKind::Raster)
         } else {
@@ -38,16 +43,17 @@ impl FileKind {
 }
 
 /// Reads one image or label file: NIfTI (with its affine), the array `npz_key` of a NumPy
-/// `.npz` archive (identity affine), or a PNG / TIFF image (grey, identity affine). Errors
-/// name the file: an unknown extension, or whatever its reader reports.
+/// `.npz` archive or a `.npy` array (identity affine), or a PNG / TIFF image (grey, identity
+/// affine). Errors name the file: an unknown extension, or whatever its reader reports.
 pub fn read_volume_file(path: &Path, npz_key: &str) -> Result<Volume, ComponentError> {
     match FileKind::of(path) {
         Some(FileKind::Nifti) => read_nifti(path),
         Some(FileKind::Npz) => read_npz(path, npz_key),
+        Some(FileKind::Npy) => read_npy(path),
         Some(FileKind::Raster) => read_image(path, None),
         None => Err(data_error(
             path,
-            "unknown image file type: name it .nii, .nii.gz, .npz, .png, .tif or .tiff",
+            "unknown image file type: name it .nii, .nii.gz, .npz, .npy, .png, .tif or .tiff",
         )),
     }
 }
@@ -89,6 +95,7 @@ mod tests {
         assert_eq!(FileKind::of(Path::new("a/b.NII.GZ")), Some(FileKind::Nifti));
         assert_eq!(FileKind::of(Path::new("b.nii")), Some(FileKind::Nifti));
         assert_eq!(FileKind::of(Path::new("b.npz")), Some(FileKind::Npz));
+        assert_eq!(FileKind::of(Path::new("b.NPY")), Some(FileKind::Npy));
         assert_eq!(FileKind::of(Path::new("b.Tif")), Some(FileKind::Raster));
         assert_eq!(FileKind::of(Path::new("b.mha")), None);
     }

@@ -115,6 +115,34 @@ impl Dtype {
     }
 }
 
+/// Reads the `.npy` file at `path` as a volume (f32, C order, identity affine: `.npy` files
+/// carry no geometry). Errors name the file: unreadable, larger than the memory available,
+/// not a plain numeric array, truncated, non-finite values.
+pub fn read_npy(
+    path: &std::path::Path,
+) -> Result<voxreg_framework::prelude::Volume, voxreg_framework::prelude::ComponentError> {
+    use voxreg_framework::memory;
+    let length = std::fs::metadata(path)
+        .map_err(|e| super::data_error(path, format!("cannot read: {e}")))?
+        .len();
+    // The file's bytes and the f32 copy of its elements (at most 4 per byte of a u8 array).
+    memory::check_fits(
+        memory::byte_count(length, 5),
+        &format!("the .npy file ({length} bytes)"),
+    )
+    .map_err(|message| super::data_error(path, message))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| super::data_error(path, format!("cannot read: {e}")))?;
+    let array = parse_npy(&bytes).map_err(|message| super::data_error(path, message))?;
+    let volume = voxreg_framework::prelude::Volume {
+        shape: array.shape,
+        data: array.data,
+        affine: super::IDENTITY,
+    };
+    super::check_volume(path, "the array", &volume)?;
+    Ok(volume)
+}
+
 /// Parses the header of a `.npy` file from its first bytes.
 pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, String> {
     if bytes.len() < MAGIC.len() + 2 || &bytes[..MAGIC.len()] != MAGIC {

@@ -1,5 +1,7 @@
 //! Data loaders (`dataset.type`): which moving/fixed pairs an epoch holds, and loading them.
 
+mod atlalign;
+mod atlalign_file;
 mod config;
 mod grouped;
 mod images;
@@ -10,6 +12,8 @@ mod tile_origins;
 mod tiles;
 mod unpaired;
 
+pub use atlalign::{AtlalignLoader, SampleIndexes};
+pub use atlalign_file::{write_atlalign, AtlalignSamples};
 pub use config::{GroupedLoader, IntraGroupOption, PairedLoader, SampleLabel, UnpairedLoader};
 pub use tiles::TilesLoader;
 
