@@ -154,7 +154,8 @@ case "$task" in
         logs="target/demo-logs"
         if [ ! -d "$data" ]; then
             echo "== building $data: coronal MNI sections under known random affine + smooth warps"
-            "$voxreg" dataset augment --reference assets/mni152/t1.nii.gz --axis 1 --shape 64,80 \
+            "$voxreg" dataset augment --reference assets/mni152/t1.nii.gz \
+                --label assets/mni152/gm.nii.gz --label assets/mni152/wm.nii.gz --axis 1 --shape 64,80 \
                 --sections 12,3,3 --samples-per-section 4 --seed 2026 --out "$data"
         fi
         rm -rf "$logs/atlalign_global" "$logs/atlalign_local" "$logs/atlalign_merged" \

@@ -152,6 +152,11 @@ pub fn augment(args: &AugmentArgs) -> anyhow::Result<()> {
     }
     let options = AugmentDataset {
         reference: read_volume_file(&args.reference, "vol")?,
+        labels: args
+            .label
+            .iter()
+            .map(|path| read_volume_file(path, "vol"))
+            .collect::<Result<_, _>>()?,
         axis: args.axis,
         shape,
         sections: [train, valid, test],
@@ -183,6 +188,9 @@ pub fn augment(args: &AugmentArgs) -> anyhow::Result<()> {
         )?;
     }
     say!("  reference: {}", summary.reference.display())?;
+    if let Some(labels) = &summary.reference_labels {
+        say!("  reference labels: {}", labels.display())?;
+    }
     let [p50, p95, p99, max] = summary.inverse_error;
     say!(
         "inverse error |d(p) + v(p + d(p))|: median {p50:.4}, 95th percentile {p95:.4}, 99th {p99:.4}, max {max:.4} pixels"

@@ -100,6 +100,11 @@ struct AugmentArgs {
     /// The reference volume (3D): NIfTI, NumPy .npy / .npz (its array `vol`).
     #[arg(long, required = true)]
     reference: PathBuf,
+    /// A label map on the reference's grid (repeatable), e.g. a tissue probability map:
+    /// thresholded at half its maximum, resliced as the reference and written as
+    /// `reference_labels.nii.gz` for the loader's `reference_labels`.
+    #[arg(long)]
+    label: Vec<PathBuf>,
     /// The axis the sections are cut across (0, 1 or 2; 1 is coronal in the MNI template).
     #[arg(long, default_value_t = 1)]
     axis: usize,

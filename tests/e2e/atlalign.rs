@@ -19,12 +19,12 @@ fn overlay(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn data_overlay(root: &Path, shape: [usize; 2], reference: &str) -> String {
     let split = |s: &str| {
         format!(
-            "  {s}:\n    dir: {}\n    format: h5\n    labeled: false\n",
+            "  {s}:\n    dir: {}\n    format: h5\n    labeled: true\n",
             root.join(s).display()
         )
     };
     format!(
-        "dataset:\n{}{}{}  image_shape: [{}, {}]\n  reference: {reference}\n",
+        "dataset:\n{}{}{}  image_shape: [{}, {}]\n  reference: {reference}\n  reference_labels: ../reference_labels.nii.gz\n",
         split("train"),
         split("valid"),
         split("test"),
@@ -143,6 +143,8 @@ fn augmented_sections_train_global_local_and_merged_models_that_lower_the_field_
     let output = voxreg()
         .args(["dataset", "augment", "--reference"])
         .arg(repo_root().join("assets/mni152/t1.nii.gz"))
+        .arg("--label")
+        .arg(repo_root().join("assets/mni152/wm.nii.gz"))
         .args([
             "--shape",
             "32,40",
@@ -220,6 +222,13 @@ fn augmented_sections_train_global_local_and_merged_models_that_lower_the_field_
     let rows = predict(&logs, "merged", "ckpt-2");
     let (before, after) = (mean(&rows, "ddf_error_before"), mean(&rows, "ddf_error"));
     assert!(after < before, "merged: field error {before} → {after}");
+    // The reference's white-matter mask, brought into each section's space by the true
+    // inverse field, is the moving label: registration raises its Dice with the reference's.
+    let (before, after) = (
+        mean(&rows, "label_binary_dice_before"),
+        mean(&rows, "label_binary_dice"),
+    );
+    assert!(after > before, "merged: label Dice {before} → {after}");
 }
 
 /// The h5py fixture (`tests/fixtures/atlalign/make_h5py_dataset.py`): 4 samples of 24 × 32,

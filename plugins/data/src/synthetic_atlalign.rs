@@ -35,6 +35,10 @@ pub const SLICE_SPACING_UM: i64 = 25;
 pub struct AugmentDataset {
     /// The reference volume (3 axes).
     pub reference: Volume,
+    /// Label maps on the reference's grid (probabilities or masks, any positive scale: each
+    /// is divided by its maximum and thresholded at 0.5 into a mask), written as the
+    /// reference's labels for the loader's `reference_labels`.
+    pub labels: Vec<Volume>,
     /// The axis the sections are cut across (the coronal axis of an atlas).
     pub axis: usize,
     /// The size each section is resized to, `(h, w)`.
@@ -69,6 +73,8 @@ pub struct AugmentSummary {
     pub split_dirs: [PathBuf; 3],
     /// The resliced reference, `(sections, h, w)`, values 0–255.
     pub reference: PathBuf,
+    /// The resliced label masks, `(sections, h, w, labels)`, if labels were given.
+    pub reference_labels: Option<PathBuf>,
     /// Samples per split.
     pub samples: [usize; 3],
     /// Samples stored undeformed after `max_trials` rejected draws.
@@ -90,10 +96,66 @@ fn invalid(message: String) -> ComponentError {
 /// The reference resliced across `axis`, every section resized to `shape` and the values
 /// scaled to 0–255 by the volume's minimum and maximum: `(sections, h, w)` in C order.
 fn resliced(options: &AugmentDataset) -> Result<(Vec<f32>, usize), ComponentError> {
-    let volume = &options.reference;
+    let (mut planes, sections) = reslice(&options.reference, options, "the reference")?;
+    let (low, high) = planes
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    let range = if high > low { high - low } else { 1.0 };
+    planes
+        .iter_mut()
+        .for_each(|v| *v = (*v - low) / range * 255.0);
+    Ok((planes, sections))
+}
+
+/// The label maps resliced as the reference and thresholded at half their maximum:
+/// `(sections, h, w, labels)` in C order.
+fn resliced_labels(options: &AugmentDataset, sections: usize) -> Result<Vec<f32>, ComponentError> {
+    let [h, w] = options.shape;
+    let mut masks = Vec::with_capacity(options.labels.len());
+    for (k, label) in options.labels.iter().enumerate() {
+        if label.shape != options.reference.shape {
+            return Err(invalid(format!(
+                "label map {} has shape {:?}, the reference {:?}: labels must lie on the reference's grid",
+                k + 1,
+                label.shape,
+                options.reference.shape
+            )));
+        }
+        let (planes, _) = reslice(label, options, "a label map")?;
+        let max = planes.iter().copied().fold(0.0f32, f32::max);
+        masks.push(
+            planes
+                .iter()
+                .map(|&v| {
+                    if max > 0.0 && v / max >= 0.5 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect::<Vec<f32>>(),
+        );
+    }
+    let count = masks.len();
+    let mut out = Vec::with_capacity(sections * h * w * count);
+    for pixel in 0..sections * h * w {
+        out.extend(masks.iter().map(|m| m[pixel]));
+    }
+    Ok(out)
+}
+
+/// `volume` resliced across `options.axis`, each section resized (linearly) to
+/// `options.shape`: `(sections, h, w)` in C order, and the number of sections.
+fn reslice(
+    volume: &Volume,
+    options: &AugmentDataset,
+    what: &str,
+) -> Result<(Vec<f32>, usize), ComponentError> {
     if volume.shape.len() != 3 || options.axis > 2 {
         return Err(invalid(format!(
-            "the reference must be a 3D volume cut across axis 0, 1 or 2; got shape {:?} and axis {}",
+            "{what} must be a 3D volume cut across axis 0, 1 or 2; got shape {:?} and axis {}",
             volume.shape, options.axis
         )));
     }
@@ -105,13 +167,6 @@ fn resliced(options: &AugmentDataset) -> Result<(Vec<f32>, usize), ComponentErro
     };
     let strides = [dims[1] * dims[2], dims[2], 1];
     let sections = dims[options.axis];
-    let (low, high) = volume
-        .data
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v), h.max(v))
-        });
-    let range = if high > low { high - low } else { 1.0 };
     let [h, w] = options.shape;
     let mut out = Vec::with_capacity(sections * h * w);
     for s in 0..sections {
@@ -119,7 +174,7 @@ fn resliced(options: &AugmentDataset) -> Result<(Vec<f32>, usize), ComponentErro
         for i in 0..dims[a] {
             for j in 0..dims[b] {
                 let flat = s * strides[options.axis] + i * strides[a] + j * strides[b];
-                plane.push((volume.data[flat] - low) / range * 255.0);
+                plane.push(volume.data[flat]);
             }
         }
         out.extend(resize_linear(&plane, &[dims[a], dims[b]], &[h, w]));
@@ -206,6 +261,21 @@ pub fn build_augmented_dataset(
             affine,
         },
     )?;
+    let reference_labels = if options.labels.is_empty() {
+        None
+    } else {
+        let path = out.join("reference_labels.nii.gz");
+        let masks = resliced_labels(options, sections)?;
+        write_nifti(
+            &path,
+            &Volume {
+                data: masks,
+                shape: vec![sections, h, w, options.labels.len()],
+                affine,
+            },
+        )?;
+        Some(path)
+    };
     let device = Device::Cpu;
     let mut errors = Vec::new();
     let mut undeformed = 0;
@@ -257,6 +327,7 @@ pub fn build_augmented_dataset(
     Ok(AugmentSummary {
         split_dirs: names.map(|s| out.join(s)),
         reference: reference_path,
+        reference_labels,
         samples,
         undeformed,
         inverse_error: [at(0.5), at(0.95), at(0.99), at(1.0)],
@@ -402,6 +473,18 @@ fn inverse_errors(
 mod tests {
     use super::*;
     use crate::loaders::AtlalignLoader;
+
+    /// `image` warped by `ddf` (bilinear, zeros outside), `h · w` values.
+    fn warp_by(image: &[f32], ddf: &[f32], [h, w]: [usize; 2]) -> Vec<f32> {
+        let image = Tensor::from_slice(image, (1, 1, h, w), &Device::Cpu).unwrap();
+        let ddf = Tensor::from_slice(ddf, (1, 2, h, w), &Device::Cpu).unwrap();
+        ops::warp(&image, &ddf, Interp::Linear, Padding::Zeros)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    }
     use crate::H5Format;
 
     /// A smooth 3D blob volume (12 sections of 16 × 20).
@@ -426,6 +509,7 @@ mod tests {
     fn options() -> AugmentDataset {
         AugmentDataset {
             reference: volume(),
+            labels: vec![volume()],
             axis: 0,
             shape: [16, 20],
             sections: [4, 2, 2],
@@ -479,15 +563,18 @@ mod tests {
             reference_max: 255.0,
             inverse: true,
             indexes: None,
+            reference_labels: Some("../reference_labels.nii.gz".to_owned()),
+            sample_label: None,
             seed: None,
         };
+        assert!(summary.reference_labels.is_some());
         let dirs = vec![summary.split_dirs[2].clone()];
         let test = loader
             .build(&SplitSource {
                 split: Split::Test,
                 dirs: &dirs,
                 format: &H5Format {},
-                labeled: false,
+                labeled: true,
             })
             .unwrap();
         // The true field registers the moving image back onto its reference section, away
@@ -509,6 +596,23 @@ mod tests {
                 }
             }
             assert!(worst < 0.05, "{worst}");
+            // The moving label is the reference's label in the section's space: the true
+            // field brings it back onto the fixed label (one label: the blob's core).
+            let (moving, fixed) = (loaded.moving_label.unwrap(), loaded.fixed_label.unwrap());
+            let ddf = &loaded
+                .extra
+                .iter()
+                .find(|(d, _, _)| d.name == names::TRUE_DDF)
+                .unwrap()
+                .2;
+            let back = warp_by(&moving, ddf, [16, 20]);
+            let overlap = |a: &[f32], b: &[f32]| {
+                let both: f32 = a.iter().zip(b).map(|(x, y)| x.min(*y)).sum();
+                2.0 * both / (a.iter().sum::<f32>() + b.iter().sum::<f32>())
+            };
+            assert!(fixed.contains(&1.0) && fixed.contains(&0.0));
+            // Two bilinear warps soften the mask's edge on this small image.
+            assert!(overlap(&back, &fixed) > 0.9, "{}", overlap(&back, &fixed));
         }
     }
 }

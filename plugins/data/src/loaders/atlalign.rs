@@ -9,13 +9,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use voxreg_framework::candle::{Device, Tensor};
 use voxreg_framework::ops::{self, Interp, Padding};
 use voxreg_framework::prelude::*;
 
 use super::atlalign_file::{AtlalignFile, DELTAS, INVERSE_DELTAS, POSITIONS};
-use super::config::check_shape;
+use super::config::{check_shape, SampleLabel};
 use super::sampling::{epoch_rng, shuffled};
 use crate::file_loaders::read_volume_file;
 
@@ -56,6 +57,18 @@ pub struct AtlalignLoader {
     /// `min(⌊p / slice_spacing⌋, slices − 1)` (atlalign's `p // 25` into its Nissl volume).
     /// NIfTI, NumPy `.npy` / `.npz` (array `vol`), PNG or TIFF.
     pub reference: String,
+    /// Label masks on the reference's grid, in the data folder or an absolute path: for a 2D
+    /// reference `(h, w)` or `(h, w, labels)`, for a reference volume `(slices, h, w)` or
+    /// `(slices, h, w, labels)`, values in `[0, 1]` (atlalign's annotation, as masks). Each
+    /// sample's fixed label is the reference's (slice); its moving label is that label warped
+    /// into the section's space by the true inverse field (bilinear, zeros outside), as
+    /// atlalign evaluates segmentations, so the file must hold `inv_deltas_xy`. With
+    /// `labeled: true` the split is then labelled (Dice, TRE, label losses).
+    #[serde(default)]
+    pub reference_labels: Option<String>,
+    /// Label sampling for training (validation and test take every label).
+    #[serde(default)]
+    pub sample_label: Option<SampleLabel>,
     /// Microns per reference slice (atlalign's 25 µm atlas).
     #[serde(default = "default_spacing")]
     pub slice_spacing: f64,
@@ -83,8 +96,8 @@ impl DataLoaderConfig for AtlalignLoader {
         }
     }
 
-    fn provides(&self, _labeled: bool) -> Vec<Decl> {
-        let mut decls = pair_decls(false);
+    fn provides(&self, labeled: bool) -> Vec<Decl> {
+        let mut decls = pair_decls(labeled && self.reference_labels.is_some());
         decls.push(Decl::new(names::TRUE_DDF, Kind::Field, Grid::Fixed));
         decls.push(Decl::new(
             names::TRUE_PRED_FIXED_IMAGE,
@@ -125,12 +138,28 @@ impl DataLoaderConfig for AtlalignLoader {
                 format!("the {} split names no data folder", source.split.as_str()),
             ));
         }
+        let labeled = source.labeled && self.reference_labels.is_some();
         let mut samples = Vec::new();
         let mut files = Vec::with_capacity(source.dirs.len());
         for dir in source.dirs {
-            let file = self.open_folder(dir)?;
+            let file = self.open_folder(dir, labeled)?;
             samples.extend(file.samples.iter().map(|&i| (files.len(), i)));
             files.push(file);
+        }
+        let label_count = files
+            .first()
+            .and_then(|f| f.labels.as_ref())
+            .map(|l| l.count);
+        if let Some(count) = label_count {
+            if files
+                .iter()
+                .any(|f| f.labels.as_ref().map(|l| l.count) != Some(count))
+            {
+                return Err(ComponentError::invalid(
+                    NAME,
+                    "every data folder's `reference_labels` must hold the same number of labels",
+                ));
+            }
         }
         Ok(Box::new(AtlalignData {
             files,
@@ -138,6 +167,8 @@ impl DataLoaderConfig for AtlalignLoader {
             split: source.split,
             seed: self.seed,
             inverse: self.inverse,
+            label_count,
+            sample_label: super::config::sample_label(self.sample_label, source.split),
         }))
     }
 }
@@ -151,9 +182,9 @@ register_component!(
 
 impl AtlalignLoader {
     /// Opens one data folder's file and reference and checks that they fit together.
-    fn open_folder(&self, dir: &Path) -> Result<FolderData, ComponentError> {
+    fn open_folder(&self, dir: &Path, labeled: bool) -> Result<FolderData, ComponentError> {
         let path = dir.join(&self.file);
-        let file = AtlalignFile::open(&path, self.inverse)?;
+        let file = AtlalignFile::open(&path, self.inverse || labeled)?;
         if file.shape[..] != self.image_shape[..] {
             return Err(data_error(
                 &path,
@@ -192,11 +223,20 @@ impl AtlalignLoader {
                     .collect::<Result<Vec<_>, _>>()?
             }
         };
+        let labels = match (&self.reference_labels, labeled) {
+            (Some(name), true) => Some(Arc::new(ReferenceLabels::read(
+                &resolve(dir, name),
+                file.shape,
+                reference.planes(),
+            )?)),
+            _ => None,
+        };
         let scale = 1.0 / self.reference_max as f32;
         Ok(FolderData {
             file,
             samples,
             reference: Arc::new(reference.scaled(scale)),
+            labels,
             slices,
         })
     }
@@ -306,6 +346,14 @@ impl Reference {
         }
     }
 
+    /// The number of planes (`None` for one image).
+    fn planes(&self) -> Option<usize> {
+        match self {
+            Reference::Image(_) => None,
+            Reference::Volume { planes, .. } => Some(*planes),
+        }
+    }
+
     /// Plane `slice` (`pixels` values).
     fn plane(&self, slice: usize, pixels: usize) -> &[f32] {
         match self {
@@ -315,12 +363,76 @@ impl Reference {
     }
 }
 
-/// One data folder: its file, the split's samples in it, its reference and each sample's
-/// reference slice.
+/// Label masks on the reference's grid: per plane (one for a 2D reference) `count` masks,
+/// stored plane by plane with the label axis last, as read.
+#[derive(Debug)]
+struct ReferenceLabels {
+    data: Vec<f32>,
+    count: usize,
+}
+
+impl ReferenceLabels {
+    /// Reads the labels and checks them against the sections' `(h, w)` and the reference's
+    /// planes (`None`: a 2D reference).
+    fn read(path: &Path, shape: [usize; 2], planes: Option<usize>) -> Result<Self, ComponentError> {
+        let volume = read_volume_file(path, "seg")?;
+        let dims = &volume.shape[..];
+        let count = match (planes, dims) {
+            (None, [h, w]) if [*h, *w] == shape => Some(1),
+            (None, [h, w, l]) if [*h, *w] == shape => Some(*l),
+            (Some(p), [s, h, w]) if *s == p && [*h, *w] == shape => Some(1),
+            (Some(p), [s, h, w, l]) if *s == p && [*h, *w] == shape => Some(*l),
+            _ => None,
+        };
+        let Some(count) = count.filter(|&c| c > 0) else {
+            let expected = match planes {
+                None => format!(
+                    "({}, {}) or ({}, {}, labels)",
+                    shape[0], shape[1], shape[0], shape[1]
+                ),
+                Some(p) => format!(
+                    "({p}, {}, {}) or ({p}, {}, {}, labels)",
+                    shape[0], shape[1], shape[0], shape[1]
+                ),
+            };
+            return Err(data_error(
+                path,
+                format!(
+                    "`reference_labels` must be {expected} to match the reference, got {dims:?}"
+                ),
+            ));
+        };
+        if let Some(bad) = volume.data.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+            return Err(data_error(
+                path,
+                format!("`reference_labels` must hold masks in [0, 1], found {bad}"),
+            ));
+        }
+        Ok(Self {
+            data: volume.data,
+            count,
+        })
+    }
+
+    /// Label `label` of plane `slice` (`pixels` values).
+    fn mask(&self, slice: usize, label: usize, pixels: usize) -> Vec<f32> {
+        let plane = &self.data[slice * pixels * self.count..(slice + 1) * pixels * self.count];
+        plane
+            .iter()
+            .skip(label)
+            .step_by(self.count)
+            .copied()
+            .collect()
+    }
+}
+
+/// One data folder: its file, the split's samples in it, its reference (and labels) and each
+/// sample's reference slice.
 struct FolderData {
     file: AtlalignFile,
     samples: Vec<usize>,
     reference: Arc<Reference>,
+    labels: Option<Arc<ReferenceLabels>>,
     slices: Vec<usize>,
 }
 
@@ -331,25 +443,34 @@ struct AtlalignData {
     split: Split,
     seed: Option<u64>,
     inverse: bool,
+    /// Labels per sample, for labelled data.
+    label_count: Option<usize>,
+    sample_label: SampleLabel,
 }
 
 impl DataLoader for AtlalignData {
     fn epoch(&self, epoch: u64, seed: u64) -> Vec<SampleRef> {
+        let mut rng = epoch_rng(self.split, self.seed.unwrap_or(seed), epoch);
         let order = match self.split {
-            Split::Train => {
-                let mut rng = epoch_rng(self.split, self.seed.unwrap_or(seed), epoch);
-                shuffled(self.samples.len(), &mut rng)
-            }
+            Split::Train => shuffled(self.samples.len(), &mut rng),
             Split::Valid | Split::Test => (0..self.samples.len()).collect(),
         };
-        order
-            .into_iter()
-            .map(|i| SampleRef {
-                moving: i,
-                fixed: i,
-                label: None,
-            })
-            .collect()
+        let sample = |i: usize, label: Option<usize>| SampleRef {
+            moving: i,
+            fixed: i,
+            label,
+        };
+        match (self.label_count, self.sample_label) {
+            (None, _) => order.into_iter().map(|i| sample(i, None)).collect(),
+            (Some(count), SampleLabel::Sample) => order
+                .into_iter()
+                .map(|i| sample(i, Some(rng.random_range(0..count))))
+                .collect(),
+            (Some(count), SampleLabel::All) => order
+                .into_iter()
+                .flat_map(|i| (0..count).map(move |l| sample(i, Some(l))))
+                .collect(),
+        }
     }
 
     fn load(&self, sample: &SampleRef) -> Result<Sample, ComponentError> {
@@ -384,6 +505,20 @@ impl DataLoader for AtlalignData {
                 data.file.field(INVERSE_DELTAS, index)?,
             ));
         }
+        let (moving_label, fixed_label) = match (&data.labels, sample.label) {
+            (Some(labels), Some(label)) => {
+                let fixed = labels.mask(data.slices[index], label, h * w);
+                let inverse = data.file.field(INVERSE_DELTAS, index)?;
+                let moving = warp_by(&fixed, &inverse, [h, w]).map_err(|e| {
+                    ComponentError::tensor(
+                        format!("{NAME}: warping the labels of sample {index}"),
+                        e,
+                    )
+                })?;
+                (Some(moving), Some(fixed))
+            }
+            _ => (None, None),
+        };
         let name = match &data.file.ids {
             Some(ids) => format!("{index}_{}_{}", ids[index].0, ids[index].1),
             None => index.to_string(),
@@ -403,8 +538,8 @@ impl DataLoader for AtlalignData {
             ),
             moving_image,
             fixed_image,
-            moving_label: None,
-            fixed_label: None,
+            moving_label,
+            fixed_label,
             fixed_affine: IDENTITY,
             extra,
         })

@@ -67,6 +67,8 @@ fn config() -> AtlalignLoader {
         reference_max: 255.0,
         inverse: true,
         indexes: None,
+        reference_labels: None,
+        sample_label: None,
         seed: Some(3),
     }
 }
@@ -276,4 +278,73 @@ fn non_finite_fields_and_unusable_positions_are_errors() {
     negative.positions[1] = -25;
     let dir = dataset(&negative);
     assert!(error_of(&config(), dir.path()).contains("`p`[1] = -25 is negative"));
+}
+
+#[test]
+fn reference_labels_give_every_sample_its_labels_and_wrong_shapes_are_refused() {
+    let dir = dataset(&samples());
+    let [h, w] = SHAPE;
+    // Two masks per plane: the left half and the top half.
+    let mut data = Vec::new();
+    for _plane in 0..4 {
+        for row in 0..h {
+            for column in 0..w {
+                data.push(if column < w / 2 { 1.0 } else { 0.0 });
+                data.push(if row < h / 2 { 1.0 } else { 0.0 });
+            }
+        }
+    }
+    let labels = Volume {
+        data,
+        shape: vec![4, h, w, 2],
+        affine: [[0.0; 4]; 4],
+    };
+    write_npz(&dir.path().join("labels.npz"), &[("seg", &labels)]).unwrap();
+    let labelled = AtlalignLoader {
+        reference_labels: Some("labels.npz".to_owned()),
+        ..config()
+    };
+    let dirs = vec![dir.path().to_path_buf()];
+    let loader = labelled
+        .build(&SplitSource {
+            split: Split::Valid,
+            dirs: &dirs,
+            format: &H5Format {},
+            labeled: true,
+        })
+        .unwrap();
+    let refs = loader.epoch(0, 0);
+    assert_eq!(refs.len(), 6, "every label of every sample");
+    // Sample 0's true field pulls from one column to the right (Δx = 1), its inverse from one
+    // column to the left: the moving label is the reference's left half pushed one column
+    // right, and its first column samples outside the image (0).
+    let sample = loader.load(&refs[0]).unwrap();
+    let (moving, fixed) = (sample.moving_label.unwrap(), sample.fixed_label.unwrap());
+    assert_eq!((fixed[w / 2 - 1], fixed[w / 2]), (1.0, 0.0));
+    assert_eq!((moving[w / 2], moving[w / 2 + 1]), (1.0, 0.0));
+    assert_eq!((moving[0], moving[1]), (0.0, 1.0));
+
+    let flat = Volume {
+        data: vec![0.0; h * w],
+        shape: SHAPE.to_vec(),
+        affine: [[0.0; 4]; 4],
+    };
+    write_npz(&dir.path().join("flat.npz"), &[("seg", &flat)]).unwrap();
+    let wrong = AtlalignLoader {
+        reference_labels: Some("flat.npz".to_owned()),
+        ..config()
+    };
+    let message = match wrong.build(&SplitSource {
+        split: Split::Valid,
+        dirs: &dirs,
+        format: &H5Format {},
+        labeled: true,
+    }) {
+        Ok(_) => panic!("labels of a 2D shape for a reference volume"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        message.contains("`reference_labels` must be (4, 6, 8)"),
+        "{message}"
+    );
 }
