@@ -6,7 +6,8 @@
 //! throughput); `g_hypermorph_2d_train`: one HyperMorph 2-D step at (1, 2, 192, 160) — the
 //! tutorial hypernetwork over λ generating every VoxelMorph U-Net conv, a plain flow layer,
 //! `(1 − λ)·MSE/0.05² + λ·Grad-l2`, Adam, λ drawn afresh each step — and its forward pass at
-//! λ = 0.5.
+//! λ = 0.5; `h_atlalign_local_train` and `h_atlalign_global_train`: atlalign's local U-Net
+//! (both orders of the pair) and global network at 320 × 456, supervised, Keras' RMSprop.
 //!
 //! Run with `RAYON_NUM_THREADS=2 cargo bench --bench training`. Like the `voxreg` binary, the
 //! benchmark keeps freed memory for reuse ([`voxreg::allocator::apply`]); set
@@ -86,6 +87,97 @@ train:
   epochs: 1
   save_period: 1
 ";
+
+/// The peer's atlalign local step (`h_atlalign_local_train`): atlalign's U-Net with the
+/// docs' best settings (192,578 parameters) run on both orders of the pair (the `inverse`
+/// method), SSD of the warped moving image against the target + `vector_distance` of both
+/// fields, Keras' RMSprop, at (1, 2, 320, 456).
+const ATLALIGN_LOCAL: &str = "
+dataset:
+  train: {dir: unused, format: h5, labeled: false}
+  type: atlalign
+  image_shape: [320, 456]
+  reference: unused.npy
+  inverse: true
+train:
+  method: {name: inverse, method: ddf}
+  backbone: {name: atlalign_local, end_filters: [64, 64]}
+  loss:
+    image: {name: ssd, inputs: [pred_fixed_image, true_pred_fixed_image]}
+    field:
+      - {name: vector_distance, inputs: [ddf, true_ddf]}
+      - {name: vector_distance, inputs: [inv/ddf, true_inv_ddf]}
+  optimizer: {name: rmsprop, learning_rate: 1.0e-3}
+  preprocess: {batch_size: 1, shuffle_buffer_num_batch: 1}
+  epochs: 1
+  save_period: 1
+";
+
+/// The peer's atlalign global step (`h_atlalign_global_train`): the docs' best global network
+/// (237,630 parameters), SSD + 0.1 · `vector_distance`, Keras' RMSprop, at (4, 2, 320, 456).
+const ATLALIGN_GLOBAL: &str = "
+dataset:
+  train: {dir: unused, format: h5, labeled: false}
+  type: atlalign
+  image_shape: [320, 456]
+  reference: unused.npy
+train:
+  method: ddf
+  backbone: {name: atlalign_global, filters: [16, 16, 32, 32, 32], dense_layers: [40]}
+  loss:
+    image: {name: ssd, inputs: [pred_fixed_image, true_pred_fixed_image]}
+    field: {name: vector_distance, weight: 0.1}
+  optimizer: {name: rmsprop, learning_rate: 1.0e-3}
+  preprocess: {batch_size: 4, shuffle_buffer_num_batch: 1}
+  epochs: 1
+  save_period: 1
+";
+
+/// A random atlalign batch of `n` pairs at 320 × 456: images U(0, 1), the target image and
+/// the true fields (U(−4, 4) px) the loader would provide.
+fn atlalign_batch(n: usize, device: &Device) -> Batch {
+    use voxreg::component::{names, Grid, Kind};
+    let image = || Tensor::rand(0f32, 1.0, (n, 1, 320, 456), device).expect("image");
+    let field = || {
+        (Tensor::rand(0f32, 1.0, (n, 2, 320, 456), device).expect("field") - 0.5)
+            .and_then(|t| t * 8.0)
+            .expect("field")
+    };
+    let mut batch = Batch::pair(image(), image(), None, None);
+    let tensors = &mut batch.tensors;
+    tensors.put(
+        names::TRUE_PRED_FIXED_IMAGE,
+        Kind::Image,
+        Grid::Fixed,
+        image(),
+    );
+    tensors.put(names::TRUE_DDF, Kind::Field, Grid::Fixed, field());
+    tensors.put(names::TRUE_INV_DDF, Kind::Field, Grid::Moving, field());
+    batch
+}
+
+/// Times the training step (`train_step/<name>`) of `yaml` on an atlalign batch of `n`.
+fn bench_atlalign_step(c: &mut Criterion, name: &str, yaml: &str, n: usize) {
+    voxreg::allocator::apply();
+    let config = config(yaml);
+    let device = Device::Cpu;
+    let mut trainer = Trainer::new(&config, &device, 0).expect("trainer");
+    let batch = atlalign_batch(n, &device);
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    group.bench_function(name, |b| {
+        b.iter(|| match trainer.step(&batch) {
+            Ok(outcome) => outcome.loss,
+            Err(error) => panic!("{}", error.at(1, 1)),
+        })
+    });
+    group.finish();
+}
+
+fn bench_atlalign(c: &mut Criterion) {
+    bench_atlalign_step(c, "atlalign_local_320x456", ATLALIGN_LOCAL, 1);
+    bench_atlalign_step(c, "atlalign_global_320x456_b4", ATLALIGN_GLOBAL, 4);
+}
 
 fn random_pair(shape: &[usize], device: &Device) -> Batch {
     let mut dims = vec![1, 1];
@@ -167,5 +259,11 @@ fn bench_voxelmorph(c: &mut Criterion) {
     bench_step_and_forward(c, "vxm_unet_ssd_gradient_adam_64", VXM_64);
 }
 
-criterion_group!(benches, bench_localnet, bench_voxelmorph, bench_hypermorph);
+criterion_group!(
+    benches,
+    bench_localnet,
+    bench_voxelmorph,
+    bench_hypermorph,
+    bench_atlalign
+);
 criterion_main!(benches);

@@ -680,6 +680,196 @@ def g_hypermorph_2d_predict():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# (h) atlalign's supervised networks (Keras in atlalign 0.6.2; ported to PyTorch here, Keras' default init and
+# RMSprop defaults) at atlalign's 320 x 456: the local U-Net trained on both orders of the pair (compute_inv) and
+# the global affine network. Fields channel 0 = dx (columns), channel 1 = dy (rows), as atlalign's deltas_xy.
+# ---------------------------------------------------------------------------------------------------------------
+ATL_SHAPE = (320, 456)
+ATL_LOCAL_PARAMS = 192578
+ATL_GLOBAL_PARAMS = 237630
+
+
+def keras_init(module):
+    """Keras' defaults for a conv / dense layer: Glorot-uniform kernel, zero bias."""
+    import torch
+
+    torch.nn.init.xavier_uniform_(module.weight)
+    torch.nn.init.zeros_(module.bias)
+    return module
+
+
+def keras_rmsprop(params):
+    """Keras' 'rmsprop': lr 1e-3, rho 0.9, epsilon 1e-7, no momentum, not centred."""
+    import torch
+
+    return torch.optim.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-7, momentum=0.0, centered=False)
+
+
+def atlalign_warp(image, dvf):
+    """Bilinear pull warp out(p) = image(p + dvf(p)), zeros outside (tfa's resampler), dvf x first."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = image.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=image.dtype), torch.arange(w, dtype=image.dtype), indexing="ij")
+    x = (xx + dvf[:, 0]) / (w - 1) * 2 - 1
+    y = (yy + dvf[:, 1]) / (h - 1) * 2 - 1
+    return F.grid_sample(image, torch.stack([x, y], -1), mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def atlalign_vector_distance(truth, dvf):
+    """atlalign's vector_distance: mean of sqrt(|dx_err^2 + dy_err^2 + 0.001|)."""
+    import torch
+
+    d = dvf - truth
+    return torch.sqrt(torch.abs(d[:, 0] ** 2 + d[:, 1] ** 2 + 0.001)).mean()
+
+
+def atlalign_local_net():
+    """atlalign's supervised_model_factory with the docs' best settings (end_filters (64, 64))."""
+    import torch
+    import torch.nn.functional as F
+
+    class Local(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            conv = lambda a, b, k=3: keras_init(torch.nn.Conv2d(a, b, k, padding=k // 2 if k % 2 else 0))  # noqa: E731
+            self.start = torch.nn.ModuleList([conv(2, 16)])
+            self.down = torch.nn.ModuleList([conv(16, 16), conv(16, 32), conv(32, 32), conv(32, 32)])
+            self.middle = torch.nn.ModuleList([conv(32, 32)])
+            skips = [16, 16, 32, 32]
+            self.up_a = torch.nn.ModuleList([conv(32, 32) for _ in range(4)])
+            self.up_b = torch.nn.ModuleList([conv(32 + c, 32) for c in reversed(skips)])
+            self.end = torch.nn.ModuleList([conv(32, 64), conv(64, 64)])
+            self.flow = conv(64, 2, 2)
+
+        def forward(self, pair):
+            leaky = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+            x = pair[:, :, :, 4:-4]
+            for m in self.start:
+                x = leaky(m(x))
+            skips = [x]
+            for i, m in enumerate(self.down):
+                x = leaky(m(F.max_pool2d(x, 2)))
+                if i < len(self.down) - 1:
+                    skips.append(x)
+            for m in self.middle:
+                x = leaky(m(x))
+            for a, b, skip in zip(self.up_a, self.up_b, reversed(skips)):
+                x = leaky(a(F.interpolate(x, scale_factor=2, mode="nearest")))
+                x = leaky(b(torch.cat([x, skip], 1)))
+            for m in self.end:
+                x = leaky(m(x))
+            x = self.flow(F.pad(x, (0, 1, 0, 1)))
+            return F.pad(x, (4, 4, 0, 0))
+
+    return Local()
+
+
+def atlalign_global_net():
+    """atlalign's supervised_global_model_factory with the docs' best settings."""
+    import torch
+    import torch.nn.functional as F
+
+    class Global(torch.nn.Module):
+        def __init__(self, filters=(16, 16, 32, 32, 32), dense=40):
+            super().__init__()
+            self.convs = torch.nn.ModuleList()
+            c, h, w = 2, *ATL_SHAPE
+            for f in filters:
+                self.convs.append(keras_init(torch.nn.Conv2d(c, f, 3, padding=1)))
+                self.convs.append(keras_init(torch.nn.Conv2d(f, f, 3, padding=1)))
+                c, h, w = f, h // 2, w // 2
+            self.dense = keras_init(torch.nn.Linear(c * h * w, dense))
+            self.head = torch.nn.Linear(dense, 6)
+            torch.nn.init.zeros_(self.head.weight)
+            with torch.no_grad():
+                self.head.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+            hh, ww = ATL_SHAPE
+            yy, xx = torch.meshgrid(torch.arange(hh, dtype=torch.float32), torch.arange(ww, dtype=torch.float32),
+                                    indexing="ij")
+            self.register_buffer("grid", torch.stack([xx.flatten(), yy.flatten(), torch.ones(hh * ww)], 0))
+
+        def forward(self, pair):
+            x = pair
+            for i in range(0, len(self.convs), 2):
+                x = F.max_pool2d(F.relu(self.convs[i + 1](F.relu(self.convs[i](x)))), 2)
+            a = self.head(self.dense(x.permute(0, 2, 3, 1).flatten(1))).view(-1, 2, 3)
+            return (torch.matmul(a, self.grid) - self.grid[:2]).view(-1, 2, *ATL_SHAPE)
+
+    return Global()
+
+
+def atlalign_inputs(batch, seed):
+    """Reference, moving and target images U(0, 1); true fields U(-4, 4) px."""
+    import torch
+
+    gen = seeded(seed)
+    image = lambda: torch.rand((batch, 1, *ATL_SHAPE), generator=gen)  # noqa: E731
+    field = lambda: (torch.rand((batch, 2, *ATL_SHAPE), generator=gen) - 0.5) * 8.0  # noqa: E731
+    return image(), image(), image(), field(), field()
+
+
+@register("h_atlalign_local_train", "one atlalign local U-Net training step at (1,2,320,456) (docs' best: "
+                                    "end_filters (64,64), compute_inv): both orders of the pair, MSE image + "
+                                    "vector_distance forward + inverse, Keras RMSprop")
+def h_atlalign_local_train():
+    import torch
+
+    torch.manual_seed(0)
+    net = atlalign_local_net()
+    params = require_parameter_count(net, ATL_LOCAL_PARAMS, "atlalign local")
+    net.train()
+    opt = keras_rmsprop(net.parameters())
+    ref, mov, target, deltas, inv_deltas = atlalign_inputs(1, 9)
+    x_rm = torch.cat([ref, mov], 1)
+    x_mr = torch.cat([mov, ref], 1)
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        dvf = net(x_rm)
+        inv_dvf = net(x_mr)
+        loss = (torch.mean((atlalign_warp(mov, dvf) - target) ** 2) + atlalign_vector_distance(deltas, dvf)
+                + atlalign_vector_distance(inv_deltas, inv_dvf))
+        loss.backward()
+        opt.step()
+
+    h, w = ATL_SHAPE
+    return Case(run=run, shape={"input": [1, 2, h, w]}, steps=1, voxels=h * w,
+                meta={"model": "atlalign 0.6.2 supervised_model_factory (docs' best), ported", "params": params,
+                      "loss": "mean((warp(mov, dvf) - target)^2) + vector_distance(deltas, dvf) + "
+                              "vector_distance(inv_deltas, net(mov, ref))", "optimizer": "Keras RMSprop"})
+
+
+@register("h_atlalign_global_train", "one atlalign global network training step at (4,2,320,456) (docs' best: "
+                                     "filters (16,16,32,32,32), dense (40,)): Affine2DVF, warp, MSE + "
+                                     "0.1*vector_distance, Keras RMSprop")
+def h_atlalign_global_train():
+    import torch
+
+    torch.manual_seed(0)
+    net = atlalign_global_net()
+    params = require_parameter_count(net, ATL_GLOBAL_PARAMS, "atlalign global")
+    net.train()
+    opt = keras_rmsprop(net.parameters())
+    ref, mov, target, deltas, _ = atlalign_inputs(4, 10)
+    pair = torch.cat([ref, mov], 1)
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        dvf = net(pair)
+        loss = torch.mean((atlalign_warp(mov, dvf) - target) ** 2) + 0.1 * atlalign_vector_distance(deltas, dvf)
+        loss.backward()
+        opt.step()
+
+    h, w = ATL_SHAPE
+    return Case(run=run, shape={"input": [4, 2, h, w]}, steps=1, voxels=4 * h * w,
+                meta={"model": "atlalign 0.6.2 supervised_global_model_factory (docs' best), ported",
+                      "params": params, "loss": "mean((warp(mov, dvf) - target)^2) + 0.1*vector_distance",
+                      "optimizer": "Keras RMSprop"})
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # (z) the CPU's practical float32 matrix rate: C = A·B with A, B (4096, 4096) ~ N(0,1).
 # ---------------------------------------------------------------------------------------------------------------
 @register("z_sgemm_4096", "reference: torch.mm of two (4096,4096) float32 matrices (sgemm)")

@@ -120,7 +120,11 @@ fn fill(varmap: &VarMap, prefix: &str, value: f32) -> candle::Result<()> {
     for (name, var) in varmap.data().lock().unwrap().iter() {
         if name.starts_with(prefix) {
             let scale = if name.ends_with("weight") { 0.0 } else { 1.0 };
-            var.set(&var.as_tensor().ones_like()?.affine(scale * value as f64, 0.0)?)?;
+            var.set(
+                &var.as_tensor()
+                    .ones_like()?
+                    .affine(scale * value as f64, 0.0)?,
+            )?;
         }
     }
     Ok(())
