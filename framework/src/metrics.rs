@@ -47,6 +47,38 @@ pub fn field_error(a: &[f32], b: &[f32], ndim: usize) -> Option<f64> {
     Some(total / voxels as f64)
 }
 
+/// Displacements shorter than this (voxels) have no direction for [`angular_error`].
+pub const ANGULAR_MIN_LENGTH: f64 = 1.0e-6;
+
+/// The mean angle, in degrees, between the displacements of two channel-first DDFs
+/// `(ndim, *shape)`: `(1 / V') Σ_p arccos(clip(⟨a(p), b(p)⟩ / (‖a(p)‖ ‖b(p)‖), −1, 1))` over
+/// the `V'` voxels where both are longer than [`ANGULAR_MIN_LENGTH`] (atlalign's
+/// `angular_error_of`, which leaves zero-length vectors undefined). `None` unless both hold
+/// `ndim · voxels` values and some voxel has two directions.
+pub fn angular_error(a: &[f32], b: &[f32], ndim: usize) -> Option<f64> {
+    if ndim == 0 || a.len() != b.len() || a.is_empty() || !a.len().is_multiple_of(ndim) {
+        return None;
+    }
+    let voxels = a.len() / ndim;
+    let (mut total, mut counted) = (0.0, 0usize);
+    for p in 0..voxels {
+        let component = |f: &[f32], c: usize| f64::from(f[c * voxels + p]);
+        let dot: f64 = (0..ndim).map(|c| component(a, c) * component(b, c)).sum();
+        let length = |f: &[f32]| {
+            (0..ndim)
+                .map(|c| component(f, c).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let (la, lb) = (length(a), length(b));
+        if la > ANGULAR_MIN_LENGTH && lb > ANGULAR_MIN_LENGTH {
+            total += (dot / (la * lb)).clamp(-1.0, 1.0).acos().to_degrees();
+            counted += 1;
+        }
+    }
+    (counted > 0).then(|| total / counted as f64)
+}
+
 /// The centroid (in voxel indices) of a label thresholded at 0.5, or `None` if it is empty.
 pub fn centroid(label: &[f32], shape: &[usize]) -> Option<Vec<f64>> {
     let mut sum = vec![0.0f64; shape.len()];
@@ -157,6 +189,21 @@ pub fn jacobian_stats(ddf: &[f32], shape: &[usize]) -> Option<JacobianStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_angular_error_is_the_mean_angle_where_both_fields_have_a_direction() {
+        // Two voxels, 2D: (1, 0) vs (0, 2) is 90°, (1, 1) vs (2, 2) is 0°; a third voxel with
+        // a zero vector is left out.
+        let a = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0];
+        let b = [0.0, 2.0, 5.0, 2.0, 2.0, 0.0];
+        let error = angular_error(&a, &b, 2).unwrap();
+        // f32 inputs: arccos near 1 amplifies their rounding.
+        assert!((error - 45.0).abs() < 1e-4, "{error}");
+        assert_eq!(angular_error(&a, &[0.0; 6], 2), None);
+        assert_eq!(angular_error(&a, &b[..4], 2), None);
+        let opposite = angular_error(&[1.0, 0.0], &[-1.0, 0.0], 2).unwrap();
+        assert!((opposite - 180.0).abs() < 1e-4);
+    }
 
     #[test]
     fn the_field_error_is_the_mean_end_point_distance() {

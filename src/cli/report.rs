@@ -41,6 +41,10 @@ pub fn print_improvement(split: Split, evaluation: &Evaluation) -> std::io::Resu
         median(evaluation, |p| p.before.field_error),
         median(evaluation, |p| p.after.field_error),
     )?;
+    if let Some(angle) = evaluation.mean(|p| p.after.angular_error) {
+        // The identity has no direction: only the registered side has an angle.
+        say!("  {:<22} {:>10} → {angle:.2}", "field angle error, deg", "")?;
+    }
     row(
         "inverse field error, vx",
         evaluation.mean(|p| p.before.inverse_field_error),
@@ -74,7 +78,8 @@ fn median(evaluation: &Evaluation, metric: impl Fn(&EvaluatedPair) -> Option<f64
 /// moving and fixed indices), `label_index` (`-1` without labels). Then voxreg's own:
 /// `label_tre_mm`, the image ids `moving` and `fixed`, the same metrics before
 /// registration, and the Jacobian determinant statistics; when the data provide the true
-/// field, `ddf_error` and `ddf_error_before` (mean end-point error in voxels), and with a
+/// field, `ddf_error` and `ddf_error_before` (mean end-point error in voxels) and
+/// `ddf_angular_error` (mean angle to the true displacement, degrees), and with a
 /// true inverse field and the `inverse` method, `inv_ddf_error` and `inv_ddf_error_before`,
 /// last.
 pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result<()> {
@@ -148,7 +153,7 @@ fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
         "jacobian_std",
     ];
     if with_field {
-        header.extend(["ddf_error", "ddf_error_before"]);
+        header.extend(["ddf_error", "ddf_error_before", "ddf_angular_error"]);
     }
     let with_inverse = evaluation
         .pairs
@@ -183,6 +188,7 @@ fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
             row.extend([
                 optional(pair.after.field_error),
                 optional(pair.before.field_error),
+                optional(pair.after.angular_error),
             ]);
         }
         if with_inverse {
@@ -332,6 +338,7 @@ mod tests {
             label_tre_mm: None,
             field_error: None,
             inverse_field_error: None,
+            angular_error: None,
         };
         let evaluation = Evaluation {
             pairs: vec![EvaluatedPair {

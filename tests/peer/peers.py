@@ -341,6 +341,23 @@ def _atlalign_layout(u):
     return u.movedim(1, -1).flip(-1)
 
 
+def atlalign_pearson():
+    """atlalign's `cross_correlation` loss: 1 − r², r clipped to [−1, 1], each sample alone."""
+
+    def loss(t, p):
+        x, y = flat(t), flat(p)
+        xc, yc = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+        r = (xc * yc).sum(1) / torch.sqrt((xc * xc).sum(1) * (yc * yc).sum(1))
+        return 1 - torch.clamp(r, -1.0, 1.0) ** 2
+
+    return loss
+
+
+def atlalign_psnr():
+    """atlalign's `psnr` loss, −tf.image.psnr(max_val=1) = 10·log10(mse), each sample alone."""
+    return lambda t, p: 10 * torch.log10(per_sample_mean((t - p) ** 2))
+
+
 def atlalign_vector_distance():
     def loss(t, p):
         err = _atlalign_layout(t) - _atlalign_layout(p)

@@ -177,6 +177,8 @@ def build_cases(inputs):
         image("gmi", {"name": "gmi"}, gmi)
         image("gmi_small_mi", {"name": "gmi"}, gmi, pair=[("fixed", fixed), ("moving", independent)])
         image("gncc", {"name": "gncc"}, [("DeepReg", loss_fn(peers.deepreg_gncc()))])
+        image("pearson", {"name": "pearson"}, [("atlalign cross_correlation (per sample)", loss_fn(peers.atlalign_pearson()))])
+        image("psnr", {"name": "psnr"}, [("atlalign psnr", loss_fn(peers.atlalign_psnr()))])
         image("vxm_mse", {"name": "vxm_mse", "image_sigma": 0.05}, [("VoxelMorph", loss_fn(peers.vxm_mse(0.05)))])
         image("vxm_ncc", {"name": "vxm_ncc"}, [("VoxelMorph (torch)", loss_fn(peers.vxm_ncc()))])
         image("vxm_ncc_5", {"name": "vxm_ncc", "win": 5}, [("VoxelMorph (torch)", loss_fn(peers.vxm_ncc(5)))])

@@ -34,6 +34,10 @@ pub struct PairMetrics {
     /// `inv/ddf` (the `inverse` method): its mean end-point error in voxels of the moving
     /// grid; before registration the true inverse field's mean length.
     pub inverse_field_error: Option<f64>,
+    /// With a true field: the mean angle (degrees) between the predicted and the true
+    /// displacements ([`metrics::angular_error`]); `None` before registration (the
+    /// identity has no direction).
+    pub angular_error: Option<f64>,
 }
 
 /// One evaluated sample.
@@ -262,15 +266,20 @@ fn evaluate_pair(
         }
     }
     let ndim = fixed_shape.len();
-    let (before_field, after_field) = match tensors.get(names::TRUE_DDF) {
+    let (before_field, after_field, angular) = match tensors.get(names::TRUE_DDF) {
         Some(truth) => {
             let truth = field_values(names::TRUE_DDF, truth)?;
             (
                 metrics::field_error(&truth, &vec![0.0; truth.len()], ndim),
-                ddf_values.and_then(|ddf| metrics::field_error(&ddf, &truth, ndim)),
+                ddf_values
+                    .as_ref()
+                    .and_then(|ddf| metrics::field_error(ddf, &truth, ndim)),
+                ddf_values
+                    .as_ref()
+                    .and_then(|ddf| metrics::angular_error(ddf, &truth, ndim)),
             )
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let (before_inverse, after_inverse) = match tensors.get(names::TRUE_INV_DDF) {
         Some(truth) => {
@@ -297,6 +306,7 @@ fn evaluate_pair(
             label_tre_mm: before_tre.map(|(_, mm)| mm),
             field_error: before_field,
             inverse_field_error: before_inverse,
+            angular_error: None,
         },
         after: PairMetrics {
             image_ssd: metrics::image_ssd(&fixed_image, &after_image),
@@ -305,6 +315,7 @@ fn evaluate_pair(
             label_tre_mm: after_tre.map(|(_, mm)| mm),
             field_error: after_field,
             inverse_field_error: after_inverse,
+            angular_error: angular,
         },
         jacobian,
         jacobians,

@@ -11,6 +11,7 @@
 //! over Gaussian- or Cauchy-smoothed copies of both inputs, as DeepReg's `MultiScaleMixin`.
 
 mod atlalign;
+mod atlalign_image;
 mod config;
 mod cpu;
 mod deform;
@@ -32,6 +33,7 @@ mod voxelmorph;
 mod window;
 
 pub use atlalign::{MsePoConfig, VdClipConfig, VectorDistanceConfig, VECTOR_DISTANCE_EPSILON};
+pub use atlalign_image::{PearsonConfig, PsnrConfig};
 pub use config::{
     BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig,
     JaccardConfig, LnccConfig, LnccKernel, OverlapConfig, ScaleKernel, SsdConfig,
