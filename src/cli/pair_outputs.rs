@@ -26,6 +26,10 @@ pub struct Formats {
     pub nifti: bool,
     /// `<name>/depth<k>_<name>.png`.
     pub png: bool,
+    /// `<name>_xy.npy` for every 2D displacement field, in atlalign's convention:
+    /// `(h, w, 2)` float32 with the column displacement `Δx` first (what atlalign's
+    /// `DisplacementField.from_file` reads).
+    pub atlalign: bool,
 }
 
 /// How an array's PNG slices are scaled to 8 bits.
@@ -179,6 +183,9 @@ impl PairWriter {
                 Kind::Image | Kind::Field | Kind::Velocity if first => {
                     let dir = folder(pair_dir.clone());
                     self.write_array(&dir, &array, tensor, affine, Scaling::MinMax)?;
+                    if decl.kind == Kind::Field && self.formats.atlalign && tensor.rank() == 3 {
+                        write_atlalign_field(&dir.join(format!("{array}_xy.npy")), tensor)?;
+                    }
                 }
                 Kind::Label => {
                     if let Some(label) = label {
@@ -221,6 +228,34 @@ impl PairWriter {
         }
         Ok(())
     }
+}
+
+/// A 2D DDF `(2, h, w)` (row component first) as atlalign stores fields: `(h, w, 2)` with the
+/// column displacement first, float32 `.npy`.
+fn write_atlalign_field(path: &Path, ddf: &Tensor) -> anyhow::Result<()> {
+    let dims = ddf.dims();
+    if dims.len() != 3 || dims[0] != 2 {
+        bail!("a 2D displacement field is (2, h, w), got {dims:?}");
+    }
+    let (h, w) = (dims[1], dims[2]);
+    let xy = Tensor::cat(&[&ddf.narrow(0, 1, 1)?, &ddf.narrow(0, 0, 1)?], 0)?;
+    let data = xy
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_vec1::<f32>()
+        .context("reading a field")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    voxreg::data::write_npy(
+        path,
+        &Volume {
+            data,
+            shape: vec![h, w, 2],
+            affine: [[0.0; 4]; 4],
+        },
+    )?;
+    Ok(())
 }
 
 /// Every slice of the last spatial axis of `volume` (`channels` values per voxel, last) as
@@ -384,6 +419,7 @@ mod tests {
             Formats {
                 nifti: true,
                 png: false,
+                atlalign: false,
             },
         );
         let pair = writer.write(&sample(0)).unwrap();

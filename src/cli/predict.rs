@@ -86,6 +86,7 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     let formats = Formats {
         nifti: !args.no_nifti,
         png: args.save_png && !args.no_png,
+        atlalign: loader_name(&config).as_deref() == Some("atlalign"),
     };
     let Some(sweep) = sweep else {
         predict_into(&model, &config, split, args, formats, &out)?;
@@ -158,4 +159,10 @@ fn predict_into(
         )?;
     }
     Ok(evaluation)
+}
+
+/// The name of the config's data loader (`dataset.type`), as its config serialises it.
+fn loader_name(config: &voxreg::config::Config) -> Option<String> {
+    let value = serde_json::to_value(config.dataset.loader.as_ref()).ok()?;
+    value.get("name")?.as_str().map(str::to_owned)
 }

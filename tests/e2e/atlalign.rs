@@ -284,6 +284,20 @@ fn an_atlalign_file_written_by_h5py_trains_unchanged() {
         assert!(before > 0.0 && before < 2.9, "{row:?}");
         assert!(row["inv_ddf_error"].parse::<f64>().unwrap().is_finite());
     }
+    // Fields are also written as atlalign stores them, `(h, w, 2)` with Δx first: the true
+    // field comes back as the uniform shift the file holds, whose length is the identity's
+    // error.
+    let pair = logs.join("h5py-test/test/pair_0");
+    for name in ["ddf_xy.npy", "true_ddf_xy.npy", "inv/ddf_xy.npy"] {
+        assert!(pair.join(name).is_file(), "{name}");
+    }
+    let truth = voxreg::data::read_volume_file(&pair.join("true_ddf_xy.npy"), "").unwrap();
+    assert_eq!(truth.shape, [24, 32, 2]);
+    let (dx, dy) = (truth.data[0], truth.data[1]);
+    assert!(truth.data.chunks(2).all(|v| v[0] == dx && v[1] == dy));
+    let length = f64::from(dx.hypot(dy));
+    let before: f64 = rows[0]["ddf_error_before"].parse().unwrap();
+    assert!((length - before).abs() < 1e-4, "{length} vs {before}");
 }
 
 #[test]

@@ -12,8 +12,8 @@ pub mod synthetic_tiles;
 
 pub use augmentations::{AffineAugmentation, DdfAugmentation};
 pub use file_loaders::{
-    read_image, read_nifti, read_npz, read_volume_file, write_h5, write_nifti, write_npz,
-    write_volume_file, FileKind, H5Format, NiftiFormat, NpzFormat, RasterFormat, LUMA,
+    read_image, read_nifti, read_npz, read_volume_file, write_h5, write_nifti, write_npy,
+    write_npz, write_volume_file, FileKind, H5Format, NiftiFormat, NpzFormat, RasterFormat, LUMA,
 };
 pub use loaders::{
     write_atlalign, AtlalignLoader, AtlalignSamples, GroupedLoader, IntraGroupOption, PairedLoader,

@@ -18,7 +18,7 @@ use voxreg_framework::prelude::*;
 pub use self::by_extension::{read_volume_file, write_volume_file, FileKind};
 pub use self::h5::{write_h5, H5Format};
 pub use self::nifti::{read_nifti, write_nifti, NiftiFormat};
-pub use self::npz::{read_npz, write_npz, NpzFormat};
+pub use self::npz::{read_npz, write_npy, write_npz, NpzFormat};
 pub use self::raster::{read_image, RasterFormat};
 pub use self::raster_read::LUMA;
 

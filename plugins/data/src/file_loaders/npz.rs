@@ -315,6 +315,23 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &Volume)]) -> Result<(), Componen
     })
 }
 
+/// Writes `volume` as a little-endian float32 C-order `.npy` file (`np.load(path)` reads it
+/// back with its shape; the affine is not stored). Written to a temporary file and renamed,
+/// so a failed write leaves no partial file.
+pub fn write_npy(path: &Path, volume: &Volume) -> Result<(), ComponentError> {
+    let temporary = voxreg_framework::files::temporary_sibling(path);
+    let written = std::fs::write(&temporary, npy_f32(volume))
+        .map_err(|e| format!("cannot write: {e}"))
+        .and_then(|()| {
+            std::fs::rename(&temporary, path)
+                .map_err(|e| format!("cannot move the written file into place: {e}"))
+        });
+    written.map_err(|message| {
+        let _ = std::fs::remove_file(&temporary);
+        data_error(path, message)
+    })
+}
+
 fn write_archive(path: &Path, arrays: &[(&str, &Volume)]) -> Result<(), String> {
     let file = File::create(path).map_err(|e| format!("cannot create: {e}"))?;
     let mut archive = zip::ZipWriter::new(std::io::BufWriter::new(file));
