@@ -358,6 +358,28 @@ def atlalign_psnr():
     return lambda t, p: 10 * torch.log10(per_sample_mean((t - p) ** 2))
 
 
+def atlalign_ssim():
+    """atlalign's `ssim` loss, −tf.image.ssim(max_val=1) with TF's defaults (`_ssim_helper`,
+    compensation 1): an 11 × 11 Gaussian window (σ 1.5, `_fspecial_gauss`), VALID filtering."""
+
+    def loss(t, p):
+        coords = torch.arange(11, dtype=t.dtype) - 5.0
+        g = -0.5 * (coords / 1.5) ** 2
+        window = torch.softmax((g[None, :] + g[:, None]).flatten(), 0).reshape(1, 1, 11, 11)
+        mean = lambda x: F.conv2d(x, window)  # noqa: E731
+        c1, c2 = 0.01**2, 0.03**2
+        m0, m1 = mean(t), mean(p)
+        num0 = m0 * m1 * 2.0
+        den0 = m0**2 + m1**2
+        luminance = (num0 + c1) / (den0 + c1)
+        num1 = mean(t * p) * 2.0
+        den1 = mean(t**2 + p**2)
+        cs = (num1 - num0 + c2) / (den1 - den0 + c2)
+        return -flat(luminance * cs).mean(1)
+
+    return loss
+
+
 def atlalign_vector_distance():
     def loss(t, p):
         err = _atlalign_layout(t) - _atlalign_layout(p)

@@ -179,6 +179,8 @@ def build_cases(inputs):
         image("gncc", {"name": "gncc"}, [("DeepReg", loss_fn(peers.deepreg_gncc()))])
         image("pearson", {"name": "pearson"}, [("atlalign cross_correlation (per sample)", loss_fn(peers.atlalign_pearson()))])
         image("psnr", {"name": "psnr"}, [("atlalign psnr", loss_fn(peers.atlalign_psnr()))])
+        if d == 2:
+            image("ssim", {"name": "ssim"}, [("atlalign ssim (tf.image.ssim)", loss_fn(peers.atlalign_ssim()))])
         image("vxm_mse", {"name": "vxm_mse", "image_sigma": 0.05}, [("VoxelMorph", loss_fn(peers.vxm_mse(0.05)))])
         image("vxm_ncc", {"name": "vxm_ncc"}, [("VoxelMorph (torch)", loss_fn(peers.vxm_ncc()))])
         image("vxm_ncc_5", {"name": "vxm_ncc", "win": 5}, [("VoxelMorph (torch)", loss_fn(peers.vxm_ncc(5)))])

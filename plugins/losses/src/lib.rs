@@ -33,7 +33,7 @@ mod voxelmorph;
 mod window;
 
 pub use atlalign::{MsePoConfig, VdClipConfig, VectorDistanceConfig, VECTOR_DISTANCE_EPSILON};
-pub use atlalign_image::{PearsonConfig, PsnrConfig};
+pub use atlalign_image::{PearsonConfig, PsnrConfig, SsimConfig};
 pub use config::{
     BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig,
     JaccardConfig, LnccConfig, LnccKernel, OverlapConfig, ScaleKernel, SsdConfig,
