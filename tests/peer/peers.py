@@ -392,6 +392,26 @@ def atlalign_vdclip(value=20.0, power=3.0):
     return lambda t, p: (atlalign_vector_distance()(t, p) / value) ** power
 
 
+def _atlalign_jacobian(field):
+    """atlalign's interior Jacobian determinant of an (N, H, W, 2) x-first field."""
+    dx, dy = field[..., 0], field[..., 1]
+    ddx = lambda f: (f[:, 1:-1, 2:] - f[:, 1:-1, :-2]) / 2  # noqa: E731  along x (columns)
+    ddy = lambda f: (f[:, 2:, 1:-1] - f[:, :-2, 1:-1]) / 2  # noqa: E731  along y (rows)
+    a11, a12 = 1 + ddx(dx), ddy(dx)
+    a21, a22 = ddx(dy), 1 + ddy(dy)
+    return a11 * a22 - a12 * a21
+
+
+def atlalign_jacobian_distance():
+    """atlalign's jacobian_distance as intended (its code builds both from y_pred)."""
+
+    def loss(t, p):
+        gap = _atlalign_jacobian(_atlalign_layout(p)) - _atlalign_jacobian(_atlalign_layout(t))
+        return (gap * gap).reshape(t.shape[0], -1).mean(1)
+
+    return loss
+
+
 def atlalign_mse_po():
     def loss(t, p):
         err = _atlalign_layout(t) - _atlalign_layout(p)

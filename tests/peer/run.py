@@ -288,6 +288,11 @@ def build_cases(inputs):
                 [("atlalign VDClipper(2, 3) (per sample)", on_fields(peers.atlalign_vdclip(2.0, 3.0)))],
             )
             field("mse_po", {"name": "mse_po"}, [("atlalign", on_fields(peers.atlalign_mse_po()))])
+            field(
+                "jacobian_distance",
+                {"name": "jacobian_distance"},
+                [("atlalign jacobian_distance, as intended", on_fields(peers.atlalign_jacobian_distance()))],
+            )
 
         img = inputs.uniform(f"warp_image{d}", (2, 2) + s["ddf"][2:])
         shift = inputs.uniform(f"warp_ddf{d}", s["ddf"], -3.0, 3.0)

@@ -18,6 +18,7 @@ mod deform;
 mod deform_kernel;
 mod field;
 mod image;
+mod jacobian;
 mod kinds;
 mod label;
 #[cfg(test)]
@@ -39,4 +40,5 @@ pub use config::{
     JaccardConfig, LnccConfig, LnccKernel, OverlapConfig, ScaleKernel, SsdConfig,
 };
 pub use field::{FieldSsdConfig, InverseConsistencyConfig};
+pub use jacobian::{jacobian_determinant, FoldingConfig, JacobianDistanceConfig, JacobianNorm};
 pub use voxelmorph::{GradPenalty, VxmDiceConfig, VxmGradConfig, VxmMseConfig, VxmNccConfig};
