@@ -412,6 +412,17 @@ def atlalign_jacobian_distance():
     return loss
 
 
+def atlalign_dvf2img(image_loss, scale=10.0):
+    """atlalign's DVF2IMG(image_loss, weights=(0.5, 0.5)): the image loss on each component
+    (x then y) of the two fields divided by 10 (the components as (N, 1, H, W) images)."""
+
+    def loss(t, p):
+        a, b = _atlalign_layout(t), _atlalign_layout(p)
+        return sum(0.5 * image_loss(a[None, ..., c].movedim(0, 1) / scale, b[None, ..., c].movedim(0, 1) / scale) for c in (0, 1))
+
+    return loss
+
+
 def atlalign_mse_po():
     def loss(t, p):
         err = _atlalign_layout(t) - _atlalign_layout(p)

@@ -289,6 +289,11 @@ def build_cases(inputs):
             )
             field("mse_po", {"name": "mse_po"}, [("atlalign", on_fields(peers.atlalign_mse_po()))])
             field(
+                "dvf2img_psnr",
+                {"name": "dvf2img", "loss": "psnr"},
+                [("atlalign DVF2IMG(psnr)", on_fields(peers.atlalign_dvf2img(peers.atlalign_psnr())))],
+            )
+            field(
                 "jacobian_distance",
                 {"name": "jacobian_distance"},
                 [("atlalign jacobian_distance, as intended", on_fields(peers.atlalign_jacobian_distance()))],

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use voxreg_framework::candle::{self, Tensor};
+use voxreg_framework::config::Component;
 use voxreg_framework::prelude::*;
 
 use crate::field::check_fields;
@@ -173,6 +174,95 @@ register_component!(
     "atlalign's squared end-point error, Σ_i (u_i − v_i)² averaged over voxels"
 );
 
+fn ten() -> f64 {
+    10.0
+}
+
+/// `dvf2img`: atlalign's `DVF2IMG` rule, an image loss applied to each component of the two
+/// fields as if it were an image, scaled down by `scale`:
+/// `Σ_i w_i · loss(u_i / scale, v_i / scale)` with `u` the prediction and `v` the truth.
+/// atlalign's defaults: `scale` 10, weights 0.5 and 0.5 (here `1 / ndim` each); `weights`,
+/// if given, follow voxreg's component order (rows first).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dvf2ImgConfig {
+    /// The image loss (a bare name or a mapping with `name`), e.g. `pearson`, `ssim`.
+    pub loss: Component<dyn ImageLossConfig>,
+    /// The field components are divided by this before the image loss (> 0).
+    #[serde(default = "ten")]
+    pub scale: f64,
+    /// One weight per component; default `1 / ndim` each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Vec<f64>>,
+}
+
+struct Dvf2Img {
+    spatial_dims: usize,
+    image: Box<dyn Loss>,
+    scale: f64,
+    weights: Vec<f64>,
+}
+
+impl Loss for Dvf2Img {
+    fn loss(&self, prediction: &Tensor, target: Option<&Tensor>) -> candle::Result<Tensor> {
+        const NAME: &str = "field_loss `dvf2img`";
+        let target = required_target(NAME, target)?;
+        check_fields(NAME, self.spatial_dims, prediction, target)?;
+        let mut total: Option<Tensor> = None;
+        for (i, &weight) in self.weights.iter().enumerate() {
+            let u = (prediction.narrow(1, i, 1)? / self.scale)?;
+            let v = (target.narrow(1, i, 1)? / self.scale)?;
+            let term = (self.image.loss(&u, Some(&v))? * weight)?;
+            total = Some(match total {
+                Some(sum) => (sum + term)?,
+                None => term,
+            });
+        }
+        total.ok_or_else(|| candle::Error::Msg(format!("{NAME}: no field component")))
+    }
+}
+
+#[typetag::serialize(name = "dvf2img")]
+impl FieldLossConfig for Dvf2ImgConfig {
+    fn build(&self, spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
+        const NAME: &str = "field_loss `dvf2img`";
+        check_spatial_dims(NAME, spatial_dims)?;
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(ComponentError::invalid(
+                NAME,
+                format!("scale must be a positive number, got {}", self.scale),
+            ));
+        }
+        let weights = match &self.weights {
+            None => vec![1.0 / spatial_dims as f64; spatial_dims],
+            Some(w) if w.len() == spatial_dims && w.iter().all(|v| v.is_finite() && *v >= 0.0) => {
+                w.clone()
+            }
+            Some(w) => {
+                return Err(ComponentError::invalid(
+                    NAME,
+                    format!(
+                        "weights must hold {spatial_dims} numbers ≥ 0 (one per field component), got {w:?}"
+                    ),
+                ))
+            }
+        };
+        Ok(Box::new(Dvf2Img {
+            spatial_dims,
+            image: self.loss.build(spatial_dims)?,
+            scale: self.scale,
+            weights,
+        }))
+    }
+}
+
+register_component!(
+    field_loss,
+    "dvf2img",
+    Dvf2ImgConfig,
+    "atlalign's DVF2IMG: an image loss on each field component (÷ 10), weighted 1/ndim each"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +330,49 @@ mod tests {
         assert!(loss.loss(&u, None).is_err());
         let three = Tensor::zeros((1, 3, 2, 2), DType::F64, &Device::Cpu)?;
         assert!(loss.loss(&three, Some(&three)).is_err());
+        Ok(())
+    }
+
+    /// A field loss decoded from YAML through the registry, as a config names it.
+    fn decoded(yaml: &str) -> Result<Box<dyn Loss>, String> {
+        let registry = Registry::linked().map_err(|e| e.to_string())?;
+        let document = voxreg_framework::config::ConfigDocument::parse(
+            yaml,
+            std::path::Path::new("test.yaml"),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut mapping = document.value.as_mapping().cloned().ok_or("a mapping")?;
+        let name = mapping
+            .remove("name")
+            .and_then(|n| n.as_str().map(str::to_owned))
+            .ok_or("a name")?;
+        let config = registry
+            .decode::<dyn FieldLossConfig>(
+                &name,
+                voxreg_framework::config::ConfigValue::Mapping(mapping),
+            )
+            .map_err(|e| e.to_string())?;
+        config.build(2).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn dvf2img_applies_the_image_loss_to_each_scaled_component() -> candle::Result<()> {
+        // DeepReg's ssd on the components ÷ 10: rows (3/10)², columns (4/10)², each × ½.
+        let loss = decoded("{name: dvf2img, loss: ssd}").expect("decodes");
+        let value = loss.loss(&field([3.0; 4], [4.0; 4]), Some(&zero()))?;
+        assert_close(&value, &[0.5 * 0.09 + 0.5 * 0.16], 1e-12);
+        let weighted = decoded("{name: dvf2img, loss: {name: ssd}, scale: 1, weights: [1, 0]}")
+            .expect("decodes");
+        let value = weighted.loss(&field([3.0; 4], [4.0; 4]), Some(&zero()))?;
+        assert_close(&value, &[9.0], 1e-12);
+        let unknown = decoded("{name: dvf2img, loss: ssdd}")
+            .err()
+            .expect("refused");
+        assert!(unknown.contains("ssdd"), "{unknown}");
+        let bad = decoded("{name: dvf2img, loss: ssd, weights: [1]}")
+            .err()
+            .expect("refused");
+        assert!(bad.contains("weights must hold 2"), "{bad}");
         Ok(())
     }
 

@@ -33,7 +33,9 @@ mod util;
 mod voxelmorph;
 mod window;
 
-pub use atlalign::{MsePoConfig, VdClipConfig, VectorDistanceConfig, VECTOR_DISTANCE_EPSILON};
+pub use atlalign::{
+    Dvf2ImgConfig, MsePoConfig, VdClipConfig, VectorDistanceConfig, VECTOR_DISTANCE_EPSILON,
+};
 pub use atlalign_image::{PearsonConfig, PsnrConfig, SsimConfig};
 pub use config::{
     BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig,
