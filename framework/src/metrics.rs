@@ -18,6 +18,18 @@ pub fn binary_dice(fixed: &[f32], predicted: &[f32]) -> f64 {
     (2.0 * intersection as f64 + EPS) / (total as f64 + EPS)
 }
 
+/// Binary IoU (Jaccard index) of two label maps thresholded at 0.5:
+/// `(|A∩B| + ε) / (|A∪B| + ε)` (1 when both are empty), atlalign's `iou_score` per label.
+pub fn binary_iou(fixed: &[f32], predicted: &[f32]) -> f64 {
+    let (mut intersection, mut union) = (0usize, 0usize);
+    for (&a, &b) in fixed.iter().zip(predicted) {
+        let (a, b) = (a >= 0.5, b >= 0.5);
+        intersection += usize::from(a && b);
+        union += usize::from(a || b);
+    }
+    (intersection as f64 + EPS) / (union as f64 + EPS)
+}
+
 /// Mean squared difference of two images.
 pub fn image_ssd(a: &[f32], b: &[f32]) -> f64 {
     let n = a.len().min(b.len()).max(1);
@@ -189,6 +201,15 @@ pub fn jacobian_stats(ddf: &[f32], shape: &[usize]) -> Option<JacobianStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iou_is_intersection_over_union() {
+        let fixed = [1.0, 1.0, 0.0, 0.0];
+        let predicted = [1.0, 0.0, 1.0, 0.0];
+        // |A∩B| = 1, |A∪B| = 3.
+        assert!((binary_iou(&fixed, &predicted) - (1.0 + EPS) / (3.0 + EPS)).abs() < 1e-12);
+        assert_eq!(binary_iou(&[0.0; 4], &[0.0; 4]), 1.0);
+    }
 
     #[test]
     fn the_angular_error_is_the_mean_angle_where_both_fields_have_a_direction() {

@@ -27,6 +27,11 @@ pub fn print_improvement(split: Split, evaluation: &Evaluation) -> std::io::Resu
         evaluation.mean(|p| p.after.label_dice),
     )?;
     row(
+        "label IoU (mean)",
+        evaluation.mean(|p| p.before.label_iou),
+        evaluation.mean(|p| p.after.label_iou),
+    )?;
+    row(
         "label TRE, mm (mean)",
         evaluation.mean(|p| p.before.label_tre_mm),
         evaluation.mean(|p| p.after.label_tre_mm),
@@ -80,8 +85,8 @@ fn median(evaluation: &Evaluation, metric: impl Fn(&EvaluatedPair) -> Option<f64
 /// registration, and the Jacobian determinant statistics; when the data provide the true
 /// field, `ddf_error` and `ddf_error_before` (mean end-point error in voxels) and
 /// `ddf_angular_error` (mean angle to the true displacement, degrees), and with a
-/// true inverse field and the `inverse` method, `inv_ddf_error` and `inv_ddf_error_before`,
-/// last.
+/// true inverse field and the `inverse` method, `inv_ddf_error` and `inv_ddf_error_before`;
+/// for labelled data `label_iou` and `label_iou_before` (binary IoU), last.
 pub fn write_metrics_csv(path: &Path, evaluation: &Evaluation) -> anyhow::Result<()> {
     write_text(path, &metrics_csv(evaluation)?)
 }
@@ -162,6 +167,10 @@ fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
     if with_inverse {
         header.extend(["inv_ddf_error", "inv_ddf_error_before"]);
     }
+    let with_labels = evaluation.pairs.iter().any(|p| p.after.label_iou.is_some());
+    if with_labels {
+        header.extend(["label_iou", "label_iou_before"]);
+    }
     csv.write_record(header)?;
     for pair in &evaluation.pairs {
         let jacobian = pair.jacobian.as_ref();
@@ -195,6 +204,12 @@ fn metrics_csv(evaluation: &Evaluation) -> anyhow::Result<String> {
             row.extend([
                 optional(pair.after.inverse_field_error),
                 optional(pair.before.inverse_field_error),
+            ]);
+        }
+        if with_labels {
+            row.extend([
+                optional(pair.after.label_iou),
+                optional(pair.before.label_iou),
             ]);
         }
         csv.write_record(row)?;
@@ -334,6 +349,7 @@ mod tests {
         let metrics = PairMetrics {
             image_ssd: 0.5,
             label_dice: None,
+            label_iou: None,
             label_tre: None,
             label_tre_mm: None,
             field_error: None,

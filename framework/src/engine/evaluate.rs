@@ -21,6 +21,8 @@ pub struct PairMetrics {
     pub image_ssd: f64,
     /// Binary Dice of the fixed label and the (warped) moving label, for labelled data.
     pub label_dice: Option<f64>,
+    /// Binary IoU (Jaccard index) of the same labels, for labelled data.
+    pub label_iou: Option<f64>,
     /// Distance between their centroids in voxels of the fixed (resized) grid, as
     /// DeepReg's `label_tre` computes it.
     pub label_tre: Option<f64>,
@@ -220,7 +222,10 @@ fn evaluate_pair(
     let affine = tensors.fixed_affine;
     let label_metrics = |fixed: &[f32], moved: &[f32]| {
         (
-            Some(metrics::binary_dice(fixed, moved)),
+            Some((
+                metrics::binary_dice(fixed, moved),
+                metrics::binary_iou(fixed, moved),
+            )),
             metrics::centroid_distance(fixed, moved, fixed_shape, &affine),
         )
     };
@@ -301,7 +306,8 @@ fn evaluate_pair(
         label: tensors.reference.label,
         before: PairMetrics {
             image_ssd: metrics::image_ssd(&fixed_image, &moving_image),
-            label_dice: before_dice,
+            label_dice: before_dice.map(|(dice, _)| dice),
+            label_iou: before_dice.map(|(_, iou)| iou),
             label_tre: before_tre.map(|(voxels, _)| voxels),
             label_tre_mm: before_tre.map(|(_, mm)| mm),
             field_error: before_field,
@@ -310,7 +316,8 @@ fn evaluate_pair(
         },
         after: PairMetrics {
             image_ssd: metrics::image_ssd(&fixed_image, &after_image),
-            label_dice: after_dice,
+            label_dice: after_dice.map(|(dice, _)| dice),
+            label_iou: after_dice.map(|(_, iou)| iou),
             label_tre: after_tre.map(|(voxels, _)| voxels),
             label_tre_mm: after_tre.map(|(_, mm)| mm),
             field_error: after_field,
