@@ -208,6 +208,7 @@ case "$task" in
             venv="target/peer-venv"
             [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
             "$venv/bin/pip" install --quiet -r tests/peer/requirements.txt
+            "$venv/bin/pip" install --quiet --no-deps -r tests/peer/requirements-lpips.txt
             python="$venv/bin/python"
         fi
         "$python" tests/peer/run.py "${@:2}"

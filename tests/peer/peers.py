@@ -380,6 +380,31 @@ def atlalign_ssim():
     return loss
 
 
+def lpips_case(folder, net, lin, seed):
+    """The `lpips` package's LPIPS(net, lpips=lin) with random weights (`pnet_rand`), its
+    state dict written to `folder/lpips_<net>_<lin>.safetensors` for voxreg's `perceptual`
+    loss, and the peer: atlalign's PerceptualLoss (grey [0, 1] → [−1, 1], three channels).
+    `None` without the `lpips` and `safetensors` packages (tests/peer/requirements.txt)."""
+    try:
+        import lpips
+        from safetensors.torch import save_file
+    except ImportError:
+        return None
+    torch.manual_seed(seed)
+    model = lpips.LPIPS(pretrained=False, net=net, lpips=lin, pnet_rand=True, verbose=False).eval()
+    path = folder / f"lpips_{net}_{'lin' if lin else 'net'}.safetensors"
+    # `lins.<k>` repeats `lin<k>` (shared storage, which safetensors refuses): keep one.
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if not k.startswith("lins.")}
+    save_file(state, str(path))
+
+    def loss(t, p):
+        m = model.to(t.dtype)
+        rgb = lambda x: (2 * x - 1).repeat(1, 3, 1, 1)  # noqa: E731
+        return m(rgb(t), rgb(p)).reshape(t.shape[0])
+
+    return path, loss
+
+
 def atlalign_vector_distance():
     def loss(t, p):
         err = _atlalign_layout(t) - _atlalign_layout(p)

@@ -181,6 +181,19 @@ def build_cases(inputs):
         image("psnr", {"name": "psnr"}, [("atlalign psnr", loss_fn(peers.atlalign_psnr()))])
         if d == 2:
             image("ssim", {"name": "ssim"}, [("atlalign ssim (tf.image.ssim)", loss_fn(peers.atlalign_ssim()))])
+            big = [("fixed", inputs.uniform("lpips_fixed", (2, 1, 64, 64))), ("moving", inputs.uniform("lpips_moving", (2, 1, 64, 64)))]
+            for net, lin, seed in (("vgg", True, 31), ("alex", True, 32), ("alex", False, 33)):
+                made = peers.lpips_case(inputs.folder, net, lin, seed)
+                if made is None:
+                    continue
+                path, peer = made
+                model = "net-lin" if lin else "net"
+                image(
+                    f"perceptual_{model}_{net}",
+                    {"name": "perceptual", "weights": str(path), "net": net, "model": model},
+                    [(f"lpips {model} {net} (random weights)", loss_fn(peer))],
+                    pair=big,
+                )
         image("vxm_mse", {"name": "vxm_mse", "image_sigma": 0.05}, [("VoxelMorph", loss_fn(peers.vxm_mse(0.05)))])
         image("vxm_ncc", {"name": "vxm_ncc"}, [("VoxelMorph (torch)", loss_fn(peers.vxm_ncc()))])
         image("vxm_ncc_5", {"name": "vxm_ncc", "win": 5}, [("VoxelMorph (torch)", loss_fn(peers.vxm_ncc(5)))])

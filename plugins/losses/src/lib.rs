@@ -24,6 +24,7 @@ mod label;
 #[cfg(test)]
 mod lncc;
 mod lncc_kernel;
+mod perceptual;
 mod saved;
 mod scale;
 mod simd;
@@ -43,4 +44,5 @@ pub use config::{
 };
 pub use field::{FieldSsdConfig, InverseConsistencyConfig};
 pub use jacobian::{jacobian_determinant, FoldingConfig, JacobianDistanceConfig, JacobianNorm};
+pub use perceptual::{LpipsModel, LpipsNet, PerceptualConfig};
 pub use voxelmorph::{GradPenalty, VxmDiceConfig, VxmGradConfig, VxmMseConfig, VxmNccConfig};
