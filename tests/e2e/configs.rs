@@ -191,3 +191,45 @@ fn the_quickstart_config_loads_the_bundled_demo_data() {
         assert!(sample.fixed_label.unwrap().iter().any(|v| *v > 0.5));
     }
 }
+
+/// Resolves the quick start with `overlay` (YAML) on top; the problems' text on failure.
+fn resolve_with(overlay: &str) -> Result<Config, String> {
+    let base = repo_root().join("configs/quickstart.yaml");
+    let text = fs::read_to_string(&base).unwrap();
+    let documents = vec![
+        ConfigDocument::parse(&text, &base).unwrap(),
+        ConfigDocument::parse(overlay, Path::new("overlay.yaml")).unwrap(),
+    ];
+    let registry = Registry::linked().unwrap();
+    ConfigSources::from_documents(documents)
+        .and_then(|sources| sources.resolve(&registry))
+        .map_err(|e| e.to_string())
+}
+
+/// atlalign's mixer keys: `name: a&b` is one term per name with an equal share of the weight.
+#[test]
+fn a_mixer_name_is_one_term_per_name_with_an_equal_share_of_the_weight() {
+    let config = resolve_with(
+        "train:\n  loss:\n    image: {name: ssd&gncc, weight: 0.6}\n    regularization: {name: bending, weight: 0.5}\n",
+    )
+    .unwrap();
+    let yaml = config.to_yaml().unwrap();
+    let terms = &config.train.loss.image;
+    assert_eq!(terms.len(), 2, "{yaml}");
+    for term in terms {
+        assert_eq!(term.weight, voxreg::config::Weight::Constant(0.3), "{yaml}");
+    }
+    assert!(
+        yaml.contains("name: ssd") && yaml.contains("name: gncc"),
+        "{yaml}"
+    );
+
+    let keyed =
+        resolve_with("train:\n  loss:\n    image: {name: ssd&gncc, kernel: cauchy}\n").unwrap_err();
+    assert!(
+        keyed.contains("takes no component keys") && keyed.contains("kernel"),
+        "{keyed}"
+    );
+    let unknown = resolve_with("train:\n  loss:\n    image: {name: ssd&gnc}\n").unwrap_err();
+    assert!(unknown.contains("gnc"), "{unknown}");
+}

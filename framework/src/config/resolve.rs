@@ -570,9 +570,73 @@ impl Walker<'_> {
                 .collect(),
             single => vec![(single, path.clone())],
         };
-        items
-            .into_iter()
-            .filter_map(|(item, item_path)| self.term(item, &item_path))
+        let mut terms = Vec::with_capacity(items.len());
+        for (item, item_path) in items {
+            match mixer_parts(&item) {
+                Some(parts) => terms.extend(self.mixer_terms(item, &parts, &item_path)),
+                None => terms.extend(self.term(item, &item_path)),
+            }
+        }
+        terms
+    }
+
+    /// atlalign's mixer shorthand: a term named `a&b` (any number of `&`) is one term per
+    /// name, each with the term's `inputs` and `mask` and `1 / n` of its weight (atlalign's
+    /// `Mixer`, equal weights). The names take their defaults: a mixer has no component keys.
+    fn mixer_terms<K: ComponentKind + ?Sized>(
+        &mut self,
+        value: ConfigValue,
+        parts: &[String],
+        path: &KeyPath,
+    ) -> Vec<LossTerm<K>> {
+        const TERM_KEYS: &[&str] = &["name", "weight", "inputs", "mask"];
+        let Some(mapping) = self.mapping(value, path) else {
+            return Vec::new();
+        };
+        let extra: Vec<&str> = mapping
+            .keys()
+            .filter_map(|k| k.as_str())
+            .filter(|k| !TERM_KEYS.contains(k))
+            .collect();
+        if !extra.is_empty() {
+            self.problem(
+                path.clone(),
+                format!(
+                    "a mixer name `{}` takes no component keys (found {}): write the terms as a list to give them keys",
+                    parts.join("&"),
+                    suggest::quoted_list(extra.iter().copied())
+                ),
+            );
+            return Vec::new();
+        }
+        if parts.iter().any(String::is_empty) {
+            self.problem(
+                path.key("name"),
+                format!("mixer name `{}` has an empty part", parts.join("&")),
+            );
+            return Vec::new();
+        }
+        let share = 1.0 / parts.len() as f64;
+        parts
+            .iter()
+            .filter_map(|part| {
+                let mut single = mapping.clone();
+                single.insert(value::key("name"), ConfigValue::String(part.clone()));
+                let mut term = self.term::<K>(ConfigValue::Mapping(single), path)?;
+                term.weight = match term.weight {
+                    Weight::Constant(w) => Weight::Constant(w * share),
+                    Weight::Hyper {
+                        hyper,
+                        complement,
+                        scale,
+                    } => Weight::Hyper {
+                        hyper,
+                        complement,
+                        scale: scale * share,
+                    },
+                };
+                Some(term)
+            })
             .collect()
     }
 
@@ -730,4 +794,11 @@ impl Walker<'_> {
             data_augmentation: augmentations_ok.then_some(data_augmentation)?,
         })
     }
+}
+
+/// The names of a mixer term (`name: a&b`), or `None` for a plain term.
+fn mixer_parts(value: &ConfigValue) -> Option<Vec<String>> {
+    let name = value.as_mapping()?.get(value::key("name"))?.as_str()?;
+    name.contains('&')
+        .then(|| name.split('&').map(|part| part.trim().to_owned()).collect())
 }
