@@ -78,6 +78,17 @@ impl AtlalignFile {
             "uint8 (grey values 0–255, as atlalign stores them)",
         )?;
         let (len, shape) = (image_shape[0], [image_shape[1], image_shape[2]]);
+        // A sample holds its image, target and fields as f32 plus the f64 read buffers: about
+        // 64 bytes per pixel. A small chunked file can declare any size.
+        let bytes = memory::element_count(&shape).and_then(|n| memory::byte_count(n, 64));
+        memory::check_fits(
+            bytes,
+            &format!(
+                "one sample of `{IMAGES}` ({} × {} pixels)",
+                shape[0], shape[1]
+            ),
+        )
+        .map_err(|message| error(path, message))?;
         let field_shape = vec![len, shape[0], shape[1], 2];
         let mut field_keys = vec![DELTAS];
         if inverse {

@@ -348,3 +348,24 @@ fn reference_labels_give_every_sample_its_labels_and_wrong_shapes_are_refused() 
         "{message}"
     );
 }
+
+#[test]
+fn a_file_declaring_huge_sections_is_refused_before_anything_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dataset.h5");
+    let file = hdf5::File::create(&path).unwrap();
+    // Chunked and empty: a few bytes on disk for 10¹² pixels per section.
+    file.new_dataset::<u8>()
+        .chunk((1, 1, 1024))
+        .shape((2, 1_000_000, 1_000_000))
+        .create("img")
+        .unwrap();
+    drop(file);
+    write_reference(dir.path());
+    let huge = AtlalignLoader {
+        image_shape: vec![1_000_000, 1_000_000],
+        ..config()
+    };
+    let message = error_of(&huge, dir.path());
+    assert!(message.contains("1000000 × 1000000 pixels"), "{message}");
+}
