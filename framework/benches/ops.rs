@@ -72,6 +72,38 @@ fn bench_conv(c: &mut Criterion) {
     g.finish();
 }
 
+/// conv2d at atlalign's full resolution: the global network's first block at batch 4
+/// (x (4,16,320,456) * w (16,16,3,3)) and the local U-Net's first convolution at batch 1
+/// (x (1,2,320,448) * w (16,2,3,3)), stride 1, padding 1, no bias; forward + backward of x
+/// and w (peer: `framework/benches/peer_ops.py`).
+fn bench_conv2d(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv2d_atlalign");
+    g.sample_size(10);
+    let pad = [(1, 1); 2];
+    for (name, x_shape, w_shape) in [
+        ("conv2d_16_16_b4_320x456", [4, 16, 320, 456], [16, 16, 3, 3]),
+        ("conv2d_2_16_b1_320x448", [1, 2, 320, 448], [16, 2, 3, 3]),
+    ] {
+        let x = uniform(&x_shape, -1.0, 1.0, 7);
+        let w = uniform(&w_shape, -0.1, 0.1, 8);
+        let mut out_shape = x_shape;
+        out_shape[1] = w_shape[0];
+        let gout = uniform(&out_shape, -1.0, 1.0, 9);
+        g.bench_function(format!("{name}_fwd"), |b| {
+            b.iter(|| conv(&x, &w, None, &[1, 1], &pad).expect("conv"))
+        });
+        let xv = Var::from_tensor(&x).expect("var");
+        let wv = Var::from_tensor(&w).expect("var");
+        g.bench_function(format!("{name}_fwd_bwd"), |b| {
+            b.iter(|| {
+                let y = conv(xv.as_tensor(), wv.as_tensor(), None, &[1, 1], &pad).expect("conv");
+                backward_with(&y, &gout)
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Pooling, resize and separable filtering (peer: `benches/peer_ops.py`).
 fn bench_small_ops(c: &mut Criterion) {
     let mut g = c.benchmark_group("ops");
@@ -199,6 +231,6 @@ criterion_group! {
         voxreg_framework::allocator::apply();
         Criterion::default()
     };
-    targets = bench_warp, bench_conv, bench_small_ops, bench_batch_norm
+    targets = bench_warp, bench_conv, bench_conv2d, bench_small_ops, bench_batch_norm
 }
 criterion_main!(benches);
