@@ -12,6 +12,7 @@
 
 mod atlalign;
 mod atlalign_image;
+mod atlalign_names;
 mod config;
 mod cpu;
 mod deform;
@@ -38,6 +39,10 @@ pub use atlalign::{
     Dvf2ImgConfig, MsePoConfig, VdClipConfig, VectorDistanceConfig, VECTOR_DISTANCE_EPSILON,
 };
 pub use atlalign_image::{PearsonConfig, PsnrConfig, SsimConfig};
+pub use atlalign_names::{
+    AtlalignGradConfig, AtlalignNcc12Config, AtlalignNcc20Config, AtlalignNcc5Config,
+    AtlalignNcc9Config, AtlalignVdClip2Config, AtlalignVdClip3Config,
+};
 pub use config::{
     BendingConfig, CrossEntropyConfig, DiceConfig, GmiConfig, GnccConfig, GradientConfig,
     JaccardConfig, LnccConfig, LnccKernel, OverlapConfig, ScaleKernel, SsdConfig,
