@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch. Flags are kebab-case; DeepReg's underscore
 //! spellings (`--config_path`, …) are accepted as aliases so DeepReg users' scripts run.
 
+mod atlalign_export;
 mod atomic;
 mod config;
 mod dataset;

@@ -8,6 +8,7 @@ use voxreg::candle::Device;
 use voxreg::component::Split;
 use voxreg::engine::{self, Evaluation, Model};
 
+use super::atlalign_export::AtlalignExport;
 use super::device::DeviceChoice;
 use super::pair_outputs::{Formats, PairWriter};
 use super::stdout::say;
@@ -139,11 +140,21 @@ fn predict_into(
     let out = out.join(split.as_str());
     std::fs::create_dir(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut writer = PairWriter::new(&out, formats);
+    let mut export = formats.atlalign.then(AtlalignExport::default);
     let evaluation = engine::evaluate_each(model, config, split, args.batch_size, |_, tensors| {
         let folder = writer.write(tensors)?;
         tracing::debug!("wrote {}", folder.display());
+        if let Some(export) = &mut export {
+            export.add(tensors)?;
+        }
         anyhow::Ok(())
     })?;
+    if let Some(export) = &export {
+        let path = out.join("predictions.h5");
+        if export.write(&path)? {
+            say!("predicted fields in atlalign's layout: {}", path.display())?;
+        }
+    }
     let metrics_path = out.join("metrics.csv");
     report::write_metrics_csv(&metrics_path, &evaluation)?;
     report::write_stats_csvs(&out, &evaluation)?;

@@ -287,6 +287,7 @@ fn an_atlalign_file_written_by_h5py_trains_unchanged() {
     // Fields are also written as atlalign stores them, `(h, w, 2)` with Δx first: the true
     // field comes back as the uniform shift the file holds, whose length is the identity's
     // error.
+    assert!(logs.join("h5py-test/test/predictions.h5").is_file());
     let pair = logs.join("h5py-test/test/pair_0");
     for name in ["ddf_xy.npy", "true_ddf_xy.npy", "inv/ddf_xy.npy"] {
         assert!(pair.join(name).is_file(), "{name}");
