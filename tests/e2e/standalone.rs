@@ -22,6 +22,7 @@ const ROOTS: &[&str] = &[
     "examples",
     "docs",
     "configs",
+    "scripts",
     "demo",
     "assets",
     ".ci",
