@@ -156,22 +156,25 @@ fn atlalign_batch(n: usize, device: &Device) -> Batch {
     batch
 }
 
-/// Times the training step (`train_step/<name>`) of `yaml` on an atlalign batch of `n`.
-fn bench_atlalign_step(c: &mut Criterion, name: &str, yaml: &str, n: usize) {
-    voxreg::allocator::apply();
-    let config = config(yaml);
-    let device = Device::Cpu;
-    let mut trainer = Trainer::new(&config, &device, 0).expect("trainer");
-    let batch = atlalign_batch(n, &device);
+/// Times `trainer`'s training step on `batch` as `train_step/<name>`.
+fn bench_step(c: &mut Criterion, name: &str, trainer: &mut Trainer, batch: &Batch) {
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
     group.bench_function(name, |b| {
-        b.iter(|| match trainer.step(&batch) {
+        b.iter(|| match trainer.step(batch) {
             Ok(outcome) => outcome.loss,
             Err(error) => panic!("{}", error.at(1, 1)),
         })
     });
     group.finish();
+}
+
+/// Times the training step (`train_step/<name>`) of `yaml` on an atlalign batch of `n`.
+fn bench_atlalign_step(c: &mut Criterion, name: &str, yaml: &str, n: usize) {
+    voxreg::allocator::apply();
+    let device = Device::Cpu;
+    let mut trainer = Trainer::new(&config(yaml), &device, 0).expect("trainer");
+    bench_step(c, name, &mut trainer, &atlalign_batch(n, &device));
 }
 
 fn bench_atlalign(c: &mut Criterion) {
@@ -203,15 +206,7 @@ fn bench_step_and_forward(c: &mut Criterion, name: &str, yaml: &str) {
     let device = Device::Cpu;
     let mut trainer = Trainer::new(&config, &device, 0).expect("trainer");
     let batch = random_pair(&[64, 64, 64], &device);
-    let mut group = c.benchmark_group("train_step");
-    group.sample_size(10);
-    group.bench_function(name, |b| {
-        b.iter(|| match trainer.step(&batch) {
-            Ok(outcome) => outcome.loss,
-            Err(error) => panic!("{}", error.at(1, 1)),
-        })
-    });
-    group.finish();
+    bench_step(c, name, &mut trainer, &batch);
     let mut group = c.benchmark_group("predict");
     group.sample_size(10);
     group.bench_function(name, |b| {

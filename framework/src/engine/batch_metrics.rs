@@ -67,6 +67,7 @@ pub(super) fn add_batch_metrics(
             )
         })
         .collect();
+    let inverse = output.get(&format!("{}{}", names::INVERSE_PREFIX, names::DDF));
     for index in 0..info.ids.len() {
         let fixed = element(fixed_image, index)?;
         if let Some(predicted) = output.get(names::PRED_FIXED_IMAGE) {
@@ -109,10 +110,7 @@ pub(super) fn add_batch_metrics(
                 add("ddf_error", error);
             }
         }
-        let inverse = format!("{}{}", names::INVERSE_PREFIX, names::DDF);
-        if let (Some(truth), Some(inv)) =
-            (batch.tensors.get(names::TRUE_INV_DDF), output.get(&inverse))
-        {
+        if let (Some(truth), Some(inv)) = (batch.tensors.get(names::TRUE_INV_DDF), inverse) {
             let ndim = shapes.moving.len();
             let (truth, inv) = (element(truth, index)?, element(inv, index)?);
             if let Some(error) = metrics::field_error(&inv, &truth, ndim) {

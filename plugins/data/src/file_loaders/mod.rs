@@ -92,7 +92,7 @@ fn check_volume(path: &Path, what: &str, volume: &Volume) -> Result<(), Componen
 }
 
 /// Identity voxel-to-world affine (for formats without a header).
-const IDENTITY: [[f64; 4]; 4] = [
+pub(crate) const IDENTITY: [[f64; 4]; 4] = [
     [1.0, 0.0, 0.0, 0.0],
     [0.0, 1.0, 0.0, 0.0],
     [0.0, 0.0, 1.0, 0.0],

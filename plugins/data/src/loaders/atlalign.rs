@@ -15,10 +15,10 @@ use voxreg_framework::candle::{Device, Tensor};
 use voxreg_framework::ops::{self, Interp, Padding};
 use voxreg_framework::prelude::*;
 
-use super::atlalign_file::{AtlalignFile, DELTAS, INVERSE_DELTAS, POSITIONS};
+use super::atlalign_file::{error as data_error, AtlalignFile, POSITIONS};
 use super::config::{check_shape, SampleLabel};
 use super::sampling::{epoch_rng, shuffled};
-use crate::file_loaders::read_volume_file;
+use crate::file_loaders::{read_volume_file, IDENTITY};
 
 const NAME: &str = "data_loader `atlalign`";
 
@@ -296,13 +296,6 @@ fn resolve(dir: &Path, name: &str) -> PathBuf {
     }
 }
 
-fn data_error(path: &Path, message: String) -> ComponentError {
-    ComponentError::Data {
-        path: path.to_path_buf(),
-        message,
-    }
-}
-
 /// The reference: one image, or a stack of planes.
 #[derive(Debug)]
 enum Reference {
@@ -480,8 +473,9 @@ impl DataLoader for AtlalignData {
             .ok_or_else(|| ComponentError::invalid(NAME, format!("no sample {}", sample.moving)))?;
         let data = &self.files[folder];
         let [h, w] = data.file.shape;
-        let moving_image = data.file.image(index)?;
-        let true_ddf = data.file.field(DELTAS, index)?;
+        let labelled = data.labels.is_some() && sample.label.is_some();
+        let arrays = data.file.sample(index, self.inverse || labelled)?;
+        let (moving_image, true_ddf) = (arrays.image, arrays.ddf);
         let fixed_image = data.reference.plane(data.slices[index], h * w).to_vec();
         let target = warp_by(&moving_image, &true_ddf, [h, w])
             .map_err(|e| ComponentError::tensor(format!("{NAME}: warping sample {index}"), e))?;
@@ -498,18 +492,10 @@ impl DataLoader for AtlalignData {
                 target,
             ),
         ];
-        if self.inverse {
-            extra.push((
-                Decl::new(names::TRUE_INV_DDF, Kind::Field, Grid::Moving),
-                field_shape,
-                data.file.field(INVERSE_DELTAS, index)?,
-            ));
-        }
-        let (moving_label, fixed_label) = match (&data.labels, sample.label) {
-            (Some(labels), Some(label)) => {
+        let (moving_label, fixed_label) = match (&data.labels, sample.label, &arrays.inverse_ddf) {
+            (Some(labels), Some(label), Some(inverse)) => {
                 let fixed = labels.mask(data.slices[index], label, h * w);
-                let inverse = data.file.field(INVERSE_DELTAS, index)?;
-                let moving = warp_by(&fixed, &inverse, [h, w]).map_err(|e| {
+                let moving = warp_by(&fixed, inverse, [h, w]).map_err(|e| {
                     ComponentError::tensor(
                         format!("{NAME}: warping the labels of sample {index}"),
                         e,
@@ -519,6 +505,13 @@ impl DataLoader for AtlalignData {
             }
             _ => (None, None),
         };
+        if let (true, Some(inverse)) = (self.inverse, arrays.inverse_ddf) {
+            extra.push((
+                Decl::new(names::TRUE_INV_DDF, Kind::Field, Grid::Moving),
+                field_shape,
+                inverse,
+            ));
+        }
         let name = match &data.file.ids {
             Some(ids) => format!("{index}_{}_{}", ids[index].0, ids[index].1),
             None => index.to_string(),
@@ -545,13 +538,6 @@ impl DataLoader for AtlalignData {
         })
     }
 }
-
-const IDENTITY: [[f64; 4]; 4] = [
-    [1.0, 0.0, 0.0, 0.0],
-    [0.0, 1.0, 0.0, 0.0],
-    [0.0, 0.0, 1.0, 0.0],
-    [0.0, 0.0, 0.0, 1.0],
-];
 
 /// The image warped by the DDF (bilinear, zeros outside: atlalign's `cv2.remap` with a
 /// constant-0 border).

@@ -24,7 +24,8 @@ pub(crate) const IMAGE_IDS: &str = "image_id";
 /// The dataset ids.
 pub(crate) const DATASET_IDS: &str = "dataset_id";
 
-fn error(path: &Path, message: impl Into<String>) -> ComponentError {
+/// A data error about `path`.
+pub(crate) fn error(path: &Path, message: impl Into<String>) -> ComponentError {
     ComponentError::Data {
         path: path.to_path_buf(),
         message: message.into(),
@@ -133,10 +134,23 @@ impl AtlalignFile {
         })
     }
 
+    /// Reads sample `index` with one opening of the file: its image, its forward field and,
+    /// with `inverse`, its inverse field.
+    pub fn sample(&self, index: usize, inverse: bool) -> Result<SampleArrays, ComponentError> {
+        let file = hdf5::File::open(&self.path)
+            .map_err(|e| error(&self.path, format!("cannot open HDF5: {e}")))?;
+        Ok(SampleArrays {
+            image: self.image(&file, index)?,
+            ddf: self.field(&file, DELTAS, index)?,
+            inverse_ddf: inverse
+                .then(|| self.field(&file, INVERSE_DELTAS, index))
+                .transpose()?,
+        })
+    }
+
     /// Sample `index`'s image as grey values in `[0, 1]` (÷ 255, as atlalign), `h · w` values.
-    pub fn image(&self, index: usize) -> Result<Vec<f32>, ComponentError> {
-        let file = self.reopen()?;
-        let images = dataset(&file, &self.path, IMAGES)?;
+    fn image(&self, file: &hdf5::File, index: usize) -> Result<Vec<f32>, ComponentError> {
+        let images = dataset(file, &self.path, IMAGES)?;
         let plane = images
             .read_slice_2d::<u8, _>(s![index, .., ..])
             .map_err(|e| error(&self.path, format!("cannot read `{IMAGES}`[{index}]: {e}")))?;
@@ -146,9 +160,13 @@ impl AtlalignFile {
     /// Sample `index`'s field `key` in voxreg's DDF layout: `(2, h, w)`, component 0 the row
     /// displacement `Δy`, component 1 the column displacement `Δx`. Non-finite values are an
     /// error naming the sample.
-    pub fn field(&self, key: &str, index: usize) -> Result<Vec<f32>, ComponentError> {
-        let file = self.reopen()?;
-        let fields = dataset(&file, &self.path, key)?;
+    fn field(
+        &self,
+        file: &hdf5::File,
+        key: &str,
+        index: usize,
+    ) -> Result<Vec<f32>, ComponentError> {
+        let fields = dataset(file, &self.path, key)?;
         let xy = fields
             .read_slice::<f32, _, ndarray::Ix3>(s![index, .., .., ..])
             .map_err(|e| error(&self.path, format!("cannot read `{key}`[{index}]: {e}")))?;
@@ -165,11 +183,16 @@ impl AtlalignFile {
         }
         Ok(ddf)
     }
+}
 
-    fn reopen(&self) -> Result<hdf5::File, ComponentError> {
-        hdf5::File::open(&self.path)
-            .map_err(|e| error(&self.path, format!("cannot open HDF5: {e}")))
-    }
+/// One sample's arrays, as [`AtlalignFile::sample`] reads them.
+pub(crate) struct SampleArrays {
+    /// Grey values in `[0, 1]`, `h · w`.
+    pub image: Vec<f32>,
+    /// The forward field in voxreg's layout, `2 · h · w`.
+    pub ddf: Vec<f32>,
+    /// The inverse field likewise, when asked for.
+    pub inverse_ddf: Option<Vec<f32>>,
 }
 
 fn dataset(file: &hdf5::File, path: &Path, key: &str) -> Result<hdf5::Dataset, ComponentError> {
