@@ -15,6 +15,10 @@
 #   ./tasks.sh peer   compare losses, ops and metrics with MONAI, PyTorch and DeepReg's formulas
 #                     (tests/peer; a Python venv with tests/peer/requirements.txt in
 #                     target/peer-venv, or the interpreter named by VOXREG_PEER_PYTHON)
+#   ./tasks.sh fuzz [RUNS [TARGET…]]  write the seed corpora, then run each fuzz target (fuzz/,
+#                     nightly Rust and cargo-fuzz) for RUNS executions (default 1000000)
+#   ./tasks.sh soak [ROUNDS]  the kill -9 soak of training, checkpoints and predict
+#                     (scripts/kill_soak.sh)
 #   ./tasks.sh deps   only install the system packages and the Rust toolchain
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -213,8 +217,30 @@ case "$task" in
         fi
         "$python" tests/peer/run.py "${@:2}"
         ;;
+    fuzz)
+        install_system_packages
+        install_rust
+        command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+        runs="${2:-1000000}"
+        targets=("${@:3}")
+        cargo run --example fuzz_seeds
+        cd fuzz
+        cargo +nightly fuzz build -s none
+        [ "${#targets[@]}" -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
+        for target in "${targets[@]}"; do
+            echo "fuzz: $target, $runs runs"
+            cargo +nightly fuzz run -s none "$target" -- -runs="$runs" -max_len=131072 \
+                -rss_limit_mb=4096 -timeout=30 -print_final_stats=1
+        done
+        ;;
+    soak)
+        install_system_packages
+        install_rust
+        cargo build --bin voxreg
+        scripts/kill_soak.sh "${2:-20}"
+        ;;
     *)
-        echo "usage: $0 demo|hypermorph|dlir|atlalign|test|lint|peer|deps" >&2
+        echo "usage: $0 demo|hypermorph|dlir|atlalign|test|lint|peer|fuzz|soak|deps" >&2
         exit 2
         ;;
 esac

@@ -8,23 +8,13 @@ use voxreg::data::synthetic_atlalign::{build_augmented_dataset, AugmentDataset};
 use voxreg::data::synthetic_tiles::{build_tile_dataset, TileDataset};
 use voxreg::data::{read_nifti, read_volume_file};
 
+use super::run_folder::require_new_or_empty;
 use super::stdout::say;
 use super::{AugmentArgs, FromTemplateArgs, TilesArgs};
 
-/// Refuses an output folder that exists and holds anything.
-fn require_new_folder(out: &std::path::Path) -> anyhow::Result<()> {
-    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
-        bail!(
-            "--out {}: the folder exists and is not empty; choose a new folder",
-            out.display()
-        );
-    }
-    Ok(())
-}
-
 /// Reads the template and label maps, writes the dataset, and prints the split folders.
 pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
-    require_new_folder(&args.out)?;
+    require_new_or_empty("--out", &args.out)?;
     check_size("--shape", &args.shape, 1 + args.label.len())?;
     check_size("--low-res-size", &args.low_res_size, 1)?;
     if let Some(size) = &args.crop_size {
@@ -47,13 +37,28 @@ pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
             Some(_) => bail!("--slice takes AXIS,INDEX"),
         }
     };
+    let template = plane(read_nifti(&args.template)?, &args.template)?;
+    let labels = args
+        .label
+        .iter()
+        .map(|path| {
+            let label = plane(read_nifti(path)?, path)?;
+            let spatial = &label.shape[..template.shape.len().min(label.shape.len())];
+            if spatial != template.shape.as_slice() {
+                bail!(
+                    "--label {}: its shape {:?} does not match the template's {:?} ({}); a label map must cover the template voxel for voxel",
+                    path.display(),
+                    label.shape,
+                    template.shape,
+                    args.template.display()
+                );
+            }
+            Ok(label)
+        })
+        .collect::<anyhow::Result<_>>()?;
     let options = TemplateDataset {
-        template: plane(read_nifti(&args.template)?, &args.template)?,
-        labels: args
-            .label
-            .iter()
-            .map(|path| plane(read_nifti(path)?, path))
-            .collect::<anyhow::Result<_>>()?,
+        template,
+        labels,
         crop,
         shape: args.shape.clone(),
         pairs: [train, valid, test],
@@ -73,7 +78,7 @@ pub fn from_template(args: &FromTemplateArgs) -> anyhow::Result<()> {
 /// Reads the image (one plane of it with `--slice`), cuts and writes the tiles, and prints
 /// the split folders with the nominal step between neighbours.
 pub fn tiles(args: &TilesArgs) -> anyhow::Result<()> {
-    require_new_folder(&args.out)?;
+    require_new_or_empty("--out", &args.out)?;
     let pair = |flag: &str, values: &[usize]| -> anyhow::Result<[usize; 2]> {
         match values {
             &[rows, columns] => Ok([rows, columns]),
@@ -120,7 +125,7 @@ pub fn tiles(args: &TilesArgs) -> anyhow::Result<()> {
 /// Reads the reference volume, writes the augmented sections, and prints the split folders
 /// with the inverse error.
 pub fn augment(args: &AugmentArgs) -> anyhow::Result<()> {
-    require_new_folder(&args.out)?;
+    require_new_or_empty("--out", &args.out)?;
     let pair = |flag: &str, values: &[usize]| -> anyhow::Result<[usize; 2]> {
         match values {
             &[rows, columns] if rows > 0 && columns > 0 => Ok([rows, columns]),

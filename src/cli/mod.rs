@@ -510,9 +510,21 @@ struct VisArgs {
 impl Cli {
     /// Parses the process's arguments. DeepReg's two-letter short flag `-gr` is read as
     /// `--gpu-allow-growth` first (clap's short flags are one letter, and would read it as
-    /// `-g r`).
+    /// `-g r`). A negative number is read as a flag's value (`--scale -1`), so a flag that
+    /// takes none is refused by name with the range it takes rather than as an unknown
+    /// argument.
     pub fn parse_args() -> Self {
-        Self::parse_from(deepreg_spellings(std::env::args_os()))
+        match Self::try_parse_from_args(deepreg_spellings(std::env::args_os())) {
+            Ok(cli) => cli,
+            Err(error) => exit_with(error),
+        }
+    }
+
+    /// Parses `args` (the program name first) as [`Cli::parse_args`] does.
+    pub fn try_parse_from_args(args: Vec<OsString>) -> Result<Self, clap::Error> {
+        let matches = negative_numbers_allowed(<Self as clap::CommandFactory>::command())
+            .try_get_matches_from(args)?;
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
     }
 
     /// Runs the chosen command.
@@ -547,6 +559,48 @@ impl Cli {
             Command::Dataset(DatasetCommand::Tiles(args)) => dataset::tiles(&args),
             Command::Dataset(DatasetCommand::Augment(args)) => dataset::augment(&args),
         }
+    }
+}
+
+/// `command` and every subcommand below it reading `-1`, `-0.5` as values.
+fn negative_numbers_allowed(command: clap::Command) -> clap::Command {
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    names
+        .into_iter()
+        .fold(command.allow_negative_numbers(true), |command, name| {
+            command.mut_subcommand(name, negative_numbers_allowed)
+        })
+}
+
+/// The hint for a negative number given to a flag that takes a count or size.
+fn negative_value_hint(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::ValueValidation {
+        return None;
+    }
+    let ContextValue::String(value) = error.get(ContextKind::InvalidValue)? else {
+        return None;
+    };
+    let ContextValue::String(flag) = error.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    value
+        .starts_with('-')
+        .then(|| format!("  tip: {flag} takes a whole number, 0 or more; {value} is negative"))
+}
+
+/// Prints a parse error (with the hint for a negative count) and exits as clap does.
+fn exit_with(error: clap::Error) -> ! {
+    match negative_value_hint(&error) {
+        Some(hint) => {
+            let _ = error.print();
+            eprintln!("{hint}");
+            std::process::exit(error.exit_code());
+        }
+        None => error.exit(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use voxreg::framework::registry::Category;
 
-use super::stdout::{say, say_raw};
+use super::stdout::say;
 use super::{host, plugin_new};
 
 /// Prints every registered component (optionally one category) as a table.
@@ -58,16 +58,65 @@ pub fn show(plugins: &[PathBuf], category: &str, name: &str) -> anyhow::Result<(
         entry.source
     )?;
     say!("# {}", entry.registration.description)?;
-    match registry.defaults_yaml(category, name) {
-        Ok(yaml) => say_raw!("{yaml}")?,
+    match registry.key_info(category, name) {
+        Ok(keys) => {
+            say!("# every key, with its default; required keys have none and must be given")?;
+            let lines: Vec<(String, String)> =
+                std::iter::once((format!("name: {}", entry.registration.name), String::new()))
+                    .chain(keys.iter().map(|info| match &info.default {
+                        Some(value) => (
+                            format!("{}: {}", info.key, flow(value)),
+                            info.kind.to_owned(),
+                        ),
+                        None => (format!("{}:", info.key), format!("required: {}", info.kind)),
+                    }))
+                    .collect();
+            let width = lines
+                .iter()
+                .map(|(line, _)| line.chars().count())
+                .max()
+                .unwrap_or(0);
+            for (line, comment) in lines {
+                if comment.is_empty() {
+                    say!("{line}")?;
+                } else {
+                    say!("{line:<width$}  # {comment}")?;
+                }
+            }
+        }
         Err(error) => {
-            say!("# cannot be built from defaults alone: {error}")?;
+            say!("# its keys could not be worked out: {error}")?;
             if let Some(keys) = (entry.registration.keys)() {
                 say!("# keys: {}", keys.join(", "))?;
             }
         }
     }
     Ok(())
+}
+
+/// `value` as one line of YAML flow style (`[1, 2]`, `{a: 1}`).
+fn flow(value: &voxreg::config::ConfigValue) -> String {
+    use voxreg::config::ConfigValue;
+    match value {
+        ConfigValue::Sequence(items) => {
+            format!(
+                "[{}]",
+                items.iter().map(flow).collect::<Vec<_>>().join(", ")
+            )
+        }
+        ConfigValue::Mapping(entries) => format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, v)| format!("{}: {}", flow(k), flow(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        ConfigValue::Tagged(tagged) => format!("{} {}", tagged.tag, flow(&tagged.value)),
+        scalar => voxreg::config::to_yaml_string(scalar)
+            .map(|text| text.trim_end().to_owned())
+            .unwrap_or_default(),
+    }
 }
 
 fn parse_category(text: &str) -> anyhow::Result<Category> {

@@ -182,12 +182,7 @@ pub fn register(plugins: &[PathBuf], args: &RegisterArgs) -> anyhow::Result<()> 
         }
         _ => None,
     };
-    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
-        bail!(
-            "{} is not empty; choose another --out so nothing is overwritten",
-            args.out.display()
-        );
-    }
+    super::run_folder::require_new_or_empty("--out", &args.out)?;
     let batch = Batch::pair(
         tensor(std::slice::from_ref(&moving), &shape)?,
         tensor(std::slice::from_ref(&fixed), &shape)?,

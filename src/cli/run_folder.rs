@@ -76,6 +76,31 @@ pub fn remove_if_empty(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+/// Refuses an output folder (given with `flag`) that exists and is not an empty folder, so
+/// nothing already there is overwritten; a file or other non-folder is named as what it is.
+pub fn require_new_or_empty(flag: &str, out: &Path) -> anyhow::Result<()> {
+    let metadata = match std::fs::metadata(out) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error).with_context(|| format!("{flag} {}", out.display())),
+    };
+    if !metadata.is_dir() {
+        bail!(
+            "{flag} {}: it is a file, not a folder; give a new folder for the outputs",
+            out.display()
+        );
+    }
+    let mut entries =
+        std::fs::read_dir(out).with_context(|| format!("{flag} {}: listing it", out.display()))?;
+    if entries.next().is_some() {
+        bail!(
+            "{flag} {}: the folder exists and is not empty; choose a new folder so nothing is overwritten",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,15 +70,41 @@ fn plugins_list_filters_by_category_and_rejects_unknown_ones() {
 fn plugins_show_prints_defaults_or_required_keys() {
     let output = run(&["plugins", "show", "image_loss", "lncc"]);
     let text = stdout(&output);
-    assert!(text.contains("kernel_size: 9"), "{text}");
-    assert!(text.contains("kernel_type: rectangular"), "{text}");
-    let output = run(&["plugins", "show", "backbone", "unet"]);
-    let text = stdout(&output);
+    assert!(text.contains("kernel_size: 9  "), "{text}");
     assert!(
-        text.contains("missing field `num_channel_initial`"),
+        text.contains("kernel_type: rectangular  # a string"),
         "{text}"
     );
-    assert!(text.contains("keys: num_channel_initial, depth"), "{text}");
+    let output = run(&["plugins", "show", "backbone", "unet"]);
+    let text = stdout(&output);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(
+        line("num_channel_initial").as_deref(),
+        Some("num_channel_initial: # required: an integer"),
+        "{text}"
+    );
+    assert_eq!(
+        line("depth").as_deref(),
+        Some("depth: # required: an integer")
+    );
+    assert_eq!(
+        line("extract_levels").as_deref(),
+        Some("extract_levels: [0] # a list")
+    );
+    assert_eq!(
+        line("pooling").as_deref(),
+        Some("pooling: true # a boolean")
+    );
+    assert_eq!(
+        line("encode_num_channels").as_deref(),
+        Some("encode_num_channels: null # optional: a list")
+    );
+    let keys = text.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(keys, 16, "name and 15 keys: {text}");
     let output = run(&["plugins", "show", "backbone", "unte"]);
     assert_clean_failure(&output, &["unknown backbone `unte`", "did you mean `unet`"]);
 }

@@ -53,7 +53,7 @@ fn plugins_show_describes_a_plugin_component() {
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        stdout(&output).contains("name: tiny_net\nhidden_channels: 8"),
+        stdout(&output).contains("name: tiny_net\nhidden_channels: 8  # an integer"),
         "{}",
         stdout(&output)
     );

@@ -5,28 +5,8 @@
 
 use std::path::Path;
 
+use crate::hostile_files::nifti;
 use crate::util::{assert_clean_failure, run, snapshot};
-
-/// A single-file NIfTI-1 image: `dims` of `datatype` (bits per voxel `bitpix`), voxels
-/// (all zero) at `vox_offset`, which may be anything, and `data_bytes` bytes of them.
-fn nifti(dims: &[i16], datatype: i16, bitpix: i16, vox_offset: f32, data_bytes: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; 352];
-    bytes[0..4].copy_from_slice(&348i32.to_le_bytes());
-    bytes[40..42].copy_from_slice(&(dims.len() as i16).to_le_bytes());
-    for (i, d) in dims.iter().enumerate() {
-        bytes[42 + 2 * i..44 + 2 * i].copy_from_slice(&d.to_le_bytes());
-    }
-    bytes[70..72].copy_from_slice(&datatype.to_le_bytes());
-    bytes[72..74].copy_from_slice(&bitpix.to_le_bytes());
-    for i in 0..8 {
-        bytes[76 + 4 * i..80 + 4 * i].copy_from_slice(&1f32.to_le_bytes());
-    }
-    bytes[108..112].copy_from_slice(&vox_offset.to_le_bytes());
-    bytes[112..116].copy_from_slice(&1f32.to_le_bytes());
-    bytes[344..348].copy_from_slice(b"n+1\0");
-    bytes.resize(352 + data_bytes, 0);
-    bytes
-}
 
 /// Runs `args` (with `{dir}` replaced by the temporary folder) and checks a clean failure
 /// mentioning every needle, with the folder unchanged.

@@ -13,6 +13,7 @@ mod dynamic_plugins;
 mod errors;
 mod external_plugins;
 mod hostile;
+mod hostile_files;
 mod hypermorph;
 mod predict_outputs;
 mod register;

@@ -126,11 +126,14 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8
         for entry in std::fs::read_dir(dir).expect("the folder is readable") {
             let path = entry.expect("the entry is readable").path();
             let relative = path.strip_prefix(root).unwrap().to_owned();
-            if path.is_dir() {
+            let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+            if kind.is_dir() {
                 out.insert(relative, None);
                 walk(root, &path, out);
-            } else {
+            } else if kind.is_file() {
                 out.insert(relative, Some(std::fs::read(&path).unwrap()));
+            } else {
+                out.insert(relative, Some(b"(not a regular file)".to_vec()));
             }
         }
     }

@@ -51,13 +51,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A file is not valid YAML.
-    #[error("{}:{line}:{column}: YAML syntax error: {message}", path.display())]
+    #[error("{}: YAML syntax error: {message}", file_position(path, *line, *column))]
     Syntax {
         /// The file.
         path: PathBuf,
-        /// 1-based line.
+        /// 1-based line; 0 when the parser gave no position.
         line: usize,
-        /// 1-based column.
+        /// 1-based column; 0 when the parser gave no position.
         column: usize,
         /// The parser's message.
         message: String,
@@ -76,4 +76,13 @@ pub enum ConfigError {
     /// The resolved configuration could not be written as YAML.
     #[error("cannot serialise the resolved configuration: {0}")]
     Serialize(String),
+}
+
+/// `path:line:column`, or the path alone when the position is unknown (line 0).
+fn file_position(path: &std::path::Path, line: usize, column: usize) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}:{column}", path.display())
+    }
 }

@@ -114,10 +114,15 @@ fn syntax_error(origin: &Path, error: &serde_yaml::Error) -> ConfigError {
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
     let message = error.to_string();
-    let message = match message.find(" at line ") {
+    let mut message = match message.find(" at line ") {
         Some(index) => message[..index].to_owned(),
         None => message,
     };
+    if message.contains("repetition limit exceeded") {
+        message.push_str(": its aliases (`*name`) expand to too many values");
+    } else if message.contains("recursion limit exceeded") {
+        message.push_str(": lists or mappings are nested too deeply");
+    }
     ConfigError::Syntax {
         path: origin.to_owned(),
         line,
@@ -303,6 +308,28 @@ mod tests {
             ConfigError::Syntax { line, .. } => assert!(line >= 1),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_named() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..10 {
+            let items = vec![format!("*a{}", level - 1); 10].join(", ");
+            bomb.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        let error = ConfigDocument::parse(&bomb, Path::new("bomb.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("bomb.yaml: YAML syntax error"), "{error}");
+        assert!(error.contains("expand to too many values"), "{error}");
+        let deep = "[".repeat(10_000);
+        let error = ConfigDocument::parse(&deep, Path::new("deep.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("deep.yaml:1:") && error.contains("nested too deeply"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn check(config: &Config) -> Result<(), Vec<Problem>> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    if let Err(problem) = check_memory(config, &fixed_key) {
+    if let Err(problem) = check_memory(config, &moving_key, &fixed_key) {
         return Err(vec![problem]);
     }
     let built = Trainer::new(config, &Device::Cpu, 0).and_then(|trainer| {
@@ -75,9 +75,10 @@ fn shape_keys(config: &Config) -> (KeyPath, KeyPath) {
     }
 }
 
-/// Refuses a configuration whose first layer's activations alone (batch × voxels × initial
-/// channels, f32, with their gradients) exceed the memory available.
-fn check_memory(config: &Config, fixed_key: &KeyPath) -> Result<(), Problem> {
+/// Refuses a configuration whose first layer's activations alone (batch × fixed voxels ×
+/// initial channels, f32, with their gradients), or whose batch of moving images (batch ×
+/// moving voxels, f32, with gradients), exceed the memory available.
+fn check_memory(config: &Config, moving_key: &KeyPath, fixed_key: &KeyPath) -> Result<(), Problem> {
     let shapes = config.dataset.loader.image_shapes();
     let backbone = config
         .train
@@ -91,15 +92,28 @@ fn check_memory(config: &Config, fixed_key: &KeyPath) -> Result<(), Problem> {
         .unwrap_or(DEFAULT_CHANNELS)
         .max(1);
     let batch = config.train.preprocess.batch_size as u64;
-    let bytes = memory::element_count(&shapes.fixed)
-        .and_then(|voxels| voxels.checked_mul(batch))
-        .and_then(|n| n.checked_mul(channels))
-        .and_then(|n| n.checked_mul(4 * 2));
+    let activations = |shape: &[usize], channels: u64| {
+        memory::element_count(shape)
+            .and_then(|voxels| voxels.checked_mul(batch))
+            .and_then(|n| n.checked_mul(channels))
+            .and_then(|n| n.checked_mul(4 * 2))
+    };
+    let moving = activations(&shapes.moving, 1);
+    memory::check_fits(
+        moving,
+        &format!("moving images {:?} with batch_size {batch}", shapes.moving),
+    )
+    .map_err(|message| {
+        Problem::new(
+            moving_key.clone(),
+            format!("{message} (`train.preprocess.batch_size` and the image shape set it)"),
+        )
+    })?;
     let what = format!(
         "{:?} with batch_size {batch} and {channels} channels at the first level",
         shapes.fixed
     );
-    memory::check_fits(bytes, &what).map_err(|message| {
+    memory::check_fits(activations(&shapes.fixed, channels), &what).map_err(|message| {
         Problem::new(
             fixed_key.clone(),
             format!("{message} (`train.preprocess.batch_size`, `train.backbone.num_channel_initial` and the image shape set it)"),

@@ -33,6 +33,10 @@ pub const CANDLE_VERSION: &str = "0.11.1";
 /// The framework's enabled cargo features, comma-separated.
 pub const FEATURES: &str = "";
 
+/// The longest string a declaration may hold; longer ones are refused unread, as the mark of a
+/// damaged record.
+pub const MAX_STRING_LEN: usize = 4096;
+
 /// A string passed across the C ABI: pointer and length of UTF-8 bytes with static lifetime.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -54,6 +58,26 @@ impl AbiStr {
             ptr: text.as_ptr(),
             len: text.len(),
         }
+    }
+
+    /// Wraps `len` bytes at `ptr`, which need not be UTF-8: how a host reads a record another
+    /// build wrote (and how the fuzz target builds hostile declarations).
+    ///
+    /// # Safety
+    /// Reading the result (with [`AbiStr::to_string_lossy`]) requires `ptr` to point to `len`
+    /// readable bytes that outlive every read.
+    pub const unsafe fn from_raw_parts(ptr: *const u8, len: usize) -> Self {
+        AbiStr { ptr, len }
+    }
+
+    /// The length in bytes.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the string is empty.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Reads the string back, replacing invalid UTF-8.

@@ -126,31 +126,12 @@ fn open_and_register(loader: &mut Loader, path: &Path) -> Result<LoadedPlugin, P
     })?;
     // SAFETY: calling the declaration function only returns a pointer to a static record.
     let declaration = unsafe { declaration_fn() };
-    if declaration.is_null() {
-        return Err(PluginError::NotAPlugin {
-            path: path.to_owned(),
-            symbol: DECLARATION_SYMBOL,
-        });
-    }
-    // SAFETY: non-null, and every ABI version starts the record with a `u32` version.
-    let abi_version = unsafe { std::ptr::addr_of!((*declaration).abi_version).read() };
-    if abi_version != ABI_VERSION {
-        return Err(PluginError::Incompatible {
-            path: path.to_owned(),
-            mismatches: vec![format!(
-                "plugin ABI version: plugin {abi_version}, host {ABI_VERSION}"
-            )],
-        });
-    }
-    // SAFETY: same ABI version, so the record has this layout and lives in the loaded library.
+    // SAFETY: the pointer comes from the library's declaration function, which returns its
+    // static record (checked for null and for the ABI version before any other field is read).
+    unsafe { verify_declaration(path, declaration) }?;
+    // SAFETY: verified: same ABI version, so the record has this layout and lives in the
+    // (never unloaded) library.
     let declaration = unsafe { &*declaration };
-    let mismatches = compare(&declaration.fingerprint, &Fingerprint::current());
-    if !mismatches.is_empty() {
-        return Err(PluginError::Incompatible {
-            path: path.to_owned(),
-            mismatches,
-        });
-    }
     let mut registrar = PluginRegistrar::new(submitted);
     // SAFETY: fingerprints match, so `register` takes this very `PluginRegistrar` type; it
     // catches its own panics (see `PluginRegistrar::run`).
@@ -161,7 +142,8 @@ fn open_and_register(loader: &mut Loader, path: &Path) -> Result<LoadedPlugin, P
             path: path.to_owned(),
             message,
         })?;
-    // SAFETY: the strings are static data of the (never unloaded) library.
+    // SAFETY: verified above: the strings are static data of the (never unloaded) library,
+    // their lengths within `abi::MAX_STRING_LEN`.
     let (name, version) = unsafe {
         (
             declaration.name.to_string_lossy(),
@@ -173,6 +155,70 @@ fn open_and_register(loader: &mut Loader, path: &Path) -> Result<LoadedPlugin, P
         version,
         components,
     })
+}
+
+/// Checks the declaration a library exported, before anything of it is used: not null, this
+/// host's ABI version (read first: every ABI version starts the record with it), strings of
+/// sane length, and a fingerprint equal to the host's. Errors name `path` and each field that
+/// differs.
+///
+/// # Safety
+/// `declaration` is null or points to a readable record that starts with a `u32`; when that
+/// equals [`ABI_VERSION`], the record is a [`PluginDeclaration`] whose strings each point to
+/// `len` readable bytes, or have a length over [`abi::MAX_STRING_LEN`] (refused unread).
+pub unsafe fn verify_declaration(
+    path: &Path,
+    declaration: *const PluginDeclaration,
+) -> Result<(), PluginError> {
+    if declaration.is_null() {
+        return Err(PluginError::NotAPlugin {
+            path: path.to_owned(),
+            symbol: DECLARATION_SYMBOL,
+        });
+    }
+    // SAFETY: non-null, and the caller guarantees the record starts with a `u32`.
+    let abi_version = unsafe { std::ptr::addr_of!((*declaration).abi_version).read() };
+    if abi_version != ABI_VERSION {
+        return Err(PluginError::Incompatible {
+            path: path.to_owned(),
+            mismatches: vec![format!(
+                "plugin ABI version: plugin {abi_version}, host {ABI_VERSION}"
+            )],
+        });
+    }
+    // SAFETY: same ABI version, so (by the caller's guarantee) the record has this layout.
+    let declaration = unsafe { &*declaration };
+    let fingerprint = &declaration.fingerprint;
+    let strings = [
+        ("voxreg version", fingerprint.voxreg_version),
+        ("rustc version", fingerprint.rustc_version),
+        ("candle version", fingerprint.candle_version),
+        ("features", fingerprint.features),
+        ("crate name", declaration.name),
+        ("crate version", declaration.version),
+    ];
+    if let Some((field, text)) = strings
+        .iter()
+        .find(|(_, text)| text.len() > abi::MAX_STRING_LEN)
+    {
+        return Err(PluginError::Incompatible {
+            path: path.to_owned(),
+            mismatches: vec![format!(
+                "{field}: a string of {} bytes (more than {}): the declaration is damaged",
+                text.len(),
+                abi::MAX_STRING_LEN
+            )],
+        });
+    }
+    // SAFETY: the strings are within the length cap and, by the caller's guarantee, readable.
+    let mismatches = unsafe { compare(fingerprint, &Fingerprint::current()) };
+    if !mismatches.is_empty() {
+        return Err(PluginError::Incompatible {
+            path: path.to_owned(),
+            mismatches,
+        });
+    }
+    Ok(())
 }
 
 /// Opens `path` with every symbol resolved now rather than on first call, so a library
@@ -216,7 +262,10 @@ fn open_error_message(error: &libloading::Error) -> String {
 }
 
 /// The fields that differ, each as "field: plugin X, host Y".
-fn compare(plugin: &Fingerprint, host: &Fingerprint) -> Vec<String> {
+///
+/// # Safety
+/// Every string of both fingerprints points to `len` readable bytes.
+unsafe fn compare(plugin: &Fingerprint, host: &Fingerprint) -> Vec<String> {
     let mut mismatches = Vec::new();
     let fields: [(&str, abi::AbiStr, abi::AbiStr); 4] = [
         ("voxreg", plugin.voxreg_version, host.voxreg_version),
@@ -225,7 +274,7 @@ fn compare(plugin: &Fingerprint, host: &Fingerprint) -> Vec<String> {
         ("features", plugin.features, host.features),
     ];
     for (field, theirs, ours) in fields {
-        // SAFETY: both are static strings (the plugin's live in its never-unloaded library).
+        // SAFETY: the caller guarantees both strings are readable.
         let (theirs, ours) = unsafe { (theirs.to_string_lossy(), ours.to_string_lossy()) };
         if theirs != ours {
             mismatches.push(format!("{field}: plugin `{theirs}`, host `{ours}`"));
@@ -238,4 +287,57 @@ fn compare(plugin: &Fingerprint, host: &Fingerprint) -> Vec<String> {
         ));
     }
     mismatches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" fn no_register(_: *mut PluginRegistrar) -> abi::RegisterStatus {
+        abi::REGISTER_OK
+    }
+
+    fn declaration() -> PluginDeclaration {
+        PluginDeclaration {
+            abi_version: ABI_VERSION,
+            fingerprint: Fingerprint::current(),
+            name: abi::AbiStr::new("p"),
+            version: abi::AbiStr::new("1"),
+            register: no_register,
+        }
+    }
+
+    fn verified(declaration: &PluginDeclaration) -> Result<(), String> {
+        // SAFETY: a live record whose strings are static or over the cap (never read).
+        unsafe { verify_declaration(Path::new("lib.so"), declaration) }.map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn this_builds_declaration_is_accepted() {
+        assert_eq!(verified(&declaration()), Ok(()));
+        // SAFETY: null is allowed.
+        let null = unsafe { verify_declaration(Path::new("lib.so"), std::ptr::null()) };
+        assert!(null.unwrap_err().to_string().contains("lib.so"));
+    }
+
+    #[test]
+    fn a_damaged_declaration_is_refused_by_field() {
+        let mut other_abi = declaration();
+        other_abi.abi_version = ABI_VERSION + 7;
+        assert!(verified(&other_abi)
+            .unwrap_err()
+            .contains("plugin ABI version"));
+        let mut huge = declaration();
+        // SAFETY: the length is over the cap, so the pointer is never read.
+        huge.version = unsafe { abi::AbiStr::from_raw_parts(std::ptr::null(), usize::MAX) };
+        let error = verified(&huge).unwrap_err();
+        assert!(
+            error.contains("crate version") && error.contains("damaged"),
+            "{error}"
+        );
+        let mut other_rustc = declaration();
+        other_rustc.fingerprint.rustc_version = abi::AbiStr::new("rustc 0.1 \u{fffd}");
+        let error = verified(&other_rustc).unwrap_err();
+        assert!(error.contains("rustc: plugin `rustc 0.1"), "{error}");
+    }
 }

@@ -28,7 +28,7 @@ mod registrar;
 
 pub use error::PluginError;
 pub use host_library::framework_library;
-pub use loader::PluginInfo;
+pub use loader::{verify_declaration, PluginInfo};
 pub use registrar::PluginRegistrar;
 
 #[allow(unused_imports)]

@@ -8,6 +8,7 @@
 
 mod category;
 mod error;
+mod keys;
 mod kind;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use std::sync::OnceLock;
 
 pub use category::{slot, Category};
 pub use error::{DecodeError, RegistryError, UnknownComponent};
+pub use keys::KeyInfo;
 pub use kind::ComponentKind;
 
 use crate::config::{self, ConfigValue, KeyPath, Problem};

@@ -203,3 +203,56 @@ fn registrations_know_their_crate_and_keys() {
     assert_eq!(registration.crate_name(), "voxreg_framework");
     assert_eq!((registration.keys)(), Some(&["scale"][..]));
 }
+
+/// Required and optional keys of several kinds, for the key summary.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keyed {
+    channels: usize,
+    levels: Vec<usize>,
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    limit: Option<f64>,
+}
+
+#[typetag::serialize(name = "keyed")]
+impl ImageLossConfig for Keyed {
+    fn build(&self, _spatial_dims: usize) -> Result<Box<dyn Loss>, ComponentError> {
+        Err(ComponentError::invalid(
+            "image_loss `keyed`",
+            "test component",
+        ))
+    }
+}
+
+#[test]
+fn key_info_finds_required_keys_their_kinds_and_defaults() {
+    let mut registry = Registry::new();
+    registry
+        .insert(
+            crate::component_registration!(image_loss, "keyed", Keyed, "test"),
+            source("a"),
+        )
+        .unwrap();
+    let keys = registry.key_info(Category::ImageLoss, "keyed").unwrap();
+    let summary: Vec<(&str, &str, Option<String>)> = keys
+        .iter()
+        .map(|k| {
+            let default = k
+                .default
+                .as_ref()
+                .map(|v| config::to_yaml_string(v).unwrap());
+            (k.key.as_str(), k.kind, default)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("channels", "an integer", None),
+            ("levels", "a list", None),
+            ("mode", "a string", Some("''\n".to_owned())),
+            ("limit", "optional: a number", Some("null\n".to_owned())),
+        ]
+    );
+}

@@ -126,7 +126,16 @@ pub(super) fn read_header(path: &Path) -> Result<(Checked, Box<dyn Read>), Compo
         ));
     }
     // Writers that leave vox_offset at 0 mean the first byte after the header (as nibabel
-    // reads it); 348..352 holds the extension flag.
+    // reads it); 348..352 holds the extension flag, so any other offset below 352 would read
+    // the header as voxels.
+    if vox_offset > 0.0 && (vox_offset as u64) < FIRST_DATA_BYTE {
+        return Err(data_error(
+            path,
+            format!(
+                "impossible NIfTI vox_offset {vox_offset}: it points inside the {FIRST_DATA_BYTE}-byte header (single-file NIfTI keeps its voxels at byte {FIRST_DATA_BYTE} or later)"
+            ),
+        ));
+    }
     let offset = (vox_offset as u64).max(FIRST_DATA_BYTE);
     let data_bytes = memory::element_count(&shape)
         .and_then(|n| memory::byte_count(n, datatype.size_of() as u64));

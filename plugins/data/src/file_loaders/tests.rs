@@ -261,3 +261,26 @@ fn impossible_nifti_dimensions_are_errors() {
     let error = read_nifti(&path).unwrap_err().to_string();
     assert!(error.contains(&path.display().to_string()), "{error}");
 }
+
+#[test]
+fn nifti_voxels_are_read_from_vox_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offset.nii");
+    let original = volume(&[2, 3, 2], 1.5);
+    write_nifti(&path, &original).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    // vox_offset is the f32 at byte 108; the voxels start at byte 352 in what we write.
+    let mut padded = bytes[..352].to_vec();
+    padded[108..112].copy_from_slice(&400f32.to_le_bytes());
+    padded.resize(400, 0xAB);
+    padded.extend_from_slice(&bytes[352..]);
+    fs::write(&path, &padded).unwrap();
+    assert_eq!(read_nifti(&path).unwrap().data, original.data);
+
+    let mut inside = bytes.clone();
+    inside[108..112].copy_from_slice(&100f32.to_le_bytes());
+    fs::write(&path, &inside).unwrap();
+    let error = read_nifti(&path).unwrap_err().to_string();
+    assert!(error.contains("inside the 352-byte header"), "{error}");
+    assert!(error.contains("offset.nii"), "{error}");
+}
