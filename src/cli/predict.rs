@@ -81,6 +81,7 @@ pub fn predict(plugins: &[PathBuf], args: &PredictArgs) -> anyhow::Result<()> {
     }
     // The split's data is listed before the output folder exists: a wrong folder leaves
     // nothing behind.
+    engine::check_data_folders(&config, &[split])?;
     engine::open_split(&config, split)?;
     // Created exclusively: a folder that appeared meanwhile is refused too.
     let out = run_folder::create_new(&args.log_dir, args.exp_name.as_deref())?;

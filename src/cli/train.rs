@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use voxreg::component::Split;
-use voxreg::engine::{self, EpochLog, SplitLog, TrainObserver, TrainOptions};
+use voxreg::engine::{self, EpochLog, SplitLog, TrainObserver, TrainOptions, TrainStart};
 use voxreg::tensorboard;
 
 use super::device::DeviceChoice;
@@ -50,6 +50,7 @@ pub fn train(plugins: &[PathBuf], args: &TrainArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    engine::check_data_folders(&config, &[Split::Train, Split::Valid, Split::Test])?;
     if let Some(split) = evaluation_split {
         engine::open_split(&config, split)?;
     }
@@ -216,15 +217,69 @@ impl Board {
     }
 }
 
-/// `loss 0.1234 (image/lncc -0.5000, …; label_binary_dice 0.7000, …)`.
+/// One line on what training runs: `training epochs 1–20 on 6 samples (valid 2), 12,345
+/// parameters, 2 loader and 2 compute threads, CPU`.
+fn start_line(start: &TrainStart) -> String {
+    let epochs = if start.first_epoch == start.epochs {
+        format!("epoch {}", start.epochs)
+    } else {
+        format!("epochs {}–{}", start.first_epoch, start.epochs)
+    };
+    let valid = start
+        .valid_samples
+        .map_or_else(String::new, |n| format!(" (valid {n})"));
+    format!(
+        "training {epochs} on {} samples{valid}, {} parameters, {} loader and {} compute threads, {}",
+        start.train_samples,
+        thousands(start.parameters),
+        start.loader_threads,
+        start.compute_threads,
+        start.device
+    )
+}
+
+/// `12345` as `12,345`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The widest line of an epoch summary's metrics, so a summary reads in an 80-column
+/// terminal after the log prefix.
+const SUMMARY_WIDTH: usize = 72;
+
+/// An epoch's summary: `loss 0.1234 (image/lncc -0.5000, …)` with the loss terms, then the
+/// metrics on indented lines of at most [`SUMMARY_WIDTH`] characters.
 fn describe(log: &SplitLog) -> String {
-    let parts: Vec<String> = log
+    let terms: Vec<String> = log
         .terms
         .iter()
-        .chain(&log.metrics)
         .map(|(n, v)| format!("{n} {v:.4}"))
         .collect();
-    format!("loss {:.4} ({})", log.loss, parts.join(", "))
+    let mut text = format!("loss {:.4} ({})", log.loss, terms.join(", "));
+    let mut line = String::new();
+    for (name, value) in &log.metrics {
+        let item = format!("{name} {value:.4}");
+        if !line.is_empty() && line.len() + 2 + item.len() > SUMMARY_WIDTH {
+            text.push_str(&format!("\n    {line}"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push_str(", ");
+        }
+        line.push_str(&item);
+    }
+    if !line.is_empty() {
+        text.push_str(&format!("\n    {line}"));
+    }
+    text
 }
 
 impl TrainObserver for Progress<'_> {
@@ -267,6 +322,10 @@ impl TrainObserver for Progress<'_> {
         if let Some(bar) = &self.bar {
             bar.set_message("validating");
         }
+    }
+
+    fn training_started(&mut self, start: &TrainStart) {
+        tracing::info!("{}", start_line(start));
     }
 
     fn epoch_finished(&mut self, log: &EpochLog) {
@@ -333,6 +392,62 @@ fn counted(epochs: usize, steps: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_start_line_says_what_training_runs() {
+        let start = voxreg::engine::TrainStart {
+            train_samples: 6,
+            valid_samples: Some(2),
+            parameters: 1_234_567,
+            loader_threads: 2,
+            compute_threads: 4,
+            device: "CPU",
+            first_epoch: 3,
+            epochs: 20,
+        };
+        assert_eq!(
+            super::start_line(&start),
+            "training epochs 3–20 on 6 samples (valid 2), 1,234,567 parameters, 2 loader and 4 compute threads, CPU"
+        );
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+    }
+
+    #[test]
+    fn epoch_summaries_wrap_their_metrics() {
+        let log = voxreg::engine::SplitLog {
+            loss: -1.275,
+            terms: vec![
+                ("image/lncc".to_owned(), -0.8781),
+                ("label/dice".to_owned(), -0.3969),
+            ],
+            metrics: [
+                "image_ssd",
+                "label_binary_dice",
+                "label_tre",
+                "label_tre_mm",
+                "out_of_view_fraction",
+                "ddf_folding_fraction",
+            ]
+            .iter()
+            .map(|n| (n.to_string(), 0.5))
+            .collect(),
+        };
+        let text = super::describe(&log);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "loss -1.2750 (image/lncc -0.8781, label/dice -0.3969)"
+        );
+        assert!(lines.len() >= 3, "{text}");
+        assert!(
+            lines[1..]
+                .iter()
+                .all(|l| l.starts_with("    ") && l.len() <= 4 + super::SUMMARY_WIDTH),
+            "{text}"
+        );
+        assert!(text.contains("ddf_folding_fraction 0.5000"), "{text}");
+    }
+
     use super::{counted, timestamp};
 
     #[test]

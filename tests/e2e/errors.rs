@@ -8,7 +8,7 @@ use std::process::Output;
 use tempfile::TempDir;
 
 use crate::deepreg_layout::{deepreg_config, Format, LoaderType, TinyDataset};
-use crate::util::{assert_clean_failure, snapshot, stderr, voxreg};
+use crate::util::{assert_clean_failure, repo_root, run, snapshot, stderr, voxreg};
 
 /// A one-epoch run of DeepReg's reference config on tiny unpaired NIfTI data, to fail
 /// against.
@@ -348,4 +348,36 @@ fn failed_commands_leave_earlier_output_untouched() {
     assert_clean_failure(&trained.train(&[&bad], "bad", &[]), &["`train.epochs`"]);
 
     assert_eq!(snapshot(&trained.logs), before, "the log folder changed");
+}
+
+#[test]
+fn every_missing_data_folder_is_named_with_the_demo_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let quickstart = std::fs::read_to_string(repo_root().join("configs/quickstart.yaml")).unwrap();
+    let data = dir.path().join("demos/paired_mrus_prostate/dataset");
+    let config = dir.path().join("demo.yaml");
+    std::fs::write(
+        &config,
+        quickstart.replace("dir: demo/data/paired", &format!("dir: {}", data.display())),
+    )
+    .unwrap();
+    let logs = dir.path().join("logs");
+    let output = run(&[
+        "train",
+        "-c",
+        config.to_str().unwrap(),
+        "--log-dir",
+        logs.to_str().unwrap(),
+    ]);
+    assert_clean_failure(
+        &output,
+        &[
+            "3 data folders are missing",
+            "`dataset.train.dir` does not exist",
+            "`dataset.valid.dir` does not exist",
+            "`dataset.test.dir` does not exist",
+            "python demos/paired_mrus_prostate/demo_data.py",
+        ],
+    );
+    assert!(!logs.exists(), "no log folder");
 }

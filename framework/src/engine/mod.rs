@@ -9,6 +9,7 @@ mod batch_metrics;
 mod check;
 pub mod checkpoint;
 mod collapse;
+mod data_folders;
 mod evaluate;
 mod finite;
 mod gradients;
@@ -24,6 +25,7 @@ mod train;
 mod validate;
 
 pub use check::check;
+pub use data_folders::check_data_folders;
 pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetrics, PairTensors};
 pub use logs::{EpochLog, SplitLog};
 pub use model::Model;
@@ -31,7 +33,7 @@ pub use params::{under_prefix, InitFrom, VariablesConfig};
 pub use register::{register, Registration, Transform};
 pub use run_dir::LOCK_FILE;
 pub use step::{NonFinite, StepError, StepOutcome, Trainer};
-pub use train::{open_split, train, TrainObserver, TrainOptions, TrainSummary};
+pub use train::{open_split, train, TrainObserver, TrainOptions, TrainStart, TrainSummary};
 
 use crate::component::ComponentError;
 

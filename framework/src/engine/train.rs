@@ -54,6 +54,29 @@ pub trait TrainObserver {
     fn validation_started(&mut self) {}
     /// An epoch ended (after validation).
     fn epoch_finished(&mut self, _log: &EpochLog) {}
+    /// Training is about to take its first step: what it runs on.
+    fn training_started(&mut self, _start: &TrainStart) {}
+}
+
+/// What a training run works with, told to the observer before the first step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainStart {
+    /// Training samples per epoch.
+    pub train_samples: usize,
+    /// Validation samples, when the configuration has a `valid` split.
+    pub valid_samples: Option<usize>,
+    /// Trainable parameters (scalars).
+    pub parameters: usize,
+    /// Data-loader threads.
+    pub loader_threads: usize,
+    /// Compute threads (the CPU kernels' pool).
+    pub compute_threads: usize,
+    /// Where the tensors live.
+    pub device: &'static str,
+    /// The first epoch to run (after a resume, the one after the checkpoint's).
+    pub first_epoch: usize,
+    /// The last epoch.
+    pub epochs: usize,
 }
 
 /// The observer that watches nothing.
@@ -160,6 +183,26 @@ pub fn train(
         }
     };
     let seed = progress.seed;
+    observer.training_started(&TrainStart {
+        train_samples: loader.epoch(0, seed).len(),
+        valid_samples: valid_loader
+            .as_ref()
+            .map(|valid| valid.epoch(0, seed).len()),
+        parameters: trainer
+            .model
+            .trainable()
+            .iter()
+            .map(|var| var.elem_count())
+            .sum(),
+        loader_threads: match pipeline.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads => threads,
+        },
+        compute_threads: rayon::current_num_threads(),
+        device: "CPU",
+        first_epoch: progress.epoch + 1,
+        epochs,
+    });
     let stop_requested = || {
         options
             .stop
