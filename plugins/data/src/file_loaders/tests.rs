@@ -284,3 +284,46 @@ fn nifti_voxels_are_read_from_vox_offset() {
     assert!(error.contains("inside the 352-byte header"), "{error}");
     assert!(error.contains("offset.nii"), "{error}");
 }
+
+#[test]
+fn a_small_h5_file_declaring_a_huge_dataset_is_refused_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images.h5");
+    {
+        let file = hdf5::File::create(&path).unwrap();
+        file.new_dataset::<f32>()
+            .shape([100_000, 100_000, 100_000])
+            .chunk([8, 8, 8])
+            .create("big")
+            .unwrap();
+    }
+    assert!(fs::metadata(&path).unwrap().len() < 1 << 20, "a small file");
+    let loader = H5Format::default()
+        .open(dir.path(), "images", false)
+        .unwrap();
+    for error in [
+        loader.shape(0).unwrap_err().to_string(),
+        loader.load(0).unwrap_err().to_string(),
+    ] {
+        assert!(error.contains("dataset `big`"), "{error}");
+        assert!(error.contains("memory"), "{error}");
+        assert!(error.contains("images.h5"), "{error}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_nifti_file_whose_name_is_not_utf8_is_skipped() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    fs::create_dir(&images).unwrap();
+    write_nifti(&images.join("case_1.nii.gz"), &volume(&[2, 2, 2], 0.0)).unwrap();
+    let odd = images.join(std::ffi::OsStr::from_bytes(b"case_\xff.nii.gz"));
+    write_nifti(&odd, &volume(&[2, 2, 2], 0.0)).unwrap();
+    let loader = NiftiFormat::default()
+        .open(dir.path(), "images", false)
+        .unwrap();
+    let names: Vec<&str> = loader.ids().iter().map(|id| id.name.as_str()).collect();
+    assert_eq!(names, ["case_1"]);
+}
