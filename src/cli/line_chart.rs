@@ -79,18 +79,25 @@ fn finite(points: &[(f64, f64)]) -> impl Iterator<Item = (f64, f64)> + '_ {
         .filter(|(x, y)| x.is_finite() && y.is_finite())
 }
 
-/// Draws the chart into an RGB buffer of `WIDTH × HEIGHT`.
-fn draw(chart: &Chart<'_>, buffer: &mut [u8]) -> anyhow::Result<()> {
+/// Draws the chart onto `area` (a whole image or one panel of it).
+fn draw_on<DB: DrawingBackend>(
+    chart: &Chart<'_>,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> anyhow::Result<()> {
     let all = || chart.series.iter().flat_map(|s| finite(&s.points));
     let (y_lo, y_hi) = value_range(all().map(|(_, y)| y)).context("no finite value to plot")?;
     let (x_lo, x_hi) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (x, _)| {
         (lo.min(x), hi.max(x))
     });
-    let x_hi = if x_hi > x_lo { x_hi } else { x_lo + 1.0 };
-    let root = BitMapBackend::with_buffer(buffer, (WIDTH, HEIGHT)).into_drawing_area();
+    // A single epoch gets a unit-wide x range around it, so its point is drawn inside.
+    let (x_lo, x_hi) = if x_hi > x_lo {
+        (x_lo, x_hi)
+    } else {
+        (x_lo - 0.5, x_lo + 0.5)
+    };
     let failed = |e: &dyn std::fmt::Display| anyhow!("drawing `{}`: {e}", chart.title);
-    root.fill(&WHITE).map_err(|e| failed(&e))?;
-    let mut plot = ChartBuilder::on(&root)
+    area.fill(&WHITE).map_err(|e| failed(&e))?;
+    let mut plot = ChartBuilder::on(area)
         .caption(chart.title, (FONT_NAME, 22))
         .margin(12)
         .x_label_area_size(40)
@@ -98,9 +105,15 @@ fn draw(chart: &Chart<'_>, buffer: &mut [u8]) -> anyhow::Result<()> {
         .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
         .map_err(|e| failed(&e))?;
     let decimals = chart.x_decimals;
+    // Whole-number axes (epochs) get one label per whole number, up to ten.
+    let x_labels = if decimals == 0 {
+        ((x_hi - x_lo).floor() as usize + 1).clamp(2, 10)
+    } else {
+        10
+    };
     plot.configure_mesh()
         .x_desc(chart.x_desc)
-        .x_labels(10)
+        .x_labels(x_labels)
         .x_label_formatter(&|x| format!("{x:.decimals$}"))
         .y_desc(chart.y_desc)
         .label_style((FONT_NAME, 14))
@@ -112,6 +125,12 @@ fn draw(chart: &Chart<'_>, buffer: &mut [u8]) -> anyhow::Result<()> {
             continue;
         }
         let style = colour.stroke_width(2);
+        plot.draw_series(
+            points
+                .iter()
+                .map(|&point| Circle::new(point, 3, colour.filled())),
+        )
+        .map_err(|e| failed(&e))?;
         plot.draw_series(LineSeries::new(points, style))
             .map_err(|e| failed(&e))?
             .label(series.label.as_str())
@@ -123,17 +142,32 @@ fn draw(chart: &Chart<'_>, buffer: &mut [u8]) -> anyhow::Result<()> {
         .border_style(BLACK)
         .draw()
         .map_err(|e| failed(&e))?;
-    root.present().map_err(|e| failed(&e))
+    Ok(())
 }
 
 /// Writes the chart as a PNG at `path` (through a temporary file renamed into place).
 pub fn write(path: &Path, chart: &Chart<'_>) -> anyhow::Result<()> {
+    write_panels(path, std::slice::from_ref(chart), HEIGHT)
+}
+
+/// Writes the charts stacked top to bottom, each `panel_height` pixels high and [`WIDTH`]
+/// wide, as one PNG at `path` (through a temporary file renamed into place).
+pub fn write_panels(path: &Path, charts: &[Chart<'_>], panel_height: u32) -> anyhow::Result<()> {
     register_font()?;
-    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(chart, &mut pixels)?;
+    let height = panel_height * charts.len().max(1) as u32;
+    let mut pixels = vec![0u8; (WIDTH * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (WIDTH, height)).into_drawing_area();
+        let panels = root.split_evenly((charts.len().max(1), 1));
+        for (chart, panel) in charts.iter().zip(&panels) {
+            draw_on(chart, panel)?;
+        }
+        root.present()
+            .map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
+    }
     let raster = Raster {
         width: WIDTH as usize,
-        height: HEIGHT as usize,
+        height: height as usize,
         channels: 3,
         pixels,
     };
