@@ -80,7 +80,8 @@ pub struct Summary {
     pub value: Vec<SummaryValue>,
 }
 
-/// `tensorflow.Summary.Value` with a scalar (`simple_value`).
+/// `tensorflow.Summary.Value` with a scalar (`simple_value`) or an image (the `value`
+/// one-of: at most one is set).
 #[derive(Clone, PartialEq, Message)]
 pub struct SummaryValue {
     /// The series' name, e.g. `epoch_loss`.
@@ -89,6 +90,26 @@ pub struct SummaryValue {
     /// The scalar.
     #[prost(float, optional, tag = "2")]
     pub simple_value: Option<f32>,
+    /// The image.
+    #[prost(message, optional, tag = "4")]
+    pub image: Option<SummaryImage>,
+}
+
+/// `tensorflow.Summary.Image`: an encoded (PNG) image and its size.
+#[derive(Clone, PartialEq, Message)]
+pub struct SummaryImage {
+    /// Rows.
+    #[prost(int32, tag = "1")]
+    pub height: i32,
+    /// Columns.
+    #[prost(int32, tag = "2")]
+    pub width: i32,
+    /// 1 grey, 3 RGB, 4 RGBA.
+    #[prost(int32, tag = "3")]
+    pub colorspace: i32,
+    /// The PNG file's bytes.
+    #[prost(bytes = "vec", tag = "4")]
+    pub encoded_image_string: Vec<u8>,
 }
 
 /// TensorFlow's masked CRC-32C of a record's parts.
@@ -175,8 +196,41 @@ impl EventWriter {
             .map(|(tag, v)| SummaryValue {
                 tag: tag.to_owned(),
                 simple_value: Some(v as f32),
+                image: None,
             })
             .collect();
+        self.write_event(&Event {
+            wall_time: now(),
+            step: step as i64,
+            file_version: None,
+            summary: Some(Summary { value }),
+        })
+    }
+
+    /// Writes grey `images` (tag, height, width, row-major intensities) as one event at
+    /// `step`, each scaled from its own minimum (black) to maximum (white) and PNG-encoded.
+    pub fn images<'a>(
+        &mut self,
+        step: usize,
+        images: impl IntoIterator<Item = (&'a str, usize, usize, &'a [f32])>,
+    ) -> Result<(), EventFileError> {
+        let mut value = Vec::new();
+        for (tag, height, width, values) in images {
+            let encoded = grey_png(width, height, values).map_err(|e| EventFileError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("encoding the image `{tag}`: {e}")),
+            })?;
+            value.push(SummaryValue {
+                tag: tag.to_owned(),
+                simple_value: None,
+                image: Some(SummaryImage {
+                    height: height as i32,
+                    width: width as i32,
+                    colorspace: 1,
+                    encoded_image_string: encoded,
+                }),
+            });
+        }
         self.write_event(&Event {
             wall_time: now(),
             step: step as i64,
@@ -189,6 +243,37 @@ impl EventWriter {
     pub fn flush(&mut self) -> Result<(), EventFileError> {
         self.file.flush().map_err(io_error(&self.path))
     }
+}
+
+/// An 8-bit grey PNG of `values` (`height × width`, rows first), scaled from their minimum
+/// to their maximum (a flat image is black).
+fn grey_png(width: usize, height: usize, values: &[f32]) -> Result<Vec<u8>, png::EncodingError> {
+    let (lo, hi) = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let pixels: Vec<u8> = values
+        .iter()
+        .map(|&v| {
+            if v.is_finite() && lo.is_finite() {
+                ((v - lo) / span * 255.0).round().clamp(0.0, 255.0) as u8
+            } else {
+                0
+            }
+        })
+        .collect();
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&pixels)?;
+    }
+    Ok(out)
 }
 
 /// Reads every event of an event file, checking each record's two checksums.
@@ -285,6 +370,7 @@ mod tests {
         let value = |tag: &str, v: f32| SummaryValue {
             tag: tag.to_owned(),
             simple_value: Some(v),
+            image: None,
         };
         [
             Event {
@@ -340,6 +426,28 @@ mod tests {
                 ("epoch_label_binary_dice".to_owned(), 3, 0.25)
             ]
         );
+    }
+
+    #[test]
+    fn written_images_read_back_as_pngs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = EventWriter::create(dir.path()).unwrap();
+        let values: Vec<f32> = (0..6).map(|v| v as f32 * 0.2).collect();
+        writer
+            .images(4, [("fixed_image", 2, 3, &values[..])])
+            .unwrap();
+        writer.flush().unwrap();
+        let events = read_events(writer.path()).unwrap();
+        let image = events[1].summary.as_ref().unwrap().value[0].clone();
+        assert_eq!((image.tag.as_str(), events[1].step), ("fixed_image", 4));
+        let image = image.image.unwrap();
+        assert_eq!((image.height, image.width, image.colorspace), (2, 3, 1));
+        let decoder = png::Decoder::new(std::io::Cursor::new(image.encoded_image_string));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        assert_eq!((info.width, info.height), (3, 2));
+        assert_eq!(pixels, [0, 51, 102, 153, 204, 255]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use voxreg::component::Split;
-use voxreg::engine::{self, EpochLog, SplitLog, TrainObserver, TrainOptions, TrainStart};
+use voxreg::engine::{self, EpochLog, Picture, SplitLog, TrainObserver, TrainOptions, TrainStart};
 use voxreg::tensorboard;
 
 use super::device::DeviceChoice;
@@ -122,6 +122,8 @@ struct Progress<'a> {
     /// Steps per epoch and the current epoch, for the global step of `batch_loss`.
     steps_per_epoch: usize,
     epoch: usize,
+    /// The pictures of the last validation, written with its epoch's scalars.
+    pictures: Option<(usize, Vec<Picture>)>,
 }
 
 impl<'a> Progress<'a> {
@@ -134,6 +136,7 @@ impl<'a> Progress<'a> {
             board: Board::default(),
             steps_per_epoch: 0,
             epoch: 0,
+            pictures: None,
         }
     }
 }
@@ -197,6 +200,35 @@ impl Board {
             self.pending.push((folder, step, scalars.to_vec()));
             return;
         }
+        self.with_writer(run_dir, folder, |writer| {
+            writer.scalars(step, scalars.iter().map(|(t, v)| (t.as_str(), *v)))
+        });
+    }
+
+    /// Writes `pictures` at `step` into `<run>/validation/` as image summaries; only once the
+    /// board is open (they come with the epoch's end, which opens it).
+    fn images(&mut self, run_dir: &Path, step: usize, pictures: &[Picture]) {
+        if self.failed || !self.open || pictures.is_empty() {
+            return;
+        }
+        self.with_writer(run_dir, "validation", |writer| {
+            writer.images(
+                step,
+                pictures
+                    .iter()
+                    .map(|p| (p.tag.as_str(), p.height, p.width, p.values.as_slice())),
+            )
+        });
+    }
+
+    /// Runs `write` on the event file of `<run>/<folder>/` (created on first use) and
+    /// flushes it; a failure is a warning and stops TensorBoard logging.
+    fn with_writer(
+        &mut self,
+        run_dir: &Path,
+        folder: &'static str,
+        write: impl FnOnce(&mut tensorboard::EventWriter) -> Result<(), tensorboard::EventFileError>,
+    ) {
         let slot = if folder == "train" {
             &mut self.train
         } else {
@@ -207,7 +239,7 @@ impl Board {
                 *slot = Some(tensorboard::EventWriter::create(&run_dir.join(folder))?);
             }
             let writer = slot.as_mut().expect("created above");
-            writer.scalars(step, scalars.iter().map(|(t, v)| (t.as_str(), *v)))?;
+            write(writer)?;
             writer.flush()
         })();
         if let Err(error) = written {
@@ -328,6 +360,10 @@ impl TrainObserver for Progress<'_> {
         tracing::info!("{}", start_line(start));
     }
 
+    fn validation_pictures(&mut self, epoch: usize, pictures: &[Picture]) {
+        self.pictures = Some((epoch, pictures.to_vec()));
+    }
+
     fn epoch_finished(&mut self, log: &EpochLog) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
@@ -342,6 +378,9 @@ impl TrainObserver for Progress<'_> {
         if let Some(valid) = &log.valid {
             self.board
                 .write(self.run_dir, "validation", log.epoch, &epoch_scalars(valid));
+        }
+        if let Some((epoch, pictures)) = self.pictures.take() {
+            self.board.images(self.run_dir, epoch, &pictures);
         }
         self.history.push(log.clone());
         if let Err(error) = loss_curve::write(self.run_dir, &self.history) {

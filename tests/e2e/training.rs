@@ -86,6 +86,37 @@ fn training_writes_train_and_validation_metrics_and_a_loss_curve() {
         "the checkpoint carries the resolved configuration"
     );
     check_tensorboard_events(&run, &expected);
+    check_validation_pictures(&run.join("validation"));
+}
+
+/// Every epoch's validation event file holds the moving, fixed and warped image of the first
+/// validation sample as PNG image summaries (16 × 16 middle slices, not flat).
+fn check_validation_pictures(dir: &Path) {
+    let file = fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
+    let events = voxreg::tensorboard::read_events(&file).unwrap();
+    let images: Vec<(String, i64, voxreg::tensorboard::SummaryImage)> = events
+        .iter()
+        .filter_map(|e| e.summary.as_ref().map(|s| (e.step, s)))
+        .flat_map(|(step, s)| {
+            s.value
+                .iter()
+                .filter_map(move |v| Some((v.tag.clone(), step, v.image.clone()?)))
+        })
+        .collect();
+    for tag in ["moving_image", "fixed_image", "pred_fixed_image"] {
+        let (_, step, image) = images
+            .iter()
+            .find(|(t, _, _)| t == tag)
+            .unwrap_or_else(|| panic!("no `{tag}` image in {}", file.display()));
+        assert_eq!(*step, 1, "{tag} at the first epoch");
+        assert_eq!((image.height, image.width, image.colorspace), (16, 16, 1));
+        let decoder = png::Decoder::new(std::io::Cursor::new(image.encoded_image_string.clone()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut pixels).unwrap();
+        assert!(pixels.iter().any(|&p| p > 0), "{tag} is not black");
+        assert!(pixels.iter().any(|&p| p < 255), "{tag} is not white");
+    }
 }
 
 /// The one event file in `dir`, read back (checksums checked) as `(tag, step, value)`.

@@ -18,6 +18,7 @@ mod logs;
 mod losses;
 mod model;
 mod params;
+mod pictures;
 mod register;
 mod run_dir;
 mod step;
@@ -30,6 +31,7 @@ pub use evaluate::{evaluate, evaluate_each, EvaluatedPair, Evaluation, PairMetri
 pub use logs::{EpochLog, SplitLog};
 pub use model::Model;
 pub use params::{under_prefix, InitFrom, VariablesConfig};
+pub use pictures::Picture;
 pub use register::{register, Registration, Transform};
 pub use run_dir::LOCK_FILE;
 pub use step::{NonFinite, StepError, StepOutcome, Trainer};

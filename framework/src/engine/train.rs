@@ -10,6 +10,7 @@ use super::batch_metrics::add_batch_metrics;
 use super::checkpoint::{self, Progress};
 use super::collapse::CollapseWatch;
 use super::logs::{write_csv, Accumulator, EpochLog};
+use super::pictures::Picture;
 use super::run_dir::{config_yaml, save_weights, NewRunDir};
 use super::step::Trainer;
 use super::validate::validate;
@@ -52,6 +53,8 @@ pub trait TrainObserver {
     fn step_finished(&mut self, _step: usize, _loss: f64) {}
     /// Validation of the epoch starts.
     fn validation_started(&mut self) {}
+    /// Validation of epoch `epoch` drew these pictures of its first sample.
+    fn validation_pictures(&mut self, _epoch: usize, _pictures: &[Picture]) {}
     /// An epoch ended (after validation).
     fn epoch_finished(&mut self, _log: &EpochLog) {}
     /// Training is about to take its first step: what it runs on.
@@ -294,13 +297,15 @@ pub fn train(
         let valid = match &valid_loader {
             Some(valid_loader) => {
                 observer.validation_started();
-                Some(validate(
+                let (log, pictures) = validate(
                     &trainer.model,
                     &trainer.terms,
                     valid_loader,
                     &pipeline,
                     &device,
-                )?)
+                )?;
+                observer.validation_pictures(epoch, &pictures);
+                Some(log)
             }
             None => None,
         };
