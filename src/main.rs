@@ -16,11 +16,14 @@ fn main() -> ExitCode {
         Err(error) if cli::stdout::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             let message = error.to_string();
-            eprintln!("error: {message}");
+            eprintln!("error: {}", cli::error_text::compact_long_numbers(&message));
             for cause in error.chain().skip(1) {
                 let cause = cause.to_string();
                 if !message.contains(&cause) {
-                    eprintln!("  caused by: {cause}");
+                    eprintln!(
+                        "  caused by: {}",
+                        cli::error_text::compact_long_numbers(&cause)
+                    );
                 }
             }
             match error.downcast_ref::<voxreg::engine::EngineError>() {

@@ -6,6 +6,7 @@ mod atomic;
 mod config;
 mod dataset;
 mod device;
+pub mod error_text;
 mod host;
 mod hyper;
 mod image_files;

@@ -291,6 +291,14 @@ fn config_cases() -> Vec<Case> {
             &["infinite_rate.yaml", "learning_rate"],
         ),
         check(
+            "max_beta.yaml",
+            quickstart_with(
+                "learning_rate: 1.0e-3",
+                "learning_rate: 1.0e-3\n    beta_1: 1.7976931348623157e308",
+            ),
+            &["max_beta.yaml", "beta_1", "got 1.7976931348623157e308"],
+        ),
+        check(
             "zero_kernel.yaml",
             quickstart_with("kernel_size: 7", "kernel_size: 0"),
             &["zero_kernel.yaml", "kernel_size"],
