@@ -6,17 +6,16 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    voxreg_fuzz::start();
-    let Some((&mode, body)) = data.split_first() else {
-        return;
-    };
-    let path = if mode % 2 == 0 {
-        voxreg_fuzz::scratch_file("image.nii", body)
-    } else {
-        voxreg_fuzz::scratch_file("image.nii.gz", &voxreg_fuzz::gzip(body))
-    };
-    if let Ok(volume) = voxreg_data::read_nifti(&path) {
-        let count: usize = volume.shape.iter().product();
-        assert_eq!(count, volume.data.len(), "shape and voxel count disagree");
-    }
+    voxreg_fuzz::read_one_file(
+        data,
+        ["image.nii", "image.nii.gz"],
+        |gzipped, body| {
+            if gzipped {
+                voxreg_fuzz::gzip(body)
+            } else {
+                body.to_vec()
+            }
+        },
+        voxreg_data::read_nifti,
+    );
 });

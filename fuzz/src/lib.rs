@@ -68,3 +68,24 @@ pub fn parts(data: &[u8]) -> Vec<&[u8]> {
     parts.push(rest);
     parts
 }
+
+/// The body of a one-file target: the first byte of `data` picks the file name (even: the
+/// first of `names`), `encode` turns the rest into the file's bytes, `read` reads it; a
+/// volume read must hold as many values as its shape says.
+pub fn read_one_file<E>(
+    data: &[u8],
+    names: [&str; 2],
+    encode: impl FnOnce(bool, &[u8]) -> Vec<u8>,
+    read: impl FnOnce(&std::path::Path) -> Result<voxreg::prelude::Volume, E>,
+) {
+    start();
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
+    let second = mode % 2 == 1;
+    let path = scratch_file(names[usize::from(second)], &encode(second, body));
+    if let Ok(volume) = read(&path) {
+        let count: usize = volume.shape.iter().product();
+        assert_eq!(count, volume.data.len(), "shape and value count disagree");
+    }
+}
