@@ -62,9 +62,34 @@ pub fn regular_file_problem(path: &Path) -> Option<String> {
     }
 }
 
+/// Why `dir` cannot be used as a folder of data: `does not exist` or `is not a folder`;
+/// `None` when it is a folder.
+pub fn folder_problem(dir: &Path) -> Option<&'static str> {
+    if dir.is_dir() {
+        None
+    } else if dir.exists() {
+        Some("is not a folder")
+    } else {
+        Some("does not exist")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folder_problems_say_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(folder_problem(dir.path()), None);
+        assert_eq!(folder_problem(&file), Some("is not a folder"));
+        assert_eq!(
+            folder_problem(&dir.path().join("none")),
+            Some("does not exist")
+        );
+    }
 
     #[test]
     fn temporary_names_differ_per_call_and_name_the_process() {

@@ -14,7 +14,7 @@ use super::ConfigError;
 use crate::component::{
     AugmentationConfig, BackboneConfig, DataLoaderConfig, FieldLossConfig, FileLoaderConfig,
     ImageLossConfig, LabelLossConfig, MethodConfig, OptimizerConfig, ParamSourceConfig,
-    RegularizationConfig,
+    RegularizationConfig, Split,
 };
 
 /// A whole configuration: `dataset` and `train`, plus the plugin libraries it asked for.
@@ -132,6 +132,15 @@ impl Config {
 }
 
 impl DatasetConfig {
+    /// The section of `split` (`train`, `valid`, `test`), when the configuration has it.
+    pub fn split(&self, split: Split) -> Option<&SplitConfig> {
+        match split {
+            Split::Train => self.train.as_ref(),
+            Split::Valid => self.valid.as_ref(),
+            Split::Test => self.test.as_ref(),
+        }
+    }
+
     fn to_value(&self) -> Result<ConfigValue, ConfigError> {
         let mut mapping = ConfigMapping::new();
         for (name, split) in [

@@ -7,17 +7,7 @@ use std::path::{Component, Path};
 use super::EngineError;
 use crate::component::Split;
 use crate::config::Config;
-
-/// What is wrong with a data folder, if anything.
-fn folder_problem(dir: &Path) -> Option<&'static str> {
-    if dir.is_dir() {
-        None
-    } else if dir.exists() {
-        Some("is not a folder")
-    } else {
-        Some("does not exist")
-    }
-}
+use crate::files::folder_problem;
 
 /// The DeepReg demo a path lies in (`…/demos/<name>/…`), if it does.
 fn deepreg_demo(dir: &Path) -> Option<String> {
@@ -39,11 +29,7 @@ pub fn check_data_folders(config: &Config, splits: &[Split]) -> Result<(), Engin
     let mut problems = Vec::new();
     let mut demo = None;
     for &split in splits {
-        let section = match split {
-            Split::Train => &config.dataset.train,
-            Split::Valid => &config.dataset.valid,
-            Split::Test => &config.dataset.test,
-        };
+        let section = config.dataset.split(split);
         for dir in section.iter().flat_map(|section| &section.dir) {
             if let Some(what) = folder_problem(dir) {
                 problems.push(format!(
@@ -86,18 +72,5 @@ mod tests {
             Some("grouped_mr_heart")
         );
         assert_eq!(deepreg_demo(Path::new("/data/train")), None);
-    }
-
-    #[test]
-    fn folder_problems_say_what_is_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("file");
-        std::fs::write(&file, "x").unwrap();
-        assert_eq!(folder_problem(dir.path()), None);
-        assert_eq!(folder_problem(&file), Some("is not a folder"));
-        assert_eq!(
-            folder_problem(&dir.path().join("none")),
-            Some("does not exist")
-        );
     }
 }

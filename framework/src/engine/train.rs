@@ -97,12 +97,7 @@ pub struct TrainSummary {
 /// Builds the data loader of `split`; an error when the configuration lacks the split or its
 /// data cannot be listed (missing folder, mismatched file names, …).
 pub fn open_split(config: &Config, split: Split) -> Result<Arc<dyn DataLoader>, EngineError> {
-    let section = match split {
-        Split::Train => &config.dataset.train,
-        Split::Valid => &config.dataset.valid,
-        Split::Test => &config.dataset.test,
-    };
-    let section = section.as_ref().ok_or_else(|| {
+    let section = config.dataset.split(split).ok_or_else(|| {
         EngineError::Config(format!(
             "the configuration has no `dataset.{}` split with a `dir`",
             split.as_str()

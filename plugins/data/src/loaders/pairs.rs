@@ -102,12 +102,7 @@ impl Side {
 /// mistyped `dir` is named as such rather than as a missing sub-folder.
 fn require_folders(source: &SplitSource<'_>) -> Result<(), ComponentError> {
     for dir in source.dirs {
-        if !dir.is_dir() {
-            let what = if dir.exists() {
-                "is not a folder"
-            } else {
-                "does not exist"
-            };
+        if let Some(what) = voxreg_framework::files::folder_problem(dir) {
             return Err(ComponentError::Data {
                 path: dir.clone(),
                 message: format!(
